@@ -1,0 +1,59 @@
+"""`plasticity-dist` command line: each subcommand parses its arguments and dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from plasticity_dist.config import ConfigError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _models(args: argparse.Namespace) -> int:
+    from plasticity_dist.model_table import preset_rows, print_preset_table
+
+    rows = preset_rows(args.vocab_size, args.seq_len)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_preset_table(rows)
+    return 0
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the model size presets with exact parameter counts")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--vocab-size", type=int, default=257, help="vocabulary for total counts (default: bytes + eot)")
+    parser.add_argument("--seq-len", type=int, default=2048, help="context length for position embeddings")
+    parser.set_defaults(handler=_models)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plasticity-dist", description="Measure loss of plasticity in GPT-style language models."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_subcommand in SUBCOMMANDS:
+        add_subcommand(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"plasticity-dist {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

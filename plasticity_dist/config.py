@@ -1,0 +1,269 @@
+"""Typed experiment configuration: YAML files plus `key.sub=value` overrides, validated before any work.
+
+Every field is typed; a field's `metadata` may name its allowed `choices` or a `min` value. Loading
+checks types, choices, bounds and unknown keys, and raises `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plasticity_dist.presets import PRESETS_BY_NAME
+
+STUDY_LANGUAGES = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru")
+PROBE_LANGUAGE = "vi"
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and what is allowed."""
+
+
+def _choices(*allowed: Any) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _at_least(minimum: float) -> dict[str, Any]:
+    return {"min": minimum}
+
+
+@dataclass
+class ModelSection:
+    preset: str = field(default="100K", metadata=_choices(*PRESETS_BY_NAME))
+    compile: bool = False
+
+
+@dataclass
+class DataSection:
+    root: str = "data"  # folder holding one shard dataset per task name (relative paths resolve here)
+    seq_len: int = field(default=256, metadata=_at_least(1))
+    micro_batch_size: int = field(default=8, metadata=_at_least(1))
+    global_batch_size: int = field(default=8, metadata=_at_least(1))  # sequences per optimizer step
+    num_workers: int = field(default=1, metadata=_at_least(0))
+    shuffle_window_blocks: int = field(default=1, metadata=_at_least(1))
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"data.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"data.micro_batch_size={self.micro_batch_size}"
+            )
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    dataset: str = ""  # shard dataset folder; defaults to <data.root>/<name>
+    tokens: int | None = field(default=None, metadata=_at_least(1))  # defaults to curriculum.task_tokens
+
+
+@dataclass
+class CurriculumSection:
+    problem: str = field(default="continual", metadata=_choices("continual", "stationary"))
+    tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec(lang) for lang in STUDY_LANGUAGES])
+    task_tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
+    cycles: int = field(default=1, metadata=_at_least(1))
+    # stationary problem: one stream mixing every task's data
+    mix_weights: list[float] | None = None
+    total_tokens: int | None = field(default=None, metadata=_at_least(1))
+    probe_every_tokens: int | None = field(default=None, metadata=_at_least(1))
+
+    def check(self) -> None:
+        if not self.tasks:
+            raise ConfigError("curriculum.tasks is empty; list at least one task")
+        names = [task.name for task in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"curriculum.tasks has duplicate names: {names}")
+        if self.mix_weights is not None:
+            if len(self.mix_weights) != len(self.tasks) or min(self.mix_weights) < 0 or sum(self.mix_weights) <= 0:
+                raise ConfigError(
+                    f"curriculum.mix_weights={self.mix_weights} must hold one non-negative weight per task "
+                    f"({len(self.tasks)}) with a positive sum"
+                )
+
+
+@dataclass
+class OptimizerSection:
+    lr: float = field(default=6e-4, metadata=_at_least(0.0))
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = field(default=1e-8, metadata=_at_least(0.0))
+    weight_decay: float = field(default=0.1, metadata=_at_least(0.0))
+    grad_clip: float = field(default=1.0, metadata=_at_least(0.0))  # 0 disables clipping
+    schedule: str = field(default="constant", metadata=_choices("constant", "rewarm_cosine"))
+    warmup_steps: int = field(default=100, metadata=_at_least(0))
+    min_lr_ratio: float = field(default=0.1, metadata=_at_least(0.0))
+
+    def check(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ConfigError(f"optimizer.betas={self.betas} must be two values in [0, 1)")
+        if self.min_lr_ratio > 1.0:
+            raise ConfigError(f"optimizer.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+
+
+@dataclass
+class CheckpointSection:
+    every_steps: int = field(default=0, metadata=_at_least(0))  # 0: only at task ends
+    keep_last: int = field(default=2, metadata=_at_least(1))  # cycle-end checkpoints are always kept
+
+
+@dataclass
+class ProbeSection:
+    dataset: str = PROBE_LANGUAGE  # shard dataset folder, relative to data.root
+    tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
+    eval_points: int = field(default=11, metadata=_at_least(2))  # evenly spaced, step 0 included
+    eval_tokens: int = field(default=1_000_000, metadata=_at_least(1))
+    lr: float = field(default=6e-4, metadata=_at_least(0.0))
+    executor: str = field(default="local", metadata=_choices("inline", "local", "slurm"))
+    max_concurrent: int = field(default=1, metadata=_at_least(1))
+    retries: int = field(default=2, metadata=_at_least(0))
+    baseline: bool = True  # also probe the untrained initial weights (cycle 0)
+
+
+@dataclass
+class LaunchSection:
+    zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
+    precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
+    ds_config: str = ""  # defaults to ds_configs/zero<stage>.json
+
+
+@dataclass
+class ExperimentConfig:
+    run_dir: str = "runs/default"
+    resume: str = "auto"  # auto | never | path to a checkpoint folder
+    seed: int = 0
+    log_every: int = field(default=10, metadata=_at_least(1))
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    curriculum: CurriculumSection = field(default_factory=CurriculumSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+    launch: LaunchSection = field(default_factory=LaunchSection)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and build dataclasses and lists from plain data."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _convert(value, inner, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return _build(tp, value, key)
+    if tp in (int, float) and not isinstance(value, bool):
+        value = _as_number(value, tp, key)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _as_number(value: Any, tp: type, key: str) -> Any:
+    """Accept `5e9`-style numbers (YAML reads them as strings or floats) for int and float fields."""
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ConfigError(f"config key {key!r}: expected {tp.__name__}, got {value!r}") from None
+    if tp is int and isinstance(number, float) and number.is_integer():
+        return int(number)
+    if tp is float and isinstance(number, int):
+        return float(number)
+    return number
+
+
+def _check_bounds(value: Any, metadata: typing.Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    if "choices" in metadata and value not in metadata["choices"]:
+        allowed = ", ".join(str(choice) for choice in metadata["choices"])
+        raise ConfigError(f"config key {key!r}: {value!r} is not allowed; allowed: {allowed}")
+    if "min" in metadata and value < metadata["min"]:
+        raise ConfigError(f"config key {key!r}: {value!r} is below the minimum {metadata['min']}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; allowed: {', '.join(fields)}")
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        values[name] = _convert(value, hints[name], key)
+        _check_bounds(values[name], fields[name].metadata, key)
+    try:
+        section = cls(**values)
+    except TypeError as error:
+        missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"config key {prefix!r} lacks required field(s): {', '.join(missing)}") from error
+    if hasattr(section, "check"):
+        section.check()
+    return section
+
+
+def _parse_override(override: str) -> tuple[list[str], Any]:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form key.sub=value")
+    return key.split("."), yaml.safe_load(raw) if raw else ""
+
+
+def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Read a YAML config (or the defaults), apply `key.sub=value` overrides, and validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for override in overrides:
+        _apply_override(data, *_parse_override(override))
+    return _build(ExperimentConfig, data, "")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_to_yaml(config: Any) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="plasticity-dist",
+    version="0.1.0",
+    description="Measure loss of plasticity in GPT-style language models at cluster scale",
+    packages=find_packages(include=["plasticity_dist", "plasticity_dist.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "deepspeed>=0.15",
+        "accelerate>=1.0",
+        "transformers>=4.40",  # accelerate's DeepSpeed path imports it unconditionally
+        "datasets>=2.19",
+        "webdataset>=0.2.90",
+        "zstandard>=0.22",
+        "numpy>=1.26",
+        "rich>=13",
+        "pyyaml>=6",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"dev": ["pytest>=8", "pyarrow>=15", "tokenizers>=0.19"]},
+    entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:main"]},
+)

@@ -1,0 +1,51 @@
+import pytest
+
+from plasticity_dist.config import ConfigError, config_to_yaml, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
+    path = write(tmp_path, "model: {preset: 5M}\ncurriculum:\n  cycles: 3\n  tasks: [{name: en}, {name: zh}]\n")
+    config = load_config(path, ["data.seq_len=512", "optimizer.lr=3e-4", "curriculum.task_tokens=5e9"])
+    assert config.model.preset == "5M"
+    assert config.curriculum.cycles == 3
+    assert [task.name for task in config.curriculum.tasks] == ["en", "zh"]
+    assert config.data.seq_len == 512
+    assert config.optimizer.lr == 3e-4
+    assert config.curriculum.task_tokens == 5_000_000_000
+    resolved = write(tmp_path, config_to_yaml(config))
+    assert load_config(resolved) == config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.preset=7M", "'model.preset': '7M' is not allowed; allowed: 100K"),
+        ("curriculum.task_tokens=-5", "'curriculum.task_tokens': -5 is below the minimum 1"),
+        ("data.seq_len=long", "'data.seq_len': expected int, got 'long'"),
+        ("data.seq_len=3.5", "'data.seq_len': expected int, got 3.5"),
+        ("data.sequence_length=5", "unknown config key data.'sequence_length'"),
+        ("data.micro_batch_size=3", "data.global_batch_size=8 is not a multiple of data.micro_batch_size=3"),
+        ("launch.zero_stage=4", "'launch.zero_stage': 4 is not allowed; allowed: 1, 2, 3"),
+        ("curriculum.tasks=[]", "curriculum.tasks is empty"),
+        ("curriculum.tasks=[{tokens: 5}]", "'curriculum.tasks[0]' lacks required field(s): name"),
+        ("no_equals_sign", "not of the form key.sub=value"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="does-not-exist.yaml does not exist"):
+        load_config(tmp_path / "does-not-exist.yaml")
+    with pytest.raises(ConfigError, match="exp.yaml must hold a mapping"):
+        load_config(write(tmp_path, "- just\n- a list\n"))

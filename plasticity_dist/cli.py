@@ -31,7 +31,26 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_models)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models,)
+def _train(args: argparse.Namespace) -> int:
+    from plasticity_dist.config import config_to_yaml, load_config
+    from plasticity_dist.logging import get_logger
+    from plasticity_dist.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    get_logger().info("resolved config:\n" + config_to_yaml(config))
+    return train(config)
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="run or resume a continual or stationary run (also under accelerate launch / torchrun)"
+    )
+    parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. run_dir=runs/x")
+    parser.set_defaults(handler=_train)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models, _add_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ class DataSection:
     global_batch_size: int = field(default=8, metadata=_at_least(1))  # sequences per optimizer step
     num_workers: int = field(default=1, metadata=_at_least(0))
     shuffle_window_blocks: int = field(default=1, metadata=_at_least(1))
+    val_tokens: int = field(default=1_000_000, metadata=_at_least(1))  # per task-end evaluation
     seed: int = 0
 
     def check(self) -> None:
@@ -131,6 +132,7 @@ class LaunchSection:
     zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
     precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
     ds_config: str = ""  # defaults to ds_configs/zero<stage>.json
+    peak_tflops: float = field(default=989.0, metadata=_at_least(0.0))  # per-GPU bf16 peak for MFU (H100/H200)
 
 
 @dataclass
@@ -243,19 +245,39 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_sections else value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as plain data; `inherit: other.yaml` (relative to the file) is merged underneath."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"config file {path}: 'inherit' forms a cycle through {parent_path}")
+    return _merge(_read_yaml(parent_path, (*seen, parent_path)), data)
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML config (or the defaults), apply `key.sub=value` overrides, and validate."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    """Read a YAML config (or the defaults), apply `key.sub=value` overrides, and validate.
+
+    Lists (such as `curriculum.tasks`) are replaced whole by an override or an inheriting file.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
     for override in overrides:
         _apply_override(data, *_parse_override(override))
     return _build(ExperimentConfig, data, "")

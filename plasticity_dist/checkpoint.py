@@ -1,0 +1,114 @@
+"""Checkpoints of a run: DeepSpeed ZeRO shards plus `trainer_state.json`, written crash-safe.
+
+Layout: `RUN/checkpoints/<tag>/` holds what `accelerator.save_state` writes (the engine's shards under
+`pytorch_model/`, one RNG file per rank) and `trainer_state.json`, which is written last: a checkpoint is
+complete only when it exists. Saving goes to `<tag>.tmp`, renamed when complete; then `latest` is
+replaced atomically. Retention keeps the last `keep_last` checkpoints plus every one saved with
+`keep=True` (cycle ends, which probes need) and any that `is_protected` names.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from plasticity_dist.fileio import atomic_write_json, atomic_write_text, fsync_dir
+
+TRAINER_STATE = "trainer_state.json"
+LATEST = "latest"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or unreadable; the message names it."""
+
+
+def is_complete(path: Path) -> bool:
+    return (path / TRAINER_STATE).is_file()
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any]:
+    """The trainer state of a complete checkpoint; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not is_complete(path):
+        raise CheckpointError(f"checkpoint {path} is incomplete (no {TRAINER_STATE}); it was not finished")
+    try:
+        return json.loads((path / TRAINER_STATE).read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"checkpoint {path}: {TRAINER_STATE} is corrupt: {error}") from None
+
+
+class Checkpointer:
+    def __init__(self, run_dir: str | Path, accelerator: Accelerator, keep_last: int,
+                 is_protected: Callable[[str], bool] = lambda tag: False) -> None:
+        self.directory = Path(run_dir) / "checkpoints"
+        self.accelerator = accelerator
+        self.keep_last = keep_last
+        self.is_protected = is_protected
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, as named by `latest`."""
+        pointer = self.directory / LATEST
+        if not pointer.is_file():
+            return None
+        path = self.directory / pointer.read_text().strip()
+        if not is_complete(path):
+            raise CheckpointError(f"{pointer} names {path}, which is not a complete checkpoint")
+        return path
+
+    def resolve(self, resume: str) -> Path | None:
+        """`auto`: the latest checkpoint if any; `never`: none; anything else: that checkpoint folder."""
+        if resume == "never":
+            return None
+        if resume == "auto":
+            return self.latest()
+        read_trainer_state(resume)
+        return Path(resume)
+
+    def save(self, tag: str, trainer_state: dict[str, Any], keep: bool) -> Path:
+        """Every rank writes its shards; the main process completes, publishes and prunes."""
+        final = self.directory / tag
+        staging = self.directory / f"{tag}.tmp"
+        if self.accelerator.is_main_process:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(staging))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            atomic_write_json(staging / TRAINER_STATE, {**trainer_state, "tag": tag, "keep": keep})
+            shutil.rmtree(final, ignore_errors=True)  # a re-save of the same tag after a resume
+            staging.rename(final)
+            fsync_dir(self.directory)
+            atomic_write_text(self.directory / LATEST, tag + "\n")
+            self._prune()
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """Restore the engine (model, optimizer, RNG) from `path` and return its trainer state."""
+        trainer_state = read_trainer_state(path)
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as error:  # DeepSpeed raises many types; name the checkpoint either way
+            raise CheckpointError(f"checkpoint {path} could not be loaded: {type(error).__name__}: {error}") from error
+        return trainer_state
+
+    def remove_unfinished(self) -> None:
+        """Delete `<tag>.tmp` folders left by a process killed while saving."""
+        if self.accelerator.is_main_process and self.directory.is_dir():
+            for staging in self.directory.glob("*.tmp"):
+                shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+
+    def _prune(self) -> None:
+        complete = sorted(path for path in self.directory.iterdir() if path.is_dir() and is_complete(path))
+        for path in complete[: -self.keep_last]:
+            if not read_trainer_state(path).get("keep") and not self.is_protected(path.name):
+                shutil.rmtree(path)

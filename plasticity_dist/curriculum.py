@@ -1,0 +1,83 @@
+"""The training problem as a list of tasks: the continual cycles or the stationary mixed stream.
+
+Both problems become the same thing for the trainer: an ordered list of `Task`s, each a set of shard
+datasets (with mixing weights), a token budget, and whether a probe request follows it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from plasticity_dist.config import ConfigError, ExperimentConfig, TaskSpec
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int  # position in the whole run, from 0
+    cycle: int  # continual: the cycle, from 1; stationary: the probe interval, from 1
+    name: str
+    datasets: tuple[str, ...]
+    weights: tuple[float, ...] | None
+    tokens: int
+    probe_after: bool  # cycle end (continual) or every probe_every_tokens (stationary)
+
+    def checkpoint_tag(self, step: int) -> str:
+        """Checkpoint name at optimizer step `step` of the run: sorts by time, reads well in a listing."""
+        return f"step{step:09d}-task{self.index:04d}-cycle{self.cycle:03d}-{self.name}"
+
+
+def dataset_path(root: str, dataset: str) -> str:
+    """A task's dataset folder; relative names resolve under `data.root`."""
+    path = Path(dataset)
+    return str(path if path.is_absolute() else Path(root) / path)
+
+
+def _task_dataset(config: ExperimentConfig, spec: TaskSpec) -> str:
+    return dataset_path(config.data.root, spec.dataset or spec.name)
+
+
+def _continual_tasks(config: ExperimentConfig) -> list[Task]:
+    curriculum = config.curriculum
+    tasks = []
+    for cycle in range(1, curriculum.cycles + 1):
+        for position, spec in enumerate(curriculum.tasks):
+            tasks.append(Task(
+                index=len(tasks),
+                cycle=cycle,
+                name=spec.name,
+                datasets=(_task_dataset(config, spec),),
+                weights=None,
+                tokens=spec.tokens or curriculum.task_tokens,
+                probe_after=position == len(curriculum.tasks) - 1,
+            ))
+    return tasks
+
+
+def _stationary_tasks(config: ExperimentConfig) -> list[Task]:
+    curriculum = config.curriculum
+    if curriculum.total_tokens is None or curriculum.probe_every_tokens is None:
+        raise ConfigError("curriculum.problem=stationary needs curriculum.total_tokens and curriculum.probe_every_tokens")
+    datasets = tuple(_task_dataset(config, spec) for spec in curriculum.tasks)
+    weights = tuple(curriculum.mix_weights) if curriculum.mix_weights else None
+    intervals = math.ceil(curriculum.total_tokens / curriculum.probe_every_tokens)
+    return [
+        Task(
+            index=i,
+            cycle=i + 1,
+            name="mix",
+            datasets=datasets,
+            weights=weights,
+            tokens=min(curriculum.probe_every_tokens, curriculum.total_tokens - i * curriculum.probe_every_tokens),
+            probe_after=True,
+        )
+        for i in range(intervals)
+    ]
+
+
+def build_tasks(config: ExperimentConfig) -> list[Task]:
+    """Every task of the run in training order."""
+    if config.curriculum.problem == "stationary":
+        return _stationary_tasks(config)
+    return _continual_tasks(config)

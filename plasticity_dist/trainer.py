@@ -1,0 +1,210 @@
+"""The continual-learning trainer: the composition root that wires config, data, engine and checkpoints.
+
+One `Trainer.run()` walks the run's tasks (see `curriculum.py`). A task ends exactly at its token budget
+on every rank; at each task end the trainer evaluates on the task's validation split and checkpoints.
+Gradient accumulation is driven through the DeepSpeed engine's explicit boundary API, so it never
+depends on a step counter restored from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+
+from plasticity_dist.checkpoint import Checkpointer
+from plasticity_dist.config import ExperimentConfig, config_to_yaml
+from plasticity_dist.curriculum import Task, build_tasks
+from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
+from plasticity_dist.launch import WorldInfo, build_accelerator, gradient_accumulation_steps, init_world_env
+from plasticity_dist.logging import get_logger
+from plasticity_dist.lr_schedule import learning_rate
+from plasticity_dist.metrics import MetricsLog
+from plasticity_dist.model import GPT
+from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
+from plasticity_dist.presets import get_preset
+from plasticity_dist.progress import TrainingProgress
+
+log = get_logger()
+
+
+@dataclass
+class TrainerState:
+    """Where the run stands; saved in every checkpoint's trainer_state.json."""
+
+    task_index: int = 0
+    step: int = 0  # optimizer steps over the whole run
+    step_in_task: int = 0
+    tokens_seen: int = 0
+    loader: dict[str, Any] | None = None  # state of the task in progress (identical on every rank)
+    world_size: int = 1
+
+
+def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices (linear and embedding weights), not LayerNorm gains: the nanoGPT rule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+class Trainer:
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.world: WorldInfo = init_world_env()
+        self.accum_steps = gradient_accumulation_steps(config, self.world.world_size)
+        self.tasks = build_tasks(config)
+        self.run_dir = Path(config.run_dir)
+        self.accelerator = build_accelerator(config, self.world)
+        self.device = self.accelerator.device
+        first_loader = self._loader(self.tasks[0])  # validates the dataset before any work
+        self.vocab_size = first_loader.vocab_size
+        set_seed(config.seed)
+        model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
+        optimizer = torch.optim.AdamW(
+            adamw_param_groups(model, config.optimizer.weight_decay),
+            lr=config.optimizer.lr, betas=tuple(config.optimizer.betas), eps=config.optimizer.eps,
+        )
+        self.non_embedding_params = model.num_params()
+        self.flops_per_token = model.flops_per_token()
+        self.engine, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.checkpointer = Checkpointer(self.run_dir, self.accelerator, config.checkpoint.keep_last)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process)
+        self.preemption = PreemptionFlag()
+
+    def _loader(self, task: Task) -> ShardLoader:
+        data = self.config.data
+        return ShardLoader(
+            task.datasets, seq_len=data.seq_len, micro_batch_size=data.micro_batch_size,
+            global_batch_size=data.global_batch_size, token_budget=task.tokens, rank=self.world.rank,
+            world_size=self.world.world_size, seed=data.seed, task=task.index, num_workers=data.num_workers,
+            weights=task.weights, shuffle_window_blocks=data.shuffle_window_blocks,
+        )
+
+    def _start_or_resume(self) -> TrainerState:
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_path = self.run_dir / "config.yaml"
+            if not config_path.exists():
+                config_path.write_text(config_to_yaml(self.config))
+        self.accelerator.wait_for_everyone()
+        self.checkpointer.remove_unfinished()
+        checkpoint = self.checkpointer.resolve(self.config.resume)
+        if checkpoint is None:
+            return TrainerState(world_size=self.world.world_size)
+        saved = self.checkpointer.load(checkpoint)
+        state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
+        log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
+        self.metrics.truncate_after(state.step)
+        state.world_size = self.world.world_size
+        return state
+
+    def run(self) -> int:
+        """Train every remaining task; returns the process exit code (REQUEUE_EXIT_CODE when preempted)."""
+        state = self._start_or_resume()
+        log.info(f"{self.config.model.preset} model ({self.non_embedding_params:,} non-embedding params), "
+                 f"{len(self.tasks)} tasks, world size {self.world.world_size}, ZeRO-{self.config.launch.zero_stage}")
+        with TrainingProgress(self.tasks, enabled=self.accelerator.is_main_process) as progress:
+            for task in self.tasks[state.task_index:]:
+                if not self._train_task(task, state, progress):
+                    return REQUEUE_EXIT_CODE
+                self._finish_task(task, state)
+        log.info(f"run complete: {state.step} steps, {state.tokens_seen:,} tokens in {self.run_dir}")
+        return 0
+
+    def _train_task(self, task: Task, state: TrainerState, progress: TrainingProgress) -> bool:
+        """Train `task` to its budget; False when a stop signal arrived (a checkpoint was saved)."""
+        loader = self._loader(task)
+        if state.loader is not None:
+            loader.load_state_dict(state.loader)
+        batches = iter(loader)
+        tokens_per_step = self.config.data.global_batch_size * self.config.data.seq_len
+        progress.start_task(task, loader.num_steps, state.step_in_task)
+        while state.step_in_task < loader.num_steps:
+            started = time.perf_counter()
+            lr = learning_rate(self.config.optimizer, state.step, state.step_in_task, loader.num_steps)
+            loss, grad_norm = self._optimizer_step(batches, lr)
+            state.step += 1
+            state.step_in_task += 1
+            state.tokens_seen += tokens_per_step
+            state.loader = loader.state_dict()
+            progress.advance(loss)
+            if state.step % self.config.log_every == 0 or state.step_in_task == loader.num_steps:
+                self._log_step(task, state, loss, lr, grad_norm, tokens_per_step / (time.perf_counter() - started))
+            every = self.config.checkpoint.every_steps
+            if every and state.step % every == 0 and state.step_in_task < loader.num_steps:
+                self._save(task, state, keep=False)
+            if self.preemption.should_stop(self.device):
+                log.warning(f"stop signal received: checkpointing at step {state.step} and exiting with {REQUEUE_EXIT_CODE}")
+                self._save(task, state, keep=False)
+                return False
+        return True
+
+    def _optimizer_step(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[float, float]:
+        """One optimizer step over `accum_steps` micro-batches; returns the global mean loss and grad norm."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        self.engine.train()
+        for micro_step in range(self.accum_steps):
+            inputs, targets = (t.to(self.device, non_blocking=True) for t in next(batches))
+            self.engine.set_gradient_accumulation_boundary(micro_step == self.accum_steps - 1)
+            loss = self.engine(inputs, targets)
+            self.engine.backward(loss)
+            loss_sum += loss.detach().float()
+        self.engine.step()
+        mean_loss = self.accelerator.reduce(loss_sum / self.accum_steps, reduction="mean")
+        grad_norm = self.engine.get_global_grad_norm()
+        return mean_loss.item(), float(grad_norm) if grad_norm is not None else math.nan
+
+    def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
+        record = {
+            "event": "step", "task": task.name, "task_index": task.index, "cycle": task.cycle, "step": state.step,
+            "tokens": state.tokens_seen, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "tokens_per_s": tokens_per_s,
+        }
+        if torch.cuda.is_available():
+            peak_flops = self.config.launch.peak_tflops * 1e12 * self.world.world_size
+            record["mfu"] = self.flops_per_token * tokens_per_s / peak_flops
+        self.metrics.write(record)
+
+    def _finish_task(self, task: Task, state: TrainerState) -> None:
+        val_loss = self.evaluate(task)
+        self.metrics.write({
+            "event": "task_end", "task": task.name, "task_index": task.index, "cycle": task.cycle,
+            "step": state.step, "tokens": state.tokens_seen, "val_loss": val_loss,
+        })
+        state.task_index += 1
+        state.step_in_task = 0
+        state.loader = None
+        self._save(task, state, keep=task.probe_after)
+
+    def evaluate(self, task: Task) -> float | None:
+        """Mean loss on the task's validation split (`<dataset>/val`), the same batches on every rank."""
+        val_dirs = [Path(dataset) / "val" for dataset in task.datasets]
+        if not all(path.is_dir() for path in val_dirs):
+            return None
+        self.engine.eval()
+        total, count = 0.0, 0
+        budget = self.config.data.val_tokens // len(val_dirs)
+        with torch.no_grad():
+            for val_dir in val_dirs:
+                for inputs, targets in iter_eval_batches(val_dir, seq_len=self.config.data.seq_len,
+                                                         batch_size=self.config.data.micro_batch_size, max_tokens=budget):
+                    total += self.engine(inputs.to(self.device), targets.to(self.device)).float().item() * len(inputs)
+                    count += len(inputs)
+        return total / count if count else None
+
+    def _save(self, task: Task, state: TrainerState, keep: bool) -> Path:
+        return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=keep)
+
+
+def train(config: ExperimentConfig) -> int:
+    return Trainer(config).run()

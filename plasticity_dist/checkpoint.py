@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils.constants import MODEL_NAME
 
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text, fsync_dir
 
 TRAINER_STATE = "trainer_state.json"
+ENGINE_FOLDER = MODEL_NAME  # the tag accelerate's save_state gives the DeepSpeed engine's shards
 LATEST = "latest"
 
 
@@ -42,6 +44,25 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
         return json.loads((path / TRAINER_STATE).read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"checkpoint {path}: {TRAINER_STATE} is corrupt: {error}") from None
+
+
+def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dict[str, Any]:
+    """Full fp32 weights of a checkpoint, consolidated from its ZeRO shards by DeepSpeed's own utility.
+
+    Works whatever the world size that saved it. Every key the model expects must come back: DeepSpeed's
+    consolidation has dropped tied weights before (DeepSpeed #1896), and a missing one is an error here.
+    """
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    read_trainer_state(path)
+    try:
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=ENGINE_FOLDER)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path}: DeepSpeed could not consolidate its shards: {error}") from None
+    missing = sorted(set(expected_keys) - set(weights))
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: consolidated weights lack {', '.join(missing)}")
+    return weights
 
 
 class Checkpointer:

@@ -41,6 +41,31 @@ def _train(args: argparse.Namespace) -> int:
     return train(config)
 
 
+def _probe(args: argparse.Namespace) -> int:
+    if args.pending:
+        from plasticity_dist.probe.queue import ProbeQueue
+
+        for request in ProbeQueue(args.pending).open_requests():
+            last = request["submissions"][-1] if request["submissions"] else {}
+            status = "failed" if request["failed"] else f"attempts {request['attempts']}"
+            print(f"{request['checkpoint']}\t{status}\t{last.get('log', '')}")
+        return 0
+    from plasticity_dist.probe.job import run_probe
+
+    run_probe(args.checkpoint, args.config, force=args.force)
+    return 0
+
+
+def _add_probe(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("probe", help="probe one checkpoint (what async probe jobs run), or list pending probes")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--checkpoint", help="checkpoint folder RUN/checkpoints/<tag>")
+    target.add_argument("--pending", metavar="RUN", help="list the probe requests of RUN without a result")
+    parser.add_argument("--config", help="experiment YAML (default: the run's config.yaml)")
+    parser.add_argument("--force", action="store_true", help="replace a result made under another probe config")
+    parser.set_defaults(handler=_probe)
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="run or resume a continual or stationary run (also under accelerate launch / torchrun)"
@@ -50,7 +75,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models, _add_train)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models, _add_train, _add_probe)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,7 +115,20 @@ class CheckpointSection:
 
 
 @dataclass
+class SlurmProbeSection:
+    """Where the `slurm` probe executor sends `slurm/probe.sh` (empty: the cluster's default)."""
+
+    partition: str = ""
+    account: str = ""
+    time: str = "04:00:00"
+    nodes: int = field(default=1, metadata=_at_least(1))
+    gpus_per_node: int = field(default=0, metadata=_at_least(0))
+    extra_args: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--qos=low"]
+
+
+@dataclass
 class ProbeSection:
+    enabled: bool = True
     dataset: str = PROBE_LANGUAGE  # shard dataset folder, relative to data.root
     tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
     eval_points: int = field(default=11, metadata=_at_least(2))  # evenly spaced, step 0 included
@@ -125,6 +138,9 @@ class ProbeSection:
     max_concurrent: int = field(default=1, metadata=_at_least(1))
     retries: int = field(default=2, metadata=_at_least(0))
     baseline: bool = True  # also probe the untrained initial weights (cycle 0)
+    local_cpus: list[int] = field(default_factory=list)  # `local` executor: pin probes to these CPUs
+    local_gpus: str = ""  # `local` executor: CUDA_VISIBLE_DEVICES for probes, e.g. "7"
+    slurm: SlurmProbeSection = field(default_factory=SlurmProbeSection)
 
 
 @dataclass

@@ -2,15 +2,12 @@
 
 One `Trainer.run()` walks the run's tasks (see `curriculum.py`). A task ends exactly at its token budget
 on every rank; at each task end the trainer evaluates on the task's validation split and checkpoints.
-Gradient accumulation is driven through the DeepSpeed engine's explicit boundary API, so it never
-depends on a step counter restored from a checkpoint.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +16,8 @@ import torch
 from accelerate.utils import set_seed
 
 from plasticity_dist.checkpoint import Checkpointer
-from plasticity_dist.config import ExperimentConfig, config_to_yaml
-from plasticity_dist.curriculum import Task, build_tasks
+from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
+from plasticity_dist.curriculum import Task, build_tasks, dataset_path
 from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
 from plasticity_dist.launch import WorldInfo, build_accelerator, gradient_accumulation_steps, init_world_env
 from plasticity_dist.logging import get_logger
@@ -29,6 +26,8 @@ from plasticity_dist.metrics import MetricsLog
 from plasticity_dist.model import GPT
 from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import get_preset
+from plasticity_dist.probe.scheduler import ProbeScheduler
+from plasticity_dist.steps import StepRunner
 from plasticity_dist.progress import TrainingProgress
 
 log = get_logger()
@@ -44,15 +43,7 @@ class TrainerState:
     tokens_seen: int = 0
     loader: dict[str, Any] | None = None  # state of the task in progress (identical on every rank)
     world_size: int = 1
-
-
-def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices (linear and embedding weights), not LayerNorm gains: the nanoGPT rule."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    tokenizer: str = ""  # the training data's tokenizer id: probe data must match it
 
 
 class Trainer:
@@ -68,14 +59,21 @@ class Trainer:
         self.vocab_size = first_loader.vocab_size
         set_seed(config.seed)
         model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
-        optimizer = torch.optim.AdamW(
-            adamw_param_groups(model, config.optimizer.weight_decay),
-            lr=config.optimizer.lr, betas=tuple(config.optimizer.betas), eps=config.optimizer.eps,
-        )
         self.non_embedding_params = model.num_params()
         self.flops_per_token = model.flops_per_token()
-        self.engine, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.checkpointer = Checkpointer(self.run_dir, self.accelerator, config.checkpoint.keep_last)
+        self.steps = StepRunner(self.accelerator, model, config, self.accum_steps)
+        self.tokenizer = first_loader.tokenizer
+        self.probes = None
+        if config.probe.enabled:
+            probe_data = Path(dataset_path(config.data.root, config.probe.dataset))
+            if not probe_data.is_dir():
+                raise ConfigError(f"probe.dataset: {probe_data} does not exist (preprocess it, or set probe.enabled=false)")
+            if self.accelerator.is_main_process:
+                self.probes = ProbeScheduler(self.run_dir, config.probe)
+        self.checkpointer = Checkpointer(
+            self.run_dir, self.accelerator, config.checkpoint.keep_last,
+            is_protected=lambda tag: self.probes is not None and tag in self.probes.queue.protected_tags(),
+        )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process)
         self.preemption = PreemptionFlag()
 
@@ -98,12 +96,17 @@ class Trainer:
         self.checkpointer.remove_unfinished()
         checkpoint = self.checkpointer.resolve(self.config.resume)
         if checkpoint is None:
-            return TrainerState(world_size=self.world.world_size)
+            state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
+            if self.config.probe.enabled and self.config.probe.baseline:
+                self._save_for_probe("step000000000-init", state, probe_cycle=0)
+            return state
         saved = self.checkpointer.load(checkpoint)
         state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step)
         state.world_size = self.world.world_size
+        if self.probes is not None:
+            self.probes.poll()  # resubmit probes that died with the previous process
         return state
 
     def run(self) -> int:
@@ -116,6 +119,8 @@ class Trainer:
                 if not self._train_task(task, state, progress):
                     return REQUEUE_EXIT_CODE
                 self._finish_task(task, state)
+        if self.probes is not None:
+            self.probes.drain()
         log.info(f"run complete: {state.step} steps, {state.tokens_seen:,} tokens in {self.run_dir}")
         return 0
 
@@ -130,7 +135,7 @@ class Trainer:
         while state.step_in_task < loader.num_steps:
             started = time.perf_counter()
             lr = learning_rate(self.config.optimizer, state.step, state.step_in_task, loader.num_steps)
-            loss, grad_norm = self._optimizer_step(batches, lr)
+            loss, grad_norm = self.steps.train_step(batches, lr)
             state.step += 1
             state.step_in_task += 1
             state.tokens_seen += tokens_per_step
@@ -146,23 +151,6 @@ class Trainer:
                 self._save(task, state, keep=False)
                 return False
         return True
-
-    def _optimizer_step(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[float, float]:
-        """One optimizer step over `accum_steps` micro-batches; returns the global mean loss and grad norm."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=self.device)
-        self.engine.train()
-        for micro_step in range(self.accum_steps):
-            inputs, targets = (t.to(self.device, non_blocking=True) for t in next(batches))
-            self.engine.set_gradient_accumulation_boundary(micro_step == self.accum_steps - 1)
-            loss = self.engine(inputs, targets)
-            self.engine.backward(loss)
-            loss_sum += loss.detach().float()
-        self.engine.step()
-        mean_loss = self.accelerator.reduce(loss_sum / self.accum_steps, reduction="mean")
-        grad_norm = self.engine.get_global_grad_norm()
-        return mean_loss.item(), float(grad_norm) if grad_norm is not None else math.nan
 
     def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
         record = {
@@ -184,26 +172,31 @@ class Trainer:
         state.task_index += 1
         state.step_in_task = 0
         state.loader = None
-        self._save(task, state, keep=task.probe_after)
+        if task.probe_after:
+            self._save_for_probe(task.checkpoint_tag(state.step), state, probe_cycle=task.cycle)
+        else:
+            self._save(task, state, keep=False)
 
     def evaluate(self, task: Task) -> float | None:
         """Mean loss on the task's validation split (`<dataset>/val`), the same batches on every rank."""
         val_dirs = [Path(dataset) / "val" for dataset in task.datasets]
         if not all(path.is_dir() for path in val_dirs):
             return None
-        self.engine.eval()
-        total, count = 0.0, 0
-        budget = self.config.data.val_tokens // len(val_dirs)
-        with torch.no_grad():
-            for val_dir in val_dirs:
-                for inputs, targets in iter_eval_batches(val_dir, seq_len=self.config.data.seq_len,
-                                                         batch_size=self.config.data.micro_batch_size, max_tokens=budget):
-                    total += self.engine(inputs.to(self.device), targets.to(self.device)).float().item() * len(inputs)
-                    count += len(inputs)
-        return total / count if count else None
+        data = self.config.data
+        budget = data.val_tokens // len(val_dirs)
+        return self.steps.evaluate(itertools.chain.from_iterable(
+            iter_eval_batches(val_dir, seq_len=data.seq_len, batch_size=data.micro_batch_size, max_tokens=budget)
+            for val_dir in val_dirs
+        ))
 
     def _save(self, task: Task, state: TrainerState, keep: bool) -> Path:
         return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=keep)
+
+    def _save_for_probe(self, tag: str, state: TrainerState, probe_cycle: int) -> None:
+        """Save a checkpoint kept for good, then queue its probe; training goes on at once."""
+        self.checkpointer.save(tag, {**asdict(state), "probe_cycle": probe_cycle}, keep=True)
+        if self.probes is not None:
+            self.probes.request(tag)
 
 
 def train(config: ExperimentConfig) -> int:

@@ -1,0 +1,70 @@
+"""The trainer's side of probing: queue a request per checkpoint, keep at most J probes running,
+retry the ones that died (up to `probe.retries`), and never block training (except `inline`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from plasticity_dist.config import ProbeSection
+from plasticity_dist.logging import get_logger
+from plasticity_dist.probe.executors import LocalExecutor, make_executor
+from plasticity_dist.probe.queue import ProbeQueue
+
+log = get_logger()
+
+
+class ProbeScheduler:
+    def __init__(self, run_dir: str | Path, probe: ProbeSection) -> None:
+        self.run_dir = Path(run_dir)
+        self.probe = probe
+        self.queue = ProbeQueue(run_dir)
+        self.executor = make_executor(probe)
+
+    def request(self, checkpoint_tag: str) -> None:
+        """Queue a probe of `checkpoint_tag` and start what the concurrency limit allows."""
+        self.queue.add(checkpoint_tag)
+        self.poll()
+
+    def poll(self) -> None:
+        """Start queued probes, retry dead ones, mark those out of retries as failed."""
+        requests = [request for request in self.queue.open_requests() if not request["failed"]]
+        running = [request for request in requests
+                   if request["submissions"] and self.executor.is_running(request["submissions"][-1])]
+        for request in requests:
+            if request in running or len(running) >= self.probe.max_concurrent:
+                continue
+            if request["attempts"] > self.probe.retries:
+                request["failed"] = True
+                self.queue.update(request)
+                log.warning(f"probe of {request['checkpoint']} failed {request['attempts']} times; "
+                            f"see {request['submissions'][-1]['log']}")
+                continue
+            self._submit(request)
+            if self.executor.is_running(request["submissions"][-1]):
+                running.append(request)
+
+    def _submit(self, request: dict) -> None:
+        tag = request["checkpoint"]
+        logs = self.queue.results / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{tag}.attempt{request['attempts'] + 1}.log"
+        request["attempts"] += 1
+        self.queue.update(request)  # counted before it starts: a crash here still uses up the attempt
+        handle = self.executor.submit(self.run_dir / "checkpoints" / tag, self.run_dir / "config.yaml", log_path)
+        request["submissions"].append(handle)
+        self.queue.update(request)
+        log.info(f"probe of {tag} submitted ({self.probe.executor}: {handle})")
+
+    def drain(self) -> None:
+        """At the end of a run: with local probes, keep starting and waiting until none is left to run.
+
+        Slurm probes outlive the trainer by design, so nothing waits for them.
+        """
+        if not isinstance(self.executor, LocalExecutor):
+            self.poll()
+            return
+        while any(not request["failed"] for request in self.queue.open_requests()):
+            self.poll()
+            time.sleep(1.0)

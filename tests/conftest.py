@@ -1,0 +1,1 @@
+pytest_plugins = ["slurm_cluster"]  # the `local_slurm` fixture: a real two-node Slurm cluster on localhost

@@ -1,7 +1,8 @@
 """Stop cleanly on SIGUSR1/SIGTERM (Slurm's time-limit and preemption signals).
 
 A signal only sets a flag; `should_stop` all-reduces it so that every rank stops after the same step
-(as Megatron does), then the trainer saves a checkpoint and exits with `REQUEUE_EXIT_CODE`.
+(as Megatron does), then the trainer saves a checkpoint and exits with `REQUEUE_EXIT_CODE`. One rank
+receiving the signal is enough.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from types import FrameType
 import torch
 import torch.distributed as dist
 
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; slurm/common.sh requeues on it
+REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"
+# Also written to RUN/ on such an exit: launchers (accelerate launch, torchrun) do not pass a rank's exit
+# code on, so slurm/common.sh requeues when it finds this file.
+PREEMPTED_MARKER = "preempted"
 
 
 class PreemptionFlag:

@@ -20,11 +20,12 @@ from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
 from plasticity_dist.curriculum import Task, build_tasks, dataset_path
 from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
 from plasticity_dist.launch import WorldInfo, build_accelerator, gradient_accumulation_steps, init_world_env
+from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.metrics import MetricsLog
 from plasticity_dist.model import GPT
-from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
+from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import get_preset
 from plasticity_dist.probe.scheduler import ProbeScheduler
 from plasticity_dist.steps import StepRunner
@@ -117,6 +118,8 @@ class Trainer:
         with TrainingProgress(self.tasks, enabled=self.accelerator.is_main_process) as progress:
             for task in self.tasks[state.task_index:]:
                 if not self._train_task(task, state, progress):
+                    if self.accelerator.is_main_process:
+                        atomic_write_text(self.run_dir / PREEMPTED_MARKER, f"{state.step}\n")
                     return REQUEUE_EXIT_CODE
                 self._finish_task(task, state)
         if self.probes is not None:

@@ -1,0 +1,104 @@
+"""Helpers for tests that build tiny datasets and launch the real trainer in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from plasticity_dist.checkpoint import load_consolidated_weights
+from plasticity_dist.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+TINY_CONFIG = REPO / "configs" / "continual-tiny.yaml"
+
+
+def build_tiny_data(root: Path, languages: tuple[str, ...] = ("en", "zh", "vi"), tokens: int = 40_000) -> Path:
+    """Synthetic shard datasets (with validation splits) made by the real preprocessing tool."""
+    for lang in languages:
+        status = cli_main([
+            "preprocess", "--source", f"synthetic:{lang}", "--out", str(root / lang), "--tokens", str(tokens),
+            "--seq-len", "32", "--val-tokens", "4096", "--workers", "1",
+        ])
+        assert status == 0
+    return root
+
+
+def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
+    """A 2-task, 1-cycle run of the 100K model: 32 steps per task at 8 x 32 tokens per step."""
+    settings: dict[str, object] = {
+        "model.preset": "100K", "data.root": data_root, "data.seq_len": 32, "data.micro_batch_size": 4,
+        "data.global_batch_size": 8, "data.num_workers": 1, "data.val_tokens": 2048,
+        "curriculum.tasks": "[{name: en}, {name: zh}]", "curriculum.task_tokens": 8192, "curriculum.cycles": 1,
+        "log_every": 1, "probe.enabled": "false", "optimizer.warmup_steps": 5, "optimizer.lr": 3e-3,
+        "checkpoint.every_steps": 0, "checkpoint.keep_last": 2,
+    }
+    settings.update({key.replace("__", "."): value for key, value in extra.items()})
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_command(run_dir: Path, overrides: list[str], processes: int) -> list[str]:
+    cli = ["-m", "plasticity_dist.cli", "train", "--config", str(TINY_CONFIG), f"run_dir={run_dir}", *overrides]
+    if processes == 1:
+        return [sys.executable, *cli]
+    return [str(ACCELERATE), "launch", "--config_file", str(REPO / "configs/accelerate/single_node.yaml"),
+            "--num_processes", str(processes), "--main_process_port", str(free_port()), *cli]
+
+
+def start_training(run_dir: Path, overrides: list[str], processes: int = 2) -> subprocess.Popen:
+    log = open(run_dir.parent / f"{run_dir.name}.log", "ab")
+    return subprocess.Popen(train_command(run_dir, overrides, processes), cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def train(run_dir: Path, overrides: list[str], processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(train_command(run_dir, overrides, processes), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def step_records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("event") == "step"]
+
+
+def wait_for(condition, timeout: float = 180, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def kill_process_group(process: subprocess.Popen, signum: int = signal.SIGKILL) -> None:
+    os.killpg(process.pid, signum)
+    process.wait(timeout=60)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_consolidated_weights(latest_checkpoint(run_dir), expected_keys=[])
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -1,0 +1,137 @@
+"""The trainer on CPU: real DeepSpeed engines (ZeRO 1/2/3), gloo, 2 processes through accelerate launch."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE
+from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
+                  start_training, step_records, tiny_overrides, train, wait_for)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh"))
+
+
+@pytest.fixture(scope="module")
+def zero3_reference(data_root, tmp_path_factory):
+    """An uninterrupted 2-rank ZeRO-3 run, the yardstick of the resume tests."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=3))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return run_dir
+
+
+def losses_by_step(run_dir):
+    return {record["step"]: record["loss"] for record in step_records(run_dir)}
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_stage_trains_two_tasks_and_the_loss_falls(stage, data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=stage))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    check_finished_run(run_dir)
+
+
+def check_finished_run(run_dir):
+    records = step_records(run_dir)
+    assert [r["step"] for r in records] == list(range(1, 65))
+    assert [r["task"] for r in records[:32]] == ["en"] * 32 and [r["task"] for r in records[32:]] == ["zh"] * 32
+    assert records[31]["loss"] < records[0]["loss"] - 1.0
+    task_ends = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                 if '"task_end"' in line]
+    assert [end["tokens"] for end in task_ends] == [8192, 16384]
+    assert all(end["val_loss"] is not None for end in task_ends)
+    assert (run_dir / "config.yaml").is_file()
+    assert latest_checkpoint(run_dir).name == "step000000064-task0001-cycle001-zh"
+
+
+def test_zero3_trains_two_tasks_and_the_loss_falls(zero3_reference):
+    check_finished_run(zero3_reference)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(data_root, zero3_reference, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=3, checkpoint__every_steps=10)
+    first = start_training(run_dir, overrides)
+    wait_for(lambda: len(step_records(run_dir)) >= 45, what="step 45")  # mid-task 2, past the step-40 checkpoint
+    kill_process_group(first)
+    assert latest_checkpoint(run_dir).name.startswith("step000000040")
+    resumed = train(run_dir, overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses_by_step(run_dir) == losses_by_step(zero3_reference)
+    assert_same_weights(final_weights(run_dir), final_weights(zero3_reference))
+
+
+def test_kill_during_checkpoint_write_keeps_latest_complete_and_resumes(data_root, zero3_reference, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=3, checkpoint__every_steps=1)
+    first = start_training(run_dir, overrides)
+    checkpoints = run_dir / "checkpoints"
+    wait_for(lambda: (checkpoints / "latest").exists() and any(checkpoints.glob("*.tmp/pytorch_model")),
+             what="a checkpoint being written")
+    kill_process_group(first)
+    assert (latest_checkpoint(run_dir) / "trainer_state.json").is_file()
+    resumed = train(run_dir, overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not any(checkpoints.glob("*.tmp"))
+    assert losses_by_step(run_dir) == losses_by_step(zero3_reference)
+    assert_same_weights(final_weights(run_dir), final_weights(zero3_reference))
+
+
+def test_sigusr1_checkpoints_exits_with_requeue_code_and_resume_finishes(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=1)
+    first = start_training(run_dir, overrides, processes=1)
+    wait_for(lambda: len(step_records(run_dir)) >= 5, what="step 5")
+    first.send_signal(signal.SIGUSR1)
+    assert first.wait(timeout=120) == REQUEUE_EXIT_CODE
+    stopped_at = int((run_dir / PREEMPTED_MARKER).read_text())
+    assert latest_checkpoint(run_dir).name.startswith(f"step{stopped_at:09d}")
+    assert 5 <= stopped_at < 64
+    resumed = train(run_dir, overrides, processes=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(losses_by_step(run_dir)) == list(range(1, 65))
+
+
+def test_one_rank_and_two_ranks_follow_the_same_loss_curve(data_root, tmp_path):
+    curves = []
+    for processes in (1, 2):
+        run_dir = tmp_path / f"run{processes}"
+        finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=1), processes=processes)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        curves.append(losses_by_step(run_dir))
+    assert curves[0].keys() == curves[1].keys()
+    for step, loss in curves[0].items():
+        assert loss == pytest.approx(curves[1][step], rel=1e-3), step
+
+
+def test_missing_dataset_is_named_before_any_work(data_root, tmp_path):
+    finished = train(tmp_path / "run", tiny_overrides(data_root, curriculum__tasks="[{name: en}, {name: xx}]"), processes=1)
+    assert finished.returncode == 2
+    assert str(data_root / "xx") in finished.stderr
+
+
+def test_manifest_that_disagrees_with_the_config_is_refused(data_root, tmp_path):
+    finished = train(tmp_path / "run", tiny_overrides(data_root, data__seq_len=64), processes=1)
+    assert finished.returncode == 2
+    assert "manifest" in finished.stderr and "64" in finished.stderr
+
+
+def test_corrupt_checkpoint_gives_one_clear_error_and_leaves_no_partial_checkpoint(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=1, curriculum__tasks="[{name: en}]")
+    assert train(run_dir, overrides, processes=1).returncode == 0
+    checkpoint = latest_checkpoint(run_dir)
+    for shard in (checkpoint / "pytorch_model").glob("*.pt"):
+        shard.write_bytes(shard.read_bytes()[:100])
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    finished = train(run_dir, [*overrides, "curriculum.cycles=2"], processes=1)
+    assert finished.returncode == 2
+    assert f"checkpoint {checkpoint} could not be loaded" in finished.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before

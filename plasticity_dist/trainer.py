@@ -157,7 +157,7 @@ class Trainer:
 
     def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
         record = {
-            "event": "step", "task": task.name, "task_index": task.index, "cycle": task.cycle, "step": state.step,
+            "event": "step", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle, "step": state.step,
             "tokens": state.tokens_seen, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
         }
@@ -169,7 +169,7 @@ class Trainer:
     def _finish_task(self, task: Task, state: TrainerState) -> None:
         val_loss = self.evaluate(task)
         self.metrics.write({
-            "event": "task_end", "task": task.name, "task_index": task.index, "cycle": task.cycle,
+            "event": "task_end", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
             "step": state.step, "tokens": state.tokens_seen, "val_loss": val_loss,
         })
         state.task_index += 1

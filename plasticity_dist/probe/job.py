@@ -126,6 +126,8 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
         "config_hash": config_hash,
         "probe_dataset": probe_dir,
         "world_size": world.world_size,
+        "started_at": started,
+        "finished_at": time.time(),
         "seconds": time.time() - started,
     }
     if accelerator.is_main_process:

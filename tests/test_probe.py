@@ -1,0 +1,118 @@
+"""Probes from real ZeRO checkpoints: exact starting weights, untouched checkpoints, async local probes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from plasticity_dist.checkpoint import load_consolidated_weights
+from plasticity_dist.probe.queue import ProbeQueue
+from runs import (REPO, build_tiny_data, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
+                  train, wait_for)
+
+PROBE = {"probe__dataset": "en", "probe__tokens": 4096, "probe__eval_points": 3, "probe__eval_tokens": 2048,
+         "probe__executor": "local"}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh", "vi"))
+
+
+@pytest.fixture(scope="module")
+def zero3_run(data_root, tmp_path_factory):
+    """One task on 2 ranks with ZeRO-3, no probes of its own; its checkpoint is probed by hand below."""
+    run_dir = tmp_path_factory.mktemp("zero3") / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=3, curriculum__tasks="[{name: en}]", **PROBE)
+    finished = train(run_dir, [*overrides, "probe.enabled=false"])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return run_dir
+
+
+def probe(checkpoint, *args):
+    return subprocess.run([sys.executable, "-m", "plasticity_dist.cli", "probe", "--checkpoint", str(checkpoint), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def tree_digest(folder):
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_probe_of_a_two_rank_zero3_checkpoint_starts_from_exactly_the_saved_weights(zero3_run):
+    checkpoint = latest_checkpoint(zero3_run)
+    before = tree_digest(checkpoint)
+    finished = probe(checkpoint)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    result = json.loads((zero3_run / "probes" / f"{checkpoint.name}.json").read_text())
+    task_end = [json.loads(line) for line in (zero3_run / "metrics.jsonl").read_text().splitlines()
+                if '"task_end"' in line][-1]
+    # the trainer evaluated the same weights on the same split (probe.dataset = en) at its task end
+    assert result["val_losses"][0] == pytest.approx(task_end["val_loss"], rel=1e-6)
+    assert result["eval_tokens"] == [0, 2048, 4096]
+    assert result["world_size"] == 1 and result["tasks_trained"] == 1
+    weights = load_consolidated_weights(checkpoint, expected_keys=["tok_emb.weight", "lm_head.weight"])
+    assert weights["lm_head.weight"].equal(weights["tok_emb.weight"])
+    assert tree_digest(checkpoint) == before  # the probe only reads
+
+
+def test_rerun_is_a_no_op_and_another_config_is_refused_unless_forced(zero3_run, tmp_path):
+    checkpoint = latest_checkpoint(zero3_run)
+    assert probe(checkpoint).returncode == 0  # makes the result if the test above did not run
+    result_path = zero3_run / "probes" / f"{checkpoint.name}.json"
+    first = result_path.read_bytes()
+    again = probe(checkpoint)
+    assert again.returncode == 0 and "already done" in again.stderr + again.stdout
+    assert result_path.read_bytes() == first
+    other = tmp_path / "other.yaml"
+    other.write_text((zero3_run / "config.yaml").read_text().replace("lr: 0.003\n  executor", "lr: 0.001\n  executor"))
+    refused = probe(checkpoint, "--config", str(other))
+    assert refused.returncode == 2 and "--force" in refused.stderr
+
+
+def test_missing_and_partial_checkpoints_are_named(zero3_run, tmp_path):
+    missing = probe(tmp_path / "checkpoints" / "nope")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    partial = zero3_run / "checkpoints" / "step000000099-partial"
+    partial.mkdir()
+    try:
+        refused = probe(partial)
+        assert refused.returncode == 2 and "incomplete" in refused.stderr and str(partial) in refused.stderr
+    finally:
+        partial.rmdir()
+
+
+def test_local_probes_run_while_training_goes_on_and_cover_cycles_0_to_2(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    # each probe trains 3x as many tokens as a task, so the trainer must not wait for it
+    overrides = tiny_overrides(data_root, curriculum__tasks="[{name: en}]", curriculum__cycles=2,
+                               **{**PROBE, "probe__tokens": 24576, "probe__dataset": "vi"})
+    finished = train(run_dir, overrides, processes=1)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    results = {r["cycle"]: r for r in map(json.loads, (p.read_text() for p in (run_dir / "probes").glob("*.json")))}
+    assert sorted(results) == [0, 1, 2]
+    task_ends = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"task_end"' in line]
+    assert task_ends[1]["time"] < results[1]["finished_at"]  # cycle 2 trained while probe 1 ran
+    assert ProbeQueue(run_dir).open_requests() == []
+
+
+def test_killed_probe_is_retried_on_resume(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, curriculum__tasks="[{name: en}]",
+                               **{**PROBE, "probe__tokens": 24576, "probe__dataset": "vi"})
+    trainer = start_training(run_dir, overrides, processes=1)
+    queue = ProbeQueue(run_dir)
+    wait_for(lambda: any(r["submissions"] for r in queue.open_requests()), what="a probe to start")
+    started = [r for r in queue.open_requests() if r["submissions"]][0]
+    os.killpg(started["submissions"][-1]["pid"], signal.SIGKILL)
+    kill_process_group(trainer)
+    resumed = train(run_dir, overrides, processes=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run_dir / "probes" / f"{started['checkpoint']}.json").is_file()
+    assert len(list((run_dir / "probes" / "logs").glob(f"{started['checkpoint']}.attempt*.log"))) >= 2

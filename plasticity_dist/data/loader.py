@@ -1,0 +1,307 @@
+"""The training data stream: an exact, resumable, world-size independent order of packed rows.
+
+Order. Per (seed, task, dataset, epoch) the blocks are permuted, consecutive groups of
+`shuffle_window_blocks` blocks form windows, and the rows of each window are permuted. Epochs follow each
+other without end, so a task (a token budget) never runs dry. With several datasets, each global row is
+drawn from one of them by weight (a seeded choice per row), and each dataset advances through its own
+epochs. Global batch j is rows [j*B, (j+1)*B) of that stream.
+
+Split. Within a step, micro-batch a of rank r is rows [a*W*m + r*m, ...+m) of the global batch (W ranks,
+m rows each, B / (W*m) accumulation micro-batches), so the ranks' micro-batches of a step are exactly
+the global batch whatever W is. DataLoader workers build chunks of consecutive micro-batches, chunk c on
+worker c % num_workers; DataLoader hands items out round-robin, so the stream is the same for any
+number of workers.
+
+Reading. Blocks are fetched by the manifest's offsets (pread + zstd decode), not by streaming the tars:
+a global block order and a seek on resume need random access, which webdataset's streaming does not
+offer (webdataset #271). Each rank decodes the windows it touches; memory holds two windows per dataset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from plasticity_dist.data.shards import BlockReader, Manifest, ShardError, iter_shard_blocks, read_manifest
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+STATE_VERSION = 1
+_BLOCK_ORDER, _ROW_ORDER, _MIX = 1, 2, 3  # first entropy word of each generator, so streams never collide
+_MIX_CHUNK_ROWS = 1 << 16
+
+
+def _rng(*entropy: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(entropy)))
+
+
+class _DatasetOrder:
+    """One dataset's endless row stream: epoch after epoch, each in its own shuffled order."""
+
+    def __init__(self, reader: BlockReader, seed: int, task: int, index: int, window_blocks: int) -> None:
+        self.reader, self.seed, self.task, self.index, self.window_blocks = reader, seed, task, index, window_blocks
+        manifest = reader.manifest
+        self.blocks = [(s, b) for s, shard in enumerate(manifest.shards) for b in range(len(shard.blocks))]
+        self.block_rows = np.array([block.rows for shard in manifest.shards for block in shard.blocks])
+        self.rows_per_epoch = manifest.rows
+        self.layout_epoch = -1
+        self.window_starts = np.zeros(1, dtype=np.int64)
+        self.block_order = np.zeros(0, dtype=np.int64)
+        self.windows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def _layout(self, epoch: int) -> None:
+        if epoch == self.layout_epoch:
+            return
+        self.block_order = _rng(_BLOCK_ORDER, self.seed, self.task, self.index, epoch).permutation(len(self.blocks))
+        rows = self.block_rows[self.block_order]
+        window_rows = np.add.reduceat(rows, np.arange(0, len(rows), self.window_blocks))
+        self.window_starts = np.concatenate([[0], np.cumsum(window_rows)])
+        self.layout_epoch = epoch
+
+    def _window(self, epoch: int, window: int) -> np.ndarray:
+        key = (epoch, window)
+        if key not in self.windows:
+            members = self.block_order[window * self.window_blocks:(window + 1) * self.window_blocks]
+            rows = np.concatenate([self.reader.read(*self.blocks[member]) for member in members])
+            permutation = _rng(_ROW_ORDER, self.seed, self.task, self.index, epoch, window).permutation(len(rows))
+            self.windows[key] = rows[permutation]
+            if len(self.windows) > 2:
+                self.windows.popitem(last=False)
+        return self.windows[key]
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at sorted `positions` of this dataset's endless stream."""
+        out = np.empty((len(positions), self.reader.manifest.row_len), dtype=self.reader.dtype)
+        epochs, offsets = np.divmod(positions, self.rows_per_epoch)
+        for epoch in np.unique(epochs):
+            in_epoch = epochs == epoch
+            self._layout(int(epoch))
+            windows = np.searchsorted(self.window_starts, offsets[in_epoch], side="right") - 1
+            targets = np.flatnonzero(in_epoch)
+            for window in np.unique(windows):
+                in_window = windows == window
+                local = offsets[in_epoch][in_window] - self.window_starts[window]
+                out[targets[in_window]] = self._window(int(epoch), int(window))[local]
+        return out
+
+
+class _Mix:
+    """Which dataset each global row comes from, and its position in that dataset's stream."""
+
+    def __init__(self, weights: Sequence[float], seed: int, task: int) -> None:
+        self.probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
+        self.seed, self.task = seed, task
+        self.chunk = -1
+        self.counts_at_chunk = np.zeros(len(weights), dtype=np.int64)
+
+    def _advance_to(self, chunk: int) -> None:
+        """Move to `chunk`, keeping only running counts (constant memory however far the stream goes)."""
+        if chunk < self.chunk:
+            self.chunk, self.counts_at_chunk = -1, np.zeros_like(self.counts_at_chunk)
+        while self.chunk < chunk:
+            if self.chunk >= 0:
+                self.counts_at_chunk = self.counts_at_chunk + np.bincount(self.choices, minlength=len(self.probabilities))
+            self.chunk += 1
+            rng = _rng(_MIX, self.seed, self.task, self.chunk)
+            self.choices = rng.choice(len(self.probabilities), size=_MIX_CHUNK_ROWS, p=self.probabilities)
+            self.positions = np.empty(_MIX_CHUNK_ROWS, dtype=np.int64)
+            for dataset in range(len(self.probabilities)):
+                chosen = self.choices == dataset
+                self.positions[chosen] = self.counts_at_chunk[dataset] + np.arange(chosen.sum())
+
+    def counts_before(self, row: int) -> np.ndarray:
+        """How many of the global rows before `row` each dataset supplied."""
+        if len(self.probabilities) == 1:
+            return np.array([row])
+        chunk, offset = divmod(row, _MIX_CHUNK_ROWS)
+        self._advance_to(chunk)
+        return self.counts_at_chunk + np.bincount(self.choices[:offset], minlength=len(self.probabilities))
+
+    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dataset index, position in that dataset's stream) of each global row in sorted `rows`."""
+        if len(self.probabilities) == 1:
+            return np.zeros(len(rows), dtype=np.int64), rows
+        datasets, positions = np.empty_like(rows), np.empty_like(rows)
+        chunks, offsets = np.divmod(rows, _MIX_CHUNK_ROWS)
+        for chunk in np.unique(chunks):
+            in_chunk = chunks == chunk
+            self._advance_to(int(chunk))
+            datasets[in_chunk] = self.choices[offsets[in_chunk]]
+            positions[in_chunk] = self.positions[offsets[in_chunk]]
+        return datasets, positions
+
+
+class _ChunkStream(IterableDataset):
+    """One rank's micro-batches from `first` to `total`, built in chunks of `chunk_size` micro-batches."""
+
+    def __init__(self, orders: list[_DatasetOrder], mix: _Mix, slicing: tuple[int, int, int, int],
+                 first: int, total: int, chunk_size: int) -> None:
+        self.orders, self.mix = orders, mix
+        self.global_batch, self.micro_batch, self.world_size, self.rank = slicing
+        self.first, self.total, self.chunk_size = first, total, chunk_size
+
+    def global_rows(self, micro_batches: range) -> np.ndarray:
+        accum = self.global_batch // (self.micro_batch * self.world_size)
+        steps, within = np.divmod(np.asarray(micro_batches, dtype=np.int64), accum)
+        starts = steps * self.global_batch + (within * self.world_size + self.rank) * self.micro_batch
+        return (starts[:, None] + np.arange(self.micro_batch)).ravel()
+
+    def build(self, micro_batches: range) -> Batch:
+        rows = self.global_rows(micro_batches)
+        datasets, positions = self.mix.locate(rows)
+        tokens = np.empty((len(rows), self.orders[0].reader.manifest.row_len), dtype=np.int64)
+        for index, order in enumerate(self.orders):
+            chosen = datasets == index
+            if chosen.any():
+                tokens[chosen] = order.rows(positions[chosen])
+        tokens = torch.from_numpy(tokens).view(len(micro_batches), self.micro_batch, -1)
+        return tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous()
+
+    def __iter__(self) -> Iterator[Batch]:
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        starts = range(self.first, self.total, self.chunk_size)
+        for start in starts[worker_id::num_workers]:
+            yield self.build(range(start, min(start + self.chunk_size, self.total)))
+
+
+class ShardLoader:
+    """Micro-batches (inputs, targets) of one task for one rank; see the module docstring for the order."""
+
+    def __init__(
+        self, datasets: Sequence[str | Path], *, seq_len: int, micro_batch_size: int, global_batch_size: int,
+        token_budget: int, rank: int, world_size: int, seed: int, task: int, num_workers: int = 1,
+        weights: Sequence[float] | None = None, shuffle_window_blocks: int = 1, tokenizer: str | None = None,
+    ) -> None:
+        if not datasets:
+            raise ValueError("ShardLoader needs at least one dataset")
+        weights = list(weights) if weights is not None else [1.0] * len(datasets)
+        if len(weights) != len(datasets) or any(w < 0 for w in weights) or not sum(weights) > 0:
+            raise ValueError(f"weights {weights} must be {len(datasets)} non-negative numbers, not all zero")
+        if global_batch_size % (micro_batch_size * world_size):
+            raise ValueError(f"global_batch_size={global_batch_size} is not divisible by micro_batch_size * "
+                             f"world_size = {micro_batch_size} * {world_size}")
+        if not 0 <= rank < world_size or min(seed, task, num_workers) < 0 or shuffle_window_blocks < 1:
+            raise ValueError(f"bad loader arguments: rank={rank} world_size={world_size} seed={seed} task={task} "
+                             f"num_workers={num_workers} shuffle_window_blocks={shuffle_window_blocks}")
+        self.paths = [Path(path) for path in datasets]
+        self.manifests = [read_manifest(path) for path in self.paths]
+        self._check_manifests(seq_len, tokenizer)
+        self.num_steps = token_budget // (global_batch_size * seq_len)
+        if self.num_steps < 1:
+            raise ValueError(f"token_budget={token_budget} is less than one step "
+                             f"(global_batch_size * seq_len = {global_batch_size * seq_len} tokens)")
+        self.seed, self.task, self.num_workers = seed, task, num_workers
+        self.global_batch_size, self.micro_batch_size, self.world_size, self.rank = (
+            global_batch_size, micro_batch_size, world_size, rank)
+        self.accum_steps = global_batch_size // (micro_batch_size * world_size)
+        self.window_blocks = shuffle_window_blocks
+        self.weights = weights
+        self.readers = [BlockReader(path, manifest) for path, manifest in zip(self.paths, self.manifests)]
+        self.handed_out = 0  # micro-batches this rank has yielded in this task
+
+    def _check_manifests(self, seq_len: int, tokenizer: str | None) -> None:
+        first = self.manifests[0]
+        for path, manifest in zip(self.paths, self.manifests):
+            where = path / "manifest.json"
+            if manifest.seq_len != seq_len:
+                raise ShardError(f"{where}: seq_len is {manifest.seq_len}, the loader was asked for {seq_len}")
+            expected = tokenizer if tokenizer is not None else first.tokenizer
+            if manifest.tokenizer != expected or manifest.vocab_size != first.vocab_size:
+                raise ShardError(f"{where}: tokenizer is {manifest.tokenizer} (vocab {manifest.vocab_size}), "
+                                 f"expected {expected} (vocab {first.vocab_size})")
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.manifests[0]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest.vocab_size
+
+    @property
+    def eot_id(self) -> int:
+        return self.manifest.eot_id
+
+    @property
+    def tokenizer(self) -> str:
+        return self.manifest.tokenizer
+
+    def __len__(self) -> int:
+        return self.num_steps * self.accum_steps
+
+    def _stream(self) -> _ChunkStream:
+        orders = [_DatasetOrder(reader, self.seed, self.task, index, self.window_blocks)
+                  for index, reader in enumerate(self.readers)]
+        mean_window_rows = self.window_blocks * self.manifest.rows / sum(len(s.blocks) for s in self.manifest.shards)
+        steps_per_chunk = max(1, round(2 * mean_window_rows / self.global_batch_size))
+        return _ChunkStream(
+            orders, _Mix(self.weights, self.seed, self.task),
+            (self.global_batch_size, self.micro_batch_size, self.world_size, self.rank),
+            first=self.handed_out, total=len(self), chunk_size=steps_per_chunk * self.accum_steps,
+        )
+
+    def __iter__(self) -> Iterator[Batch]:
+        stream = self._stream()
+        chunks: Any = stream
+        if self.num_workers > 0:
+            chunks = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                                pin_memory=torch.cuda.is_available())
+        for inputs, targets in chunks:
+            for index in range(len(inputs)):
+                self.handed_out += 1  # counted before the yield: the state covers every batch handed out
+                yield inputs[index], targets[index]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Small and identical on every rank: which data, and how far the task's global stream has been read."""
+        step, micro_batch = divmod(self.handed_out, self.accum_steps)
+        return {
+            "version": STATE_VERSION, "fingerprints": [m.fingerprint for m in self.manifests], "seed": self.seed,
+            "task": self.task, "step": step, "micro_batch": micro_batch, "world_size": self.world_size,
+            "rows_consumed": step * self.global_batch_size, "epochs": self._epochs(step * self.global_batch_size),
+        }
+
+    def _epochs(self, rows_consumed: int) -> list[int]:
+        """Each dataset's epoch at the next row of the stream."""
+        counts = _Mix(self.weights, self.seed, self.task).counts_before(rows_consumed)
+        return [int(count // manifest.rows) for count, manifest in zip(counts, self.manifests)]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Seek to the next batch after `state` (no replay); a new world size re-splits at a step boundary."""
+        expected = [m.fingerprint for m in self.manifests]
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')!r}, this loader reads {STATE_VERSION}")
+        if state["fingerprints"] != expected:
+            raise ShardError(f"loader state was saved on data with fingerprints {state['fingerprints']}, but "
+                             f"{', '.join(str(p / 'manifest.json') for p in self.paths)} have {expected}")
+        if (state["seed"], state["task"]) != (self.seed, self.task):
+            raise ValueError(f"loader state is for seed {state['seed']} task {state['task']}, "
+                             f"this loader has seed {self.seed} task {self.task}")
+        if state["world_size"] != self.world_size and state["micro_batch"]:
+            raise ValueError(f"loader state stops inside a step (micro-batch {state['micro_batch']}); it can be "
+                             f"resumed with a new world size ({state['world_size']} -> {self.world_size}) only at a step boundary")
+        self.handed_out = state["step"] * self.accum_steps + state["micro_batch"]
+
+
+def iter_eval_batches(dataset: str | Path, *, seq_len: int, batch_size: int, max_tokens: int) -> Iterator[Batch]:
+    """The dataset's first rows in file order (at most `max_tokens` / seq_len, at least one), in batches."""
+    manifest = read_manifest(dataset)
+    if manifest.seq_len != seq_len:
+        raise ShardError(f"{Path(dataset) / 'manifest.json'}: seq_len is {manifest.seq_len}, evaluation asked for {seq_len}")
+    remaining = min(manifest.rows, max(1, max_tokens // seq_len))
+    kept = []
+    blocks = itertools.chain.from_iterable(
+        iter_shard_blocks(dataset, manifest, shard_index) for shard_index in range(len(manifest.shards)))
+    for block in blocks:
+        kept.append(block[:remaining])
+        remaining -= len(kept[-1])
+        if not remaining:
+            break
+    for batch in torch.from_numpy(np.concatenate(kept).astype(np.int64)).split(batch_size):
+        yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous()

@@ -66,6 +66,23 @@ def _add_probe(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_probe)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from plasticity_dist.demo import run_demo
+
+    run_demo(Path(args.out), cycles=args.cycles, task_tokens=args.task_tokens)
+    return 0
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="the whole pipeline at toy scale on CPU, ending in a report")
+    parser.add_argument("--out", default="runs/demo", help="output folder (data, runs, report)")
+    parser.add_argument("--cycles", type=int, help="cycles per run (default: configs/demo.yaml)")
+    parser.add_argument("--task-tokens", type=int, help="tokens per task (default: configs/demo.yaml)")
+    parser.set_defaults(handler=_demo)
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="run or resume a continual or stationary run (also under accelerate launch / torchrun)"
@@ -75,7 +92,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models, _add_train, _add_probe)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models, _add_train, _add_probe, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

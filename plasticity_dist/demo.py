@@ -1,0 +1,72 @@
+"""`plasticity-dist demo`: the real pipeline at toy scale, offline, on CPU.
+
+Synthetic shards for the nine languages (the real preprocessing tool), three tiny model sizes trained
+through several cycles by the real trainer (DeepSpeed, 2 processes where there are 2 cores), probes run
+asynchronously by the `local` executor, then the report. Only the budgets are small.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES, load_config
+from plasticity_dist.logging import get_logger
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+DEMO_SIZES = ("100K", "250K", "600K")
+
+log = get_logger()
+
+
+def _run(command: list[str], what: str) -> None:
+    log.info(f"{what}: {' '.join(command)}")
+    finished = subprocess.run(command, cwd=REPO_ROOT, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"demo step failed ({what}, exit code {finished.returncode})")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "plasticity_dist.cli", *args]
+
+
+def _train_command(processes: int, overrides: list[str]) -> list[str]:
+    train = ["-m", "plasticity_dist.cli", "train", "--config", str(DEMO_CONFIG), *overrides]
+    if processes == 1:
+        return [sys.executable, *train]
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    return [accelerate, "launch", "--config_file", str(REPO_ROOT / "configs/accelerate/single_node.yaml"),
+            "--num_processes", str(processes), *train]
+
+
+def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = None,
+             sizes: tuple[str, ...] = DEMO_SIZES) -> Path:
+    """Run the demo into `out` and return the report folder."""
+    out = out.resolve()
+    config = load_config(DEMO_CONFIG)
+    task_tokens = task_tokens or config.curriculum.task_tokens
+    cycles = cycles or config.curriculum.cycles
+    data_root = out / "data"
+    seq_len = str(config.data.seq_len)
+    for lang in (*STUDY_LANGUAGES, PROBE_LANGUAGE):
+        if not (data_root / lang / "manifest.json").is_file():
+            budget = config.probe.tokens if lang == PROBE_LANGUAGE else task_tokens * 2
+            _run(_cli("preprocess", "--source", f"synthetic:{lang}", "--out", str(data_root / lang), "--tokens",
+                      str(budget), "--seq-len", seq_len, "--val-tokens", str(config.data.val_tokens)),
+                 f"preprocess {lang}")
+    processes = 2 if (os.cpu_count() or 1) >= 2 else 1
+    run_dirs = []
+    for size in sizes:
+        run_dir = out / "runs" / size
+        overrides = [f"run_dir={run_dir}", f"model.preset={size}", f"data.root={data_root}",
+                     f"curriculum.cycles={cycles}", f"curriculum.task_tokens={task_tokens}"]
+        _run(_train_command(processes, overrides), f"train {size}")
+        run_dirs.append(str(run_dir))
+    report_dir = out / "report"
+    _run(_cli("report", *run_dirs, "--out", str(report_dir)), "report")
+    log.info(f"report: {report_dir / 'report.md'}")
+    log.info(f"plots: {', '.join(sorted(p.name for p in report_dir.glob('*.png')))} in {report_dir}")
+    return report_dir

@@ -1,0 +1,1 @@
+"""The data pipeline: text sources, the shard format, preprocessing into shards and the streaming loader."""

@@ -1,0 +1,1 @@
+"""From runs to the study's results: probe AUCs, onset of plasticity loss, the scaling law, the report."""

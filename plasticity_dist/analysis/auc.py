@@ -1,0 +1,24 @@
+"""AUC of a probe's validation curve: the trapezoid area over training tokens, divided by the token span.
+
+Dividing by the span makes the AUC read as a mean validation loss (a constant curve gives that constant),
+so probes with different budgets or eval points stay comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def curve_auc(tokens: Sequence[float], losses: Sequence[float]) -> float:
+    """Mean validation loss over the probe: trapezoid area of `losses` over `tokens` / token span."""
+    if len(tokens) != len(losses):
+        raise ValueError(f"AUC needs one loss per eval point: {len(tokens)} token counts, {len(losses)} losses")
+    if len(tokens) < 2:
+        raise ValueError(f"AUC needs at least 2 eval points, got {len(tokens)}")
+    if any(later <= earlier for earlier, later in zip(tokens, tokens[1:])):
+        raise ValueError(f"eval points must be strictly increasing in tokens, got {list(tokens)}")
+    if not all(math.isfinite(loss) for loss in losses):
+        raise ValueError(f"validation losses must be finite, got {list(losses)}")
+    area = sum((t1 - t0) * (l0 + l1) / 2 for t0, t1, l0, l1 in zip(tokens, tokens[1:], losses, losses[1:]))
+    return area / (tokens[-1] - tokens[0])

@@ -83,6 +83,63 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
+def _token_count(text: str) -> int:
+    """A positive token count, written as an integer or in exponent notation (5e9)."""
+    try:
+        value = int(text) if text.isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(value)
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
+
+    names = ("source", "tokens", "seq_len", "tokenizer", "text_field", "rows_per_block", "shard_tokens", "val_tokens", "seed")
+    settings = PreprocessArgs(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    print(preprocess(settings, args.out, workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards))
+    return 0
+
+
+def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preprocess", help="text -> token shards + manifest; resumable, splittable into array jobs"
+    )
+    parser.add_argument("--source", required=True, help="hf:DATASET[:CONFIG][@SPLIT], a .jsonl/.parquet/.txt file "
+                        "or folder, or synthetic:LANG")
+    parser.add_argument("--out", required=True, help="dataset folder to write (the validation split goes to OUT/val)")
+    parser.add_argument("--tokens", type=_token_count, required=True, help="tokens to store, rounded down to whole "
+                        "sequences of seq_len+1")
+    parser.add_argument("--seq-len", type=int, help="sequence length (default 2048); rows hold seq_len+1 tokens")
+    parser.add_argument("--tokenizer", help="'byte' (default) or a Hugging Face tokenizer folder or hub name")
+    parser.add_argument("--text-field", help="field holding the text in jsonl/parquet/hf records (default 'text')")
+    parser.add_argument("--workers", type=int, default=1, help="processes building shards in parallel")
+    parser.add_argument("--shard-index", type=int, default=0, help="this array job's index i: builds shards k % n == i")
+    parser.add_argument("--num-shards", type=int, default=1, help="number n of array jobs sharing the work")
+    parser.add_argument("--rows-per-block", type=int, help="sequences per compressed block (default ~2^19 tokens)")
+    parser.add_argument("--shard-tokens", type=_token_count, help="tokens per shard (default 2^27)")
+    parser.add_argument("--val-tokens", type=_token_count, help="also write a validation split of this many tokens "
+                        "to OUT/val, from documents the training split does not use")
+    parser.add_argument("--seed", type=int, help="seed of the source's partitioning and synthetic text (default 0)")
+    parser.set_defaults(handler=_preprocess)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from plasticity_dist.data.preprocess import verify
+
+    for line in verify(args.dataset):
+        print(line)
+    return 0
+
+
+def _add_verify(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("verify", help="check every shard of a dataset against its manifest")
+    parser.add_argument("dataset", help="dataset folder (its val/ split is checked too)")
+    parser.set_defaults(handler=_verify)
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="run or resume a continual or stationary run (also under accelerate launch / torchrun)"
@@ -92,7 +149,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_models, _add_train, _add_probe, _add_demo)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_models, _add_preprocess, _add_verify, _add_train, _add_probe, _add_demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

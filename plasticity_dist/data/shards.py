@@ -141,7 +141,7 @@ def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def _shard_from_json(data: Any, where: str, row_len: int) -> ShardInfo:
+def shard_from_json(data: Any, where: str, row_len: int) -> ShardInfo:
     if not isinstance(data, dict):
         raise ShardError(f"{where}: must be an object")
     blocks = []
@@ -168,7 +168,7 @@ def manifest_from_json(data: Any, where: str) -> Manifest:
         raise ShardError(f"{where}: key 'format_version' is {version}, this reader knows {FORMAT_VERSION}")
     seq_len = _require(data, "seq_len", int, where)
     shards = tuple(
-        _shard_from_json(shard, f"{where} shards[{index}]", seq_len + 1)
+        shard_from_json(shard, f"{where} shards[{index}]", seq_len + 1)
         for index, shard in enumerate(_require(data, "shards", list, where))
     )
     manifest = Manifest(

@@ -1,0 +1,269 @@
+"""Text to token shards (`plasticity-dist preprocess`): deterministic, parallel, resumable, splittable.
+
+Every output shard is independent: shard k is packed from source partition k alone (`iter_documents(...,
+partition=k, num_partitions=<all shards>)`) to a fixed row count, so the bytes of a shard do not depend on
+which process, worker or array job builds it, nor on what else was built. The validation split (`OUT/val`)
+takes the partitions after the training shards', so it holds documents the training data does not.
+
+A finished shard is a renamed tar plus a completion marker (`.progress/shard-NNNNNN.json`); a rerun
+skips shards with a marker. Whichever run (or `verify`) sees every marker writes the manifest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from plasticity_dist.data.shards import (
+    Manifest, ShardError, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype, verify_dataset,
+    write_manifest,
+)
+from plasticity_dist.data.sources import iter_documents
+from plasticity_dist.fileio import atomic_write_json
+from plasticity_dist.tokenizer import load_tokenizer
+
+PROGRESS_DIR = ".progress"
+BLOCK_TOKENS = 1 << 19  # default block: ~1 MiB of uint16 ids; the unit of shuffling and of random reads
+SHARD_TOKENS = 1 << 27  # default shard: 256 MiB of uint16 ids before compression
+DOCUMENTS_PER_BATCH = 256
+
+
+@dataclass(frozen=True)
+class PreprocessArgs:
+    """The arguments that determine the dataset's bytes (recorded in the manifest)."""
+
+    source: str
+    tokens: int
+    seq_len: int = 2048
+    tokenizer: str = "byte"
+    text_field: str = "text"
+    rows_per_block: int = 0  # 0: BLOCK_TOKENS worth of rows
+    shard_tokens: int = SHARD_TOKENS
+    val_tokens: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        row_len = self.seq_len + 1
+        for option, value, minimum in [("--tokens", self.tokens, row_len), ("--seq-len", self.seq_len, 1),
+                                       ("--rows-per-block", self.rows_per_block, 0),
+                                       ("--shard-tokens", self.shard_tokens, row_len),
+                                       ("--val-tokens", self.val_tokens, 0), ("--seed", self.seed, 0)]:
+            if value < minimum:
+                raise ValueError(f"{option} {value} must be at least {minimum}")
+        if 0 < self.val_tokens < row_len:
+            raise ValueError(f"--val-tokens {self.val_tokens} is less than one sequence ({row_len} tokens)")
+        if not self.rows_per_block:
+            object.__setattr__(self, "rows_per_block", max(1, BLOCK_TOKENS // row_len))
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    split: str  # "train" or "val"
+    index: int  # shard number within its split
+    partition: int  # of the source, out of `partitions`
+    partitions: int
+    rows: int
+
+    def dataset_dir(self, out: Path) -> Path:
+        return out / "val" if self.split == "val" else out
+
+    def marker(self, dataset_dir: Path) -> Path:
+        return dataset_dir / PROGRESS_DIR / shard_name(self.index).replace(".tar", ".json")
+
+
+def plan_jobs(args: PreprocessArgs) -> list[ShardJob]:
+    """Every shard of the training and validation splits, in a fixed order."""
+    row_len = args.seq_len + 1
+    rows_per_shard = max(1, args.shard_tokens // row_len // args.rows_per_block) * args.rows_per_block
+    split_rows = {"train": args.tokens // row_len, "val": args.val_tokens // row_len}
+    counts = {split: math.ceil(rows / rows_per_shard) for split, rows in split_rows.items()}
+    partitions = sum(counts.values())
+    jobs = []
+    for split, rows in split_rows.items():
+        for index in range(counts[split]):
+            jobs.append(ShardJob(split, index, len(jobs), partitions, min(rows_per_shard, rows - index * rows_per_shard)))
+    return jobs
+
+
+def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _join_documents(documents: list[list[int]], eot_id: int, dtype: np.dtype) -> np.ndarray:
+    """The documents' ids, each followed by end-of-text, as one array."""
+    lengths = [len(document) for document in documents]
+    flat = np.fromiter(itertools.chain.from_iterable(documents), dtype=dtype, count=sum(lengths))
+    return np.insert(flat, np.cumsum(lengths), eot_id)
+
+
+def build_shard(args: PreprocessArgs, out: Path, job: ShardJob, report: Callable[[int], None]) -> None:
+    """Tokenize, pack and write one shard, then its completion marker; `report` gets tokens as blocks land."""
+    tokenizer = load_tokenizer(args.tokenizer)
+    dtype, row_len = token_dtype(tokenizer.vocab_size), args.seq_len + 1
+    dataset_dir = job.dataset_dir(out)
+    writer = ShardWriter(dataset_dir / shard_name(job.index))
+    documents = iter_documents(args.source, text_field=args.text_field, partition=job.partition,
+                               num_partitions=job.partitions, seed=args.seed)
+    pending, rows_written, documents_read = np.zeros(0, dtype=dtype), 0, 0
+    for batch in _batched(documents, DOCUMENTS_PER_BATCH):
+        documents_read += len(batch)
+        pending = np.concatenate([pending, _join_documents(tokenizer.encode_batch(batch), tokenizer.eot_id, dtype)])
+        while rows_written < job.rows:
+            rows = min(args.rows_per_block, job.rows - rows_written)
+            if len(pending) < rows * row_len:
+                break
+            writer.add_block(pending[:rows * row_len].reshape(rows, row_len))
+            pending, rows_written = pending[rows * row_len:], rows_written + rows
+            report(rows * row_len)
+        if rows_written == job.rows:
+            break
+    else:
+        found = f"ran out after {documents_read} documents ({rows_written} of {job.rows} sequences)" if documents_read else "yielded no documents"
+        raise ValueError(f"source {args.source}: partition {job.partition} of {job.partitions} {found}; "
+                         f"ask for fewer --tokens or use a larger --shard-tokens")
+    shard = writer.finish()
+    atomic_write_json(job.marker(dataset_dir), {
+        "args": asdict(args), "split": job.split, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id, "shard": shard.to_json(),
+    })
+
+
+def _is_done(dataset_dir: Path, job: ShardJob) -> bool:
+    marker = job.marker(dataset_dir)
+    if not marker.is_file():
+        return False
+    tar = dataset_dir / shard_name(job.index)
+    return tar.is_file() and tar.stat().st_size == json.loads(marker.read_text())["shard"]["bytes"]
+
+
+def _record_args(args: PreprocessArgs, out: Path) -> None:
+    """Write (or check) the arguments every job of this output folder must share."""
+    for split, dataset_dir in {(job.split, job.dataset_dir(out)) for job in plan_jobs(args)}:
+        path = dataset_dir / PROGRESS_DIR / "args.json"
+        if path.is_file():
+            recorded = json.loads(path.read_text())["args"]
+            if recorded != asdict(args):
+                changed = {key: (recorded.get(key), value) for key, value in asdict(args).items() if recorded.get(key) != value}
+                raise ValueError(f"{path}: {dataset_dir} is being built with other arguments {changed} (recorded, now); "
+                                 f"use another --out or delete it")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"split": split, "args": asdict(args)})
+
+
+def finish_dataset(dataset_dir: str | Path) -> Manifest | None:
+    """Write the manifest from the completion markers once every shard has one; None while some are missing."""
+    dataset_dir = Path(dataset_dir)
+    args_path = dataset_dir / PROGRESS_DIR / "args.json"
+    if (dataset_dir / "manifest.json").is_file() or not args_path.is_file():
+        return read_manifest(dataset_dir)
+    recorded = json.loads(args_path.read_text())
+    args = PreprocessArgs(**recorded["args"])
+    jobs = [job for job in plan_jobs(args) if job.split == recorded["split"]]
+    if not all(_is_done(dataset_dir, job) for job in jobs):
+        return None
+    markers = [json.loads(job.marker(dataset_dir).read_text()) for job in jobs]
+    first = markers[0]
+    manifest = Manifest(
+        tokenizer=first["tokenizer"], vocab_size=first["vocab_size"], eot_id=first["eot_id"], seq_len=args.seq_len,
+        source=args.source, split=recorded["split"], args=asdict(args),
+        shards=tuple(shard_from_json(marker["shard"], str(job.marker(dataset_dir)), args.seq_len + 1)
+                     for marker, job in zip(markers, jobs)),
+    )
+    write_manifest(dataset_dir, manifest)
+    return manifest
+
+
+_progress_queue: Any = None  # set in each pool worker by `_init_worker`
+
+
+def _init_worker(queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _build_in_worker(args: PreprocessArgs, out: Path, job: ShardJob) -> None:
+    build_shard(args, out, job, _progress_queue.put)
+
+
+class _TokensPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} tokens/s")
+
+
+def _run_jobs(args: PreprocessArgs, out: Path, jobs: list[ShardJob], workers: int, progress: Progress) -> None:
+    bar = progress.add_task(f"preprocess {args.source}", total=sum(job.rows for job in jobs) * (args.seq_len + 1))
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            build_shard(args, out, job, lambda tokens: progress.advance(bar, tokens))
+        return
+    context = multiprocessing.get_context("spawn")  # no fork: the parent may hold tokenizer threads
+    queue = context.Queue()
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,)) as pool:
+        results = [pool.apply_async(_build_in_worker, (args, out, job)) for job in jobs]
+        while True:
+            while not queue.empty():
+                progress.advance(bar, queue.get())
+            for result in results:
+                if result.ready() and not result.successful():
+                    result.get()  # re-raises the worker's error; leaving the block terminates the pool
+            if all(result.ready() for result in results):
+                return
+            time.sleep(0.1)
+
+
+def preprocess(args: PreprocessArgs, out: str | Path, *, workers: int = 1, shard_index: int = 0,
+               num_shards: int = 1) -> str:
+    """Build this job's share of the shards (k % num_shards == shard_index) and return a summary line."""
+    if workers < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"--workers {workers} must be >= 1 and --shard-index {shard_index} in [0, --num-shards {num_shards})")
+    out = Path(out)
+    load_tokenizer(args.tokenizer)  # a bad tokenizer spec fails here, before any work
+    _record_args(args, out)
+    jobs = plan_jobs(args)
+    todo = [job for position, job in enumerate(jobs)
+            if position % num_shards == shard_index and not _is_done(job.dataset_dir(out), job)]
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                  _TokensPerSecond(), TimeRemainingColumn()) as progress:
+        _run_jobs(args, out, todo, workers, progress)
+    seconds = time.perf_counter() - started
+    built = sum(job.rows for job in todo) * (args.seq_len + 1)
+    dataset_dirs = sorted({job.dataset_dir(out) for job in jobs})
+    manifests = [finish_dataset(path) for path in dataset_dirs]
+    rate = f"built {len(todo)} shards, {built:,} tokens in {seconds:.1f} s ({built / max(seconds, 1e-9):,.0f} tokens/s)"
+    if any(manifest is None for manifest in manifests):
+        return f"{out}: {rate}; other jobs' shards are still missing, so no manifest yet"
+    return f"{rate}; " + "; ".join(summarize(manifest, path) for manifest, path in zip(manifests, dataset_dirs))
+
+
+def summarize(manifest: Manifest, dataset_dir: str | Path) -> str:
+    totals = manifest.to_json()["totals"]
+    return (f"{dataset_dir}: {totals['shards']} shards, {totals['blocks']} blocks, {totals['rows']:,} sequences, "
+            f"{totals['tokens']:,} tokens, {totals['bytes']:,} bytes, fingerprint {manifest.fingerprint[:16]}")
+
+
+def verify(dataset_dir: str | Path) -> list[str]:
+    """Check the dataset (and its `val` split, if any) block by block; one summary line per dataset."""
+    lines = []
+    for path in [Path(dataset_dir), Path(dataset_dir) / "val"]:
+        if path != Path(dataset_dir) and not path.is_dir():
+            continue
+        if finish_dataset(path) is None:
+            raise ShardError(f"{path}: incomplete, some shards have no completion marker in {path / PROGRESS_DIR} "
+                             f"(rerun preprocess with the same arguments)")
+        lines.append("OK " + summarize(verify_dataset(path), path))
+    return lines

@@ -1,0 +1,198 @@
+"""`plasticity-dist preprocess` and `verify`: exact packing, byte-identical output, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from plasticity_dist.cli import main
+from plasticity_dist.data.loader import ShardLoader
+from plasticity_dist.data.shards import BlockReader, read_manifest, shard_name
+from plasticity_dist.data.sources import iter_documents
+from plasticity_dist.tokenizer import ByteTokenizer
+
+SEQ_LEN = 31
+SMALL = ["--seq-len", str(SEQ_LEN), "--rows-per-block", "8", "--shard-tokens", "1024"]  # 32 rows per shard
+
+
+def preprocess(source: str, out: Path, tokens: int, *extra: str) -> int:
+    return main(["preprocess", "--source", source, "--out", str(out), "--tokens", str(tokens), *SMALL, *extra])
+
+
+def dataset_bytes(out: Path) -> dict[str, bytes]:
+    """Every file a dataset consists of (shards, manifests, completion markers), by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def expected_shard_tokens(source: str, partition: int, partitions: int, count: int, **options) -> np.ndarray:
+    """The first `count` ids of a partition's documents, each followed by end-of-text."""
+    tokenizer, ids = ByteTokenizer(), []
+    for text in iter_documents(source, partition=partition, num_partitions=partitions, **options):
+        ids += tokenizer.encode(text) + [tokenizer.eot_id]
+        if len(ids) >= count:
+            return np.array(ids[:count])
+    raise AssertionError("source too short")
+
+
+def assert_round_trip(out: Path, source: str, **options) -> None:
+    manifest = read_manifest(out)
+    reader = BlockReader(out, manifest)
+    partitions = len(manifest.shards) + len(read_manifest(out / "val").shards if (out / "val").is_dir() else ())
+    for index, shard in enumerate(manifest.shards):
+        stored = np.concatenate([reader.read(index, block) for block in range(len(shard.blocks))]).ravel()
+        np.testing.assert_array_equal(stored, expected_shard_tokens(source, index, partitions, shard.tokens, **options))
+
+
+@pytest.fixture
+def jsonl_source(tmp_path: Path) -> Path:
+    path = tmp_path / "docs.jsonl"
+    with open(path, "w") as handle:
+        for number in range(400):
+            handle.write(json.dumps({"body": f"document {number}: " + "naïve café " * (number % 7), "id": number}) + "\n")
+    return path
+
+
+def test_jsonl_round_trip_is_exact_and_cut_at_whole_sequences(tmp_path: Path, jsonl_source: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert preprocess(str(jsonl_source), out, 3000, "--text-field", "body") == 0
+    manifest = read_manifest(out)
+    assert manifest.rows == 3000 // (SEQ_LEN + 1) and manifest.rows * (SEQ_LEN + 1) <= 3000
+    assert [s.rows for s in manifest.shards] == [32, 32, 29] and manifest.tokenizer == "byte"
+    assert manifest.args["text_field"] == "body" and manifest.source == str(jsonl_source)
+    assert_round_trip(out, str(jsonl_source), text_field="body")
+    assert "93 sequences, 2,976 tokens" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    source = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": [f"parquet row {i} " * (1 + i % 5) for i in range(300)]}), source)
+    assert preprocess(str(source), tmp_path / "out", 2048) == 0
+    assert_round_trip(tmp_path / "out", str(source))
+
+
+def test_synthetic_round_trip_with_a_validation_split_of_unseen_documents(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert preprocess("synthetic:ja", out, 4096, "--val-tokens", "1500", "--seed", "5") == 0
+    assert_round_trip(out, "synthetic:ja", seed=5)
+    val = read_manifest(out / "val")
+    assert val.split == "val" and val.rows == 1500 // (SEQ_LEN + 1)
+    assert main(["verify", str(out)]) == 0
+
+
+def test_validation_documents_are_held_out_of_training(tmp_path: Path, jsonl_source: Path) -> None:
+    out = tmp_path / "out"
+    assert preprocess(str(jsonl_source), out, 2048, "--text-field", "body", "--val-tokens", "1024") == 0
+
+    def document_numbers(dataset: Path) -> set[str]:
+        manifest = read_manifest(dataset)
+        reader = BlockReader(dataset, manifest)
+        text = ByteTokenizer().decode(np.concatenate([
+            reader.read(s, b).ravel() for s, shard in enumerate(manifest.shards) for b in range(len(shard.blocks))]))
+        return {word.rstrip(":") for word in text.split("document ")[1:] for word in [word.split()[0]]}
+
+    assert document_numbers(out) and document_numbers(out / "val")
+    assert not document_numbers(out) & document_numbers(out / "val")
+
+
+def test_same_arguments_give_identical_bytes_for_any_workers_and_array_split(tmp_path: Path) -> None:
+    arguments = ("synthetic:fr", 6000, "--val-tokens", "1000")
+    assert preprocess(*arguments[:1], tmp_path / "one", *arguments[1:]) == 0
+    reference = dataset_bytes(tmp_path / "one")
+    assert len([name for name in reference if name.endswith(".tar")]) == 7
+    assert preprocess(arguments[0], tmp_path / "again", *arguments[1:]) == 0
+    assert dataset_bytes(tmp_path / "again") == reference
+    assert preprocess(arguments[0], tmp_path / "two", *arguments[1:], "--workers", "2") == 0
+    assert dataset_bytes(tmp_path / "two") == reference
+    for index in range(3):
+        assert not (tmp_path / "array" / "manifest.json").exists()
+        assert preprocess(arguments[0], tmp_path / "array", *arguments[1:], "--shard-index", str(index),
+                          "--num-shards", "3") == 0
+    assert dataset_bytes(tmp_path / "array") == reference
+
+
+def test_preprocess_killed_mid_run_then_rerun_ends_byte_identical(tmp_path: Path) -> None:
+    arguments = ["synthetic:de", "400000", "--seq-len", "255", "--shard-tokens", "25000", "--rows-per-block", "16"]
+    assert main(["preprocess", "--source", arguments[0], "--out", str(tmp_path / "clean"), "--tokens", *arguments[1:]]) == 0
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "plasticity_dist.cli", "preprocess", "--source", arguments[0], "--out", str(out),
+               "--tokens", *arguments[1:], "--workers", "2"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".progress/shard-*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole job, workers included, as a scheduler would
+    process.wait()
+    finished = len(list(out.glob(".progress/shard-*.json")))
+    assert 0 < finished < 16 and not (out / "manifest.json").exists()
+    assert main(["preprocess", "--source", arguments[0], "--out", str(out), "--tokens", *arguments[1:]]) == 0
+    clean, resumed = dataset_bytes(tmp_path / "clean"), dataset_bytes(out)
+    assert {name: data for name, data in resumed.items() if not name.endswith(".tmp")} == clean
+
+
+def test_rerun_with_other_arguments_is_refused(tmp_path: Path, capsys) -> None:
+    assert preprocess("synthetic:es", tmp_path, 1024) == 0
+    error = _error_of(capsys, "preprocess", "--source", "synthetic:es", "--out", str(tmp_path), "--tokens", "2048", *SMALL)
+    assert "args.json" in error and "other arguments {'tokens': (1024, 2048)}" in error
+
+
+def _error_of(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    return error
+
+
+def test_empty_source_and_missing_text_field_name_the_source(tmp_path: Path, jsonl_source: Path, capsys) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert str(empty) in _error_of(capsys, "preprocess", "--source", str(empty), "--out", str(tmp_path / "a"),
+                                   "--tokens", "1000", *SMALL)
+    error = _error_of(capsys, "preprocess", "--source", str(jsonl_source), "--out", str(tmp_path / "b"),
+                      "--tokens", "1000", *SMALL)
+    assert str(jsonl_source) in error and "'text'" in error
+    short = _error_of(capsys, "preprocess", "--source", str(jsonl_source), "--out", str(tmp_path / "c"),
+                      "--tokens", "1e6", "--text-field", "body", *SMALL)
+    assert str(jsonl_source) in short and "ran out" in short
+
+
+@pytest.fixture
+def verified_dataset(tmp_path: Path) -> Path:
+    assert preprocess("synthetic:pt", tmp_path / "data", 4096) == 0
+    return tmp_path / "data"
+
+
+def test_verify_names_the_first_bad_shard_and_block(verified_dataset: Path, capsys) -> None:
+    assert main(["verify", str(verified_dataset)]) == 0
+    assert "OK" in capsys.readouterr().out
+    shard = read_manifest(verified_dataset).shards[2]
+    path = verified_dataset / shard_name(2)
+    data = bytearray(path.read_bytes())
+    data[shard.blocks[1].offset + 20] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert f"{shard_name(2)} block 1" in _error_of(capsys, "verify", str(verified_dataset))
+    path.write_bytes(bytes(data[:shard.blocks[3].offset]))
+    assert f"{shard_name(2)} block 1" in _error_of(capsys, "verify", str(verified_dataset))
+
+
+def test_verify_completes_an_array_job_whose_manifest_is_missing(verified_dataset: Path, capsys) -> None:
+    (verified_dataset / "manifest.json").unlink()
+    assert main(["verify", str(verified_dataset)]) == 0
+    (verified_dataset / "manifest.json").unlink()
+    (verified_dataset / ".progress" / "shard-000001.json").unlink()
+    assert "incomplete" in _error_of(capsys, "verify", str(verified_dataset))
+
+
+def test_dataset_of_another_tokenizer_is_refused_by_the_loader(verified_dataset: Path) -> None:
+    with pytest.raises(ValueError, match=f"{verified_dataset}/manifest.json: tokenizer is byte .*expected hf:gpt2"):
+        ShardLoader([verified_dataset], seq_len=SEQ_LEN, micro_batch_size=2, global_batch_size=2, token_budget=64,
+                    rank=0, world_size=1, seed=0, task=0, tokenizer="hf:gpt2")

@@ -9,9 +9,9 @@ Source forms:
 - `synthetic:LANG`: the offline generator of `synthetic.py`, endless.
 
 Partitions split a finite source into disjoint parts whose union is every document exactly once, so that
-array jobs can build independent shards: local files deal document i to partition i mod n; `hf:` sources
-use `datasets`' own split (whole files when their count divides n, else every n-th document). For
-`synthetic:` each partition is an independent stream.
+array jobs can build independent shards: local files and `save_to_disk` folders deal document i to
+partition i mod n; streamed `hf:` sources use `datasets`' own split (whole files when their count is a
+multiple of n, else every n-th document). For `synthetic:` each partition is an independent stream.
 """
 
 from __future__ import annotations
@@ -220,9 +220,13 @@ def _load_hf(source: str, dataset_name: str, config: str | None, split: str) -> 
 
 
 def _hf_documents(source: str, dataset: Any, text_field: str, partition: int, num_partitions: int) -> Iterator[str]:
+    import datasets
     from datasets.distributed import split_dataset_by_node
 
-    part = split_dataset_by_node(dataset, rank=partition, world_size=num_partitions)
+    if isinstance(dataset, datasets.Dataset):  # saved to disk: every n-th row, as for local files
+        part = dataset.select(range(partition, len(dataset), num_partitions))
+    else:
+        part = split_dataset_by_node(dataset, rank=partition, world_size=num_partitions)
     if part.column_names is not None:
         part = part.select_columns([text_field])
     for record in part:
@@ -232,9 +236,10 @@ def _hf_documents(source: str, dataset: Any, text_field: str, partition: int, nu
 # Real corpora for the study languages
 
 
-def corpus_source(name: str, corpora_path: str | Path = CORPORA_PATH) -> tuple[str, str]:
-    """The `hf:` source and text field of corpus `[SET/]LANG` in `corpora.yaml` (SET: its `default`)."""
-    path = Path(corpora_path)
+def corpus_source(name: str, corpora_path: str | Path | None = None) -> tuple[str, str]:
+    """The `hf:` source and text field of corpus `[SET/]LANG` in `corpora_path` (default: CORPORA_PATH);
+    without SET, the file's `default` set."""
+    path = Path(corpora_path or CORPORA_PATH)
     if not path.is_file():
         raise FileNotFoundError(f"corpora file {path} does not exist")
     corpora = yaml.safe_load(path.read_text())

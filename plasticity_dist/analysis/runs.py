@@ -1,0 +1,86 @@
+"""Reading a run directory for analysis: its resolved config, training metrics and probe results."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plasticity_dist.config import load_config
+from plasticity_dist.metrics import read_metrics
+from plasticity_dist.model_table import preset_rows
+
+PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One `RUN/probes/<tag>.json`: cycle 0 is the baseline from the untrained initial weights."""
+
+    checkpoint: str
+    cycle: int
+    tasks_trained: int
+    tokens: int
+    eval_tokens: list[int]
+    val_losses: list[float]
+    auc: float
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    name: str
+    model: str
+    non_embedding_params: int
+    problem: str  # "continual" | "stationary"
+    tasks_per_cycle: int
+    task_tokens: int
+    probes: list[ProbeResult]  # in training order (by tokens seen, then cycle)
+    metrics: list[dict[str, Any]]
+
+
+@functools.cache
+def non_embedding_params(preset: str) -> int:
+    """Exact non-embedding parameter count of a preset (independent of vocabulary and context)."""
+    counts = {row["name"]: row["non_embedding_params"] for row in preset_rows(vocab_size=257, seq_len=1)}
+    return counts[preset]
+
+
+def read_probe(path: Path) -> ProbeResult:
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"probe result {path} is not valid JSON: {error}") from None
+    missing = [name for name in PROBE_FIELDS if name not in record]
+    if missing:
+        raise ValueError(f"probe result {path} lacks field(s): {', '.join(missing)}")
+    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS})
+
+
+def read_probes(run_dir: Path) -> list[ProbeResult]:
+    """Every finished probe of a run (`RUN/probes/*.json`; the `pending/` queue is not a result)."""
+    probes = [read_probe(path) for path in sorted((run_dir / "probes").glob("*.json")) if path.is_file()]
+    return sorted(probes, key=lambda probe: (probe.tokens, probe.cycle))
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A run directory as written by the trainer and its probes; not a run (no config.yaml) is an error."""
+    path = Path(run_dir)
+    config_path = path / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path} is not a run directory: it has no config.yaml")
+    config = load_config(config_path)
+    metrics_path = path / "metrics.jsonl"
+    return Run(
+        path=path,
+        name=path.resolve().name,
+        model=config.model.preset,
+        non_embedding_params=non_embedding_params(config.model.preset),
+        problem=config.curriculum.problem,
+        tasks_per_cycle=len(config.curriculum.tasks),
+        task_tokens=config.curriculum.task_tokens,
+        probes=read_probes(path),
+        metrics=read_metrics(metrics_path) if metrics_path.is_file() else [],
+    )

@@ -40,16 +40,18 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = ByteTokenizer()
     next(iter_documents("synthetic:en"))  # warm-up: imports
-    total_tokens = total_generated = total_bare = 0.0
+    all_tokens = all_generated_s = all_bare_s = 0.0
     for lang in LANGS:
         texts, tokens, generated_s = generate_and_encode(lang, args.documents, tokenizer)
         bare_s = encode_only(texts, tokenizer)
-        total_tokens, total_generated, total_bare = total_tokens + tokens, total_generated + generated_s, total_bare + bare_s
+        all_tokens += tokens
+        all_generated_s += generated_s
+        all_bare_s += bare_s
         print(f"{lang}_synthetic_tokens_per_s: {tokens / generated_s:,.0f}")
         print(f"{lang}_bare_encode_tokens_per_s: {tokens / bare_s:,.0f}")
-    print(f"synthetic_tokens_per_s: {total_tokens / total_generated:,.0f}")
-    print(f"bare_encode_tokens_per_s: {total_tokens / total_bare:,.0f}")
-    print(f"ratio_synthetic_to_bare_encode: {total_bare / total_generated:.3f}")
+    print(f"synthetic_tokens_per_s: {all_tokens / all_generated_s:,.0f}")
+    print(f"bare_encode_tokens_per_s: {all_tokens / all_bare_s:,.0f}")
+    print(f"ratio_synthetic_to_bare_encode: {all_bare_s / all_generated_s:.3f}")
 
 
 if __name__ == "__main__":

@@ -54,9 +54,10 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DatasetDict written by `save_to_disk`."""
     folder = tmp_path_factory.mktemp("saved")
     splits = {"train": [f"train doc {i}" for i in range(7)], "validation": ["validation doc"]}
-    datasets.DatasetDict(
-        {split: datasets.Dataset.from_dict({"text": texts, "n": list(range(len(texts)))}) for split, texts in splits.items()}
-    ).save_to_disk(str(folder))
+    tables = {split: {"text": texts, "n": list(range(len(texts)))} for split, texts in splits.items()}
+    datasets.DatasetDict({split: datasets.Dataset.from_dict(table) for split, table in tables.items()}).save_to_disk(
+        str(folder)
+    )
     return folder
 
 
@@ -105,7 +106,8 @@ def test_corpus_source_maps_every_study_language_to_a_hub_corpus() -> None:
 
 def test_corpus_source_streams_through_hf(hub_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     corpora = tmp_path / "corpora.yaml"
-    corpora.write_text(f"default: local\nsets:\n  local:\n    vi: {{dataset: {hub_like}, config: vie_Latn, split: test}}\n")
+    entry = f"{{dataset: {hub_like}, config: vie_Latn, split: test}}"
+    corpora.write_text(f"default: local\nsets:\n  local:\n    vi: {entry}\n")
     monkeypatch.setattr(sources, "CORPORA_PATH", corpora)
     assert next(iter_documents("corpus:vi")) == "vie_Latn test 0.0"
 
@@ -118,16 +120,22 @@ PARTITIONED_SOURCES: dict[str, Callable[[Path, Path, Path], str]] = {
 
 
 @pytest.mark.parametrize("name", PARTITIONED_SOURCES)
-def test_partitions_are_disjoint_and_cover_every_document_once(name: str, tmp_path: Path, hub_like: Path, saved: Path) -> None:
+def test_partitions_are_disjoint_and_cover_every_document_once(
+    name: str, tmp_path: Path, hub_like: Path, saved: Path
+) -> None:
     _write_jsonl(tmp_path / "a.jsonl", [f"a{i}" for i in range(7)])
     _write_parquet(tmp_path / "b.parquet", [f"b{i}" for i in range(4)])
     source = PARTITIONED_SOURCES[name](tmp_path, hub_like, saved)
     everything = list(iter_documents(source))
     assert len(set(everything)) == len(everything) > 0
-    for num_partitions in (2, 3, 4, 11):  # 3 divides the hf file count: whole files per partition
-        parts = [list(iter_documents(source, partition=p, num_partitions=num_partitions)) for p in range(num_partitions)]
+
+    def partitions(count: int) -> list[list[str]]:
+        return [list(iter_documents(source, partition=p, num_partitions=count)) for p in range(count)]
+
+    for count in (2, 3, 4, 11):  # 3 divides the hf file count: whole files per partition
+        parts = partitions(count)
         assert sorted(itertools.chain(*parts)) == sorted(everything)
-        assert parts == [list(iter_documents(source, partition=p, num_partitions=num_partitions)) for p in range(num_partitions)]
+        assert parts == partitions(count)
 
 
 def _take(source: str, count: int, **kwargs: int) -> list[str]:
@@ -159,7 +167,8 @@ def _kana(char: str) -> bool:
 
 
 def _vietnamese(char: str) -> bool:
-    return char in "ăâđêôơưĂÂĐÊÔƠƯ" or any(mark in unicodedata.normalize("NFD", char) for mark in "\u0300\u0301\u0309\u0303\u0323")
+    tone_marks = "\u0300\u0301\u0309\u0303\u0323"
+    return char in "ăâđêôơưĂÂĐÊÔƠƯ" or any(mark in unicodedata.normalize("NFD", char) for mark in tone_marks)
 
 
 SCRIPT_CHECKS: dict[str, tuple[Callable[[str], bool], float, str]] = {
@@ -226,7 +235,9 @@ BAD_SOURCES: dict[str, tuple[Callable[[Path], str], dict[str, object], type[Exce
     "unknown form": (lambda tmp: "s3://bucket/data", {}, ValueError, "unknown source 's3://bucket/data'"),
     "empty jsonl": (lambda tmp: _touch(tmp / "e.jsonl", "\n\n"), {}, ValueError, "e.jsonl' holds no documents"),
     "empty txt": (lambda tmp: _touch(tmp / "e.txt", " \n"), {}, ValueError, "e.txt' holds no documents"),
-    "folder without data files": (lambda tmp: _touch(tmp / "x.md", "x") and str(tmp), {}, ValueError, "holds no .jsonl"),
+    "folder without data files": (
+        lambda tmp: _touch(tmp / "x.md", "x") and str(tmp), {}, ValueError, "holds no .jsonl"
+    ),
     "missing jsonl field": (
         lambda tmp: str(_write_jsonl(tmp / "a.jsonl", ["x"])), {"text_field": "body"}, ValueError,
         r"a.jsonl:1: no text field 'body'; fields: text, id",
@@ -235,14 +246,24 @@ BAD_SOURCES: dict[str, tuple[Callable[[Path], str], dict[str, object], type[Exce
         lambda tmp: str(_write_parquet(tmp / "a.parquet", ["x"])), {"text_field": "body"}, ValueError,
         r"a.parquet: no text field 'body'; fields: text, id",
     ),
-    "text not a string": (lambda tmp: _touch(tmp / "n.jsonl", '{"text": 3}\n'), {}, ValueError, "n.jsonl:1: text field 'text' holds int"),
-    "invalid json": (lambda tmp: _touch(tmp / "j.jsonl", '{"text": "a"}\n{oops\n'), {}, ValueError, "j.jsonl:2: not valid JSON"),
-    "bad partition": (lambda tmp: "synthetic:en", {"partition": 2, "num_partitions": 2}, ValueError, "partition 2 is not in"),
-    "unknown language": (lambda tmp: "synthetic:xx", {}, ValueError, "'xx'; choose one of: en, zh, fr, ja, es, de, pt, ru, vi"),
+    "text not a string": (
+        lambda tmp: _touch(tmp / "n.jsonl", '{"text": 3}\n'), {}, ValueError, "n.jsonl:1: text field 'text' holds int"
+    ),
+    "invalid json": (
+        lambda tmp: _touch(tmp / "j.jsonl", '{"text": "a"}\n{oops\n'), {}, ValueError, "j.jsonl:2: not valid JSON"
+    ),
+    "bad partition": (
+        lambda tmp: "synthetic:en", {"partition": 2, "num_partitions": 2}, ValueError, "partition 2 is not in"
+    ),
+    "unknown language": (
+        lambda tmp: "synthetic:xx", {}, ValueError, "'xx'; choose one of: en, zh, fr, ja, es, de, pt, ru, vi"
+    ),
     "no hf dataset": (lambda tmp: "hf:@train", {}, ValueError, "names no dataset"),
     "missing hf folder": (lambda tmp: f"hf:{tmp}/nowhere", {}, FileNotFoundError, "nowhere does not exist"),
     "unknown corpus language": (lambda tmp: "corpus:xx", {}, ValueError, "no language 'xx'; languages: en, zh"),
-    "unknown corpus set": (lambda tmp: "corpus:oscar/en", {}, ValueError, "no corpus set 'oscar'; sets: fineweb, culturax"),
+    "unknown corpus set": (
+        lambda tmp: "corpus:oscar/en", {}, ValueError, "no corpus set 'oscar'; sets: fineweb, culturax"
+    ),
 }
 
 
@@ -279,6 +300,8 @@ def test_bad_hf_source_is_one_clear_error_naming_it(case: str, hub_like: Path) -
     [(":cfg", {}, "save_to_disk has no configs"), ("@test", {}, "no split 'test'; splits: train, validation"),
      ("", {"text_field": "body"}, "no text field 'body'; fields: text, n")],
 )
-def test_bad_saved_dataset_source_is_one_clear_error(suffix: str, kwargs: dict[str, object], pattern: str, saved: Path) -> None:
+def test_bad_saved_dataset_source_is_one_clear_error(
+    suffix: str, kwargs: dict[str, object], pattern: str, saved: Path
+) -> None:
     with pytest.raises(ValueError, match=pattern):
         iter_documents(f"hf:{saved}{suffix}", **kwargs)

@@ -249,7 +249,8 @@ def corpus_source(name: str, corpora_path: str | Path | None = None) -> tuple[st
         raise ValueError(f"{path}: no corpus set {corpus_set!r}; sets: {', '.join(corpora['sets'])}")
     languages = corpora["sets"][corpus_set]
     if lang not in languages:
-        raise ValueError(f"{path}: corpus set {corpus_set!r} has no language {lang!r}; languages: {', '.join(languages)}")
+        known = ", ".join(languages)
+        raise ValueError(f"{path}: corpus set {corpus_set!r} has no language {lang!r}; languages: {known}")
     entry = languages[lang]
     config = f":{entry['config']}" if entry.get("config") else ""
     return f"hf:{entry['dataset']}{config}@{entry.get('split', DEFAULT_SPLIT)}", entry.get("text_field", "text")

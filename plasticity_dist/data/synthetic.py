@@ -70,6 +70,7 @@ class LanguageSpec:
     capitalize_nouns: bool = False
 
 
+_SLOTS = frozenset("S O R Sa Oa V P Sd Od Rd E".split())
 _CJK_ENDS = ("。", "！", "？")
 
 LANGUAGES: dict[str, LanguageSpec] = {
@@ -186,7 +187,10 @@ class _World:
     topics: dict[str, np.ndarray]  # class -> (NUM_TOPICS, members) concept ids
 
 
-WORD_CLASSES = {"noun": (NUM_NOUNS, TOPIC_NOUNS), "adj": (NUM_ADJECTIVES, TOPIC_ADJECTIVES), "verb": (NUM_VERBS, TOPIC_VERBS)}
+# word class -> (concepts, concepts per topic)
+WORD_CLASSES = {
+    "noun": (NUM_NOUNS, TOPIC_NOUNS), "adj": (NUM_ADJECTIVES, TOPIC_ADJECTIVES), "verb": (NUM_VERBS, TOPIC_VERBS)
+}
 
 
 @cache
@@ -203,14 +207,18 @@ def _world() -> _World:
 def _words(spec: LanguageSpec, rng: np.random.Generator, word_class: str, count: int, seen: set[str]) -> list[str]:
     """`count` new distinct words, shortest first (frequent concepts get short words, as in real text)."""
     suffixes = spec.suffixes.get(word_class, ("",))
+    inventories = (spec.onsets, spec.nuclei, spec.codas)
+    length_probs = np.asarray(spec.syllables) / sum(spec.syllables)
     words: list[str] = []
     while len(words) < count:
         batch = 2 * (count - len(words))
-        lengths = rng.choice(len(spec.syllables), size=batch, p=np.asarray(spec.syllables) / sum(spec.syllables)) + 1
-        parts = [rng.integers(len(items), size=(batch, len(spec.syllables))) for items in (spec.onsets, spec.nuclei, spec.codas)]
+        lengths = rng.choice(len(length_probs), size=batch, p=length_probs) + 1
+        picks = [rng.integers(len(items), size=(batch, len(length_probs))) for items in inventories]
         suffix_ids = rng.integers(len(suffixes), size=batch)
         for i in range(batch):
-            syllables = (spec.onsets[o] + spec.nuclei[n] + spec.codas[c] for o, n, c in zip(*(p[i, : lengths[i]] for p in parts)))
+            syllables = (
+                "".join(items[pick[i, s]] for items, pick in zip(inventories, picks)) for s in range(lengths[i])
+            )
             word = spec.syllable_sep.join(syllables) + suffixes[suffix_ids[i]]
             if word not in seen and len(words) < count:
                 seen.add(word)
@@ -258,11 +266,8 @@ def _lexicon(lang: str) -> _Lexicon:
     forms.extend(spec.ends)
     forms.append("")
     capitalized = [_capitalized(form, spec.word_sep) for form in forms] if spec.cased else forms
-    num_genders = max(len(spec.articles[0]), 1)
-    return _Lexicon(np.array(forms + capitalized, dtype=object), offsets, rng.integers(num_genders, size=NUM_NOUNS), len(forms) - 1)
-
-
-_SLOTS = frozenset("S O R Sa Oa V P Sd Od Rd E".split())
+    genders = rng.integers(max(len(spec.articles[0]), 1), size=NUM_NOUNS)
+    return _Lexicon(np.array(forms + capitalized, dtype=object), offsets, genders, empty=len(forms) - 1)
 
 
 def _zipf_or_topic(rng: np.random.Generator, world: _World, word_class: str, topic: np.ndarray) -> np.ndarray:
@@ -295,7 +300,8 @@ def _sentence_slots(lang: str, rng: np.random.Generator, topic: np.ndarray) -> n
         adjective = offsets["adj"] + _zipf_or_topic(rng, world, "adj", topic)
         columns[role] = np.where(rng.random(n) < ADJECTIVE_PROB, adjective, empty)
     literals = iter(range(offsets["literal"], offsets["end"]))
-    slots = np.stack([columns[item] if item in _SLOTS else np.full(n, next(literals)) for item in spec.layout.split()], axis=1)
+    layout = spec.layout.split()
+    slots = np.stack([columns[item] if item in _SLOTS else np.full(n, next(literals)) for item in layout], axis=1)
     if spec.cased:
         first = np.argmax(slots != empty, axis=1)
         slots[np.arange(n), first] += len(lexicon.forms) // 2

@@ -22,3 +22,10 @@ def curve_auc(tokens: Sequence[float], losses: Sequence[float]) -> float:
         raise ValueError(f"validation losses must be finite, got {list(losses)}")
     area = sum((t1 - t0) * (l0 + l1) / 2 for t0, t1, l0, l1 in zip(tokens, tokens[1:], losses, losses[1:]))
     return area / (tokens[-1] - tokens[0])
+
+
+def auc_pct_change(auc: float, reference: float) -> float:
+    """% change of an AUC against the first post-cycle probe's: positive = worse probing = less plasticity."""
+    if reference <= 0:
+        raise ValueError(f"reference AUC must be positive, got {reference}")
+    return 100 * (auc - reference) / reference

@@ -140,6 +140,47 @@ def _add_verify(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_verify)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from plasticity_dist.analysis.report import write_report
+
+    if args.out is None and len(args.run_dirs) > 1:
+        raise ValueError("--out is required when reporting on several runs")
+    write_report(args.run_dirs, args.out or f"{args.run_dirs[0]}/report", k=args.onset_k)
+    return 0
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help="AUC tables, onset, scaling fit and plots across runs")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with config.yaml)")
+    parser.add_argument("--out", help="folder for report.md, summary.json and the plots (default: RUN_DIR/report "
+                        "for a single run)")
+    parser.add_argument("--onset-k", type=float, default=3.0, help="a rise counts as sustained above k x the probe "
+                        "noise (default 3)")
+    parser.set_defaults(handler=_report)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from plasticity_dist.analysis.scaling import STUDY_LAW, law_from_summary, predict_onset
+
+    law = law_from_summary(args.fit) if args.fit else STUDY_LAW
+    tasks = predict_onset(args.params, law)
+    print(f"law: T = {law.a:.4g} * P^{law.b:.4f} ({args.fit or 'published'})")
+    print(f"model: {args.params:,} non-embedding parameters")
+    print(f"onset: {tasks:,.0f} tasks = {tasks * args.task_tokens:.3g} tokens at {args.task_tokens:.3g} tokens per task")
+    return 0
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    from plasticity_dist.config import CurriculumSection
+
+    parser = subparsers.add_parser("predict", help="predicted onset of plasticity loss (tasks, tokens) for a model size")
+    parser.add_argument("--params", type=_token_count, required=True, help="non-embedding parameters, e.g. 1e9")
+    parser.add_argument("--fit", help="a report's summary.json whose scaling fit to use (default: the published law)")
+    parser.add_argument("--task-tokens", type=_token_count, default=CurriculumSection().task_tokens,
+                        help="tokens per task (default: the study's 5e9)")
+    parser.set_defaults(handler=_predict)
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="run or resume a continual or stationary run (also under accelerate launch / torchrun)"
@@ -150,7 +191,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_models, _add_preprocess, _add_verify, _add_train, _add_probe, _add_demo,
+    _add_models, _add_preprocess, _add_verify, _add_train, _add_probe, _add_report, _add_predict, _add_demo,
 )
 
 

@@ -1,7 +1,8 @@
 """Onset of plasticity loss: the task count after which probe AUC starts a sustained rise.
 
 The rule, over the post-cycle probes in training order (the cycle-0 baseline is not part of it):
-1. Smooth the AUC series with a centred moving average of 3 probes (2 at either end).
+1. Smooth the AUC series with a centred moving average of 3 probes; the first and last probe keep their
+   own value (a shorter window there would pull a curved series toward its end).
 2. The candidate is the last probe where the smoothed curve is at its minimum (the last, so that a flat
    stretch followed by a rise has its onset at the end of the stretch, not its start).
 3. Noise σ is estimated from the raw AUCs as the root mean square of their second differences over √6 (a
@@ -23,9 +24,10 @@ MIN_PROBES = 4
 MIN_RISE = 1e-3
 _RULE = (
     "the onset is the task count of the last post-cycle probe at the minimum of the AUC curve smoothed by a "
-    "moving average of 3 probes, provided the last two probes both lie more than max(k·σ, {min_rise:.1%} of the "
-    "minimum) above that minimum, with k = {k:g} and σ = RMS(second differences of AUC)/√6 the probe noise; "
-    "otherwise (flat, still falling, a lone spike, fewer than {min_probes} probes) there is no onset yet"
+    "moving average of 3 probes (the first and last probe as they are), provided the last two probes both lie "
+    "more than max(k·σ, {min_rise:.1%} of the minimum) above that minimum, with k = {k:g} and "
+    "σ = RMS(second differences of AUC)/√6 the probe noise; otherwise (flat, still falling, a lone spike, "
+    "fewer than {min_probes} probes) there is no onset yet"
 )
 
 
@@ -34,10 +36,10 @@ def describe_onset_rule(k: float) -> str:
     return _RULE.format(k=k, min_rise=MIN_RISE, min_probes=MIN_PROBES)
 
 
-def smooth(values: Sequence[float], window: int = 3) -> list[float]:
-    """Centred moving average; the window shrinks at the ends instead of padding."""
-    half = window // 2
-    return [statistics.fmean(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+def smooth(values: Sequence[float]) -> list[float]:
+    """Centred moving average of 3; the end values stay as they are."""
+    inner = [statistics.fmean(values[i - 1:i + 2]) for i in range(1, len(values) - 1)]
+    return [values[0], *inner, values[-1]] if len(values) > 1 else list(values)
 
 
 def noise_level(values: Sequence[float]) -> float:

@@ -1,0 +1,92 @@
+"""The report's figures as PNG files, drawn on bare matplotlib `Figure`s (no pyplot state, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from plasticity_dist.analysis.runs import Run
+from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, predict_onset
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.grid(alpha=0.3)
+    return figure, axes
+
+
+def plot_auc_change(runs: Sequence[dict[str, Any]], problem: str, path: Path) -> Path:
+    """AUC % change against the first post-cycle probe, one line per run (cycle-0 baseline as a hollow mark)."""
+    x_key, xlabel = ("cycle", "cycle") if problem == "continual" else ("tokens", "tokens trained")
+    figure, axes = _new_axes(f"Probe AUC change ({problem}; positive = less plasticity)", xlabel,
+                             "AUC % change vs first post-cycle probe")
+    colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(runs), 1)))
+    for run, color in zip(sorted(runs, key=lambda run: run["non_embedding_params"]), colors):
+        probes = [probe for probe in run["probes"] if probe["auc_pct_change"] is not None]
+        trained = [probe for probe in probes if probe["cycle"] >= 1]
+        axes.plot([p[x_key] for p in trained], [p["auc_pct_change"] for p in trained], "o-", color=color,
+                  label=f"{run['model']} ({run['non_embedding_params']:,} params)")
+        baseline = [probe for probe in probes if probe["cycle"] == 0]
+        axes.plot([p[x_key] for p in baseline], [p["auc_pct_change"] for p in baseline], "o", mfc="none", color=color)
+    axes.axhline(0, color="black", lw=0.8)
+    if runs:
+        axes.legend(fontsize=8, title="hollow: untrained baseline", title_fontsize=8)
+    return _save(figure, path)
+
+
+def plot_probe_curves(run: Run, path: Path) -> Path:
+    """Every probe's validation loss over its training tokens, coloured by cycle (baseline dashed)."""
+    figure, axes = _new_axes(f"Probe validation loss: {run.name} ({run.model})", "probe training tokens",
+                             "validation loss")
+    last_cycle = max((probe.cycle for probe in run.probes), default=1)
+    for probe in run.probes:
+        style = {"ls": "--", "color": "grey"} if probe.cycle == 0 else {
+            "color": colormaps["viridis"](0.9 * (probe.cycle - 1) / max(last_cycle - 1, 1))}
+        axes.plot(probe.eval_tokens, probe.val_losses, marker="o", ms=3, **style,
+                  label=f"cycle {probe.cycle} (AUC {probe.auc:.3f})")
+    if run.probes:
+        axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_training_loss(run: Run, path: Path) -> Path:
+    """Training loss over tokens seen, with a dotted line at every task end."""
+    figure, axes = _new_axes(f"Training loss: {run.name} ({run.model})", "tokens trained", "training loss")
+    steps = [record for record in run.metrics if record.get("event") == "step"]
+    axes.plot([record["tokens"] for record in steps], [record["loss"] for record in steps], lw=1, label="loss")
+    for i, record in enumerate(record for record in run.metrics if record.get("event") == "task_end"):
+        axes.axvline(record["tokens"], color="grey", ls=":", lw=0.8, label="task end" if i == 0 else None)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_scaling(runs: Sequence[dict[str, Any]], fit: PowerLaw | None, path: Path) -> Path:
+    """Onset (tasks) against non-embedding parameters, log-log: the runs, their fit and the published law."""
+    figure, axes = _new_axes("Onset of plasticity loss", "non-embedding parameters", "onset (tasks trained)")
+    with_onset = [run for run in runs if run["problem"] == "continual" and run["onset"] is not None]
+    sizes = [run["non_embedding_params"] for run in runs] + [1e9]
+    grid = np.geomspace(min(sizes), max(sizes), 50)
+    axes.plot(grid, [predict_onset(p, STUDY_LAW) for p in grid], "--", color="grey",
+              label=f"published: T = {STUDY_LAW.a:.3g}·P^{STUDY_LAW.b:.4g}")
+    if fit is not None:
+        axes.plot(grid, [predict_onset(p, fit) for p in grid], color="tab:blue",
+                  label=f"fit: T = {fit.a:.3g}·P^{fit.b:.4g}")
+    axes.plot([run["non_embedding_params"] for run in with_onset], [run["onset"] for run in with_onset], "o",
+              color="tab:red", label=f"runs with an onset ({len(with_onset)})")
+    axes.set(xscale="log", yscale="log")
+    axes.legend(fontsize=8)
+    return _save(figure, path)

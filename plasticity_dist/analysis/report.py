@@ -1,0 +1,161 @@
+"""`plasticity-dist report`: from run directories to `report.md`, `summary.json`, PNG plots and a terminal table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from plasticity_dist.analysis import plots
+from plasticity_dist.analysis.onset import describe_onset_rule
+from plasticity_dist.analysis.runs import Run, load_run
+from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, predict_onset
+from plasticity_dist.analysis.summary import build_summary
+from plasticity_dist.fileio import atomic_write_json, atomic_write_text
+
+AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change")
+ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset (tasks)", "onset (tokens)")
+TRAINING_COLUMNS = ("run", "steps", "tokens", "tasks completed", "final loss", "last val loss", "tokens/s")
+PREDICTION_PARAMS = 1e9
+
+
+def _number(value: float | int | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The AUC table: one row per probe of every run, baseline (cycle 0) first."""
+    rows = []
+    for run in summary["runs"]:
+        for probe in run["probes"]:
+            rows.append((
+                run["run"], run["model"], "0 (baseline)" if probe["cycle"] == 0 else str(probe["cycle"]),
+                str(probe["tasks_trained"]), f"{probe['tokens']:,}", f"{probe['auc']:.4f}",
+                _number(probe["auc_pct_change"], "+.2f"),
+            ))
+    return rows
+
+
+def onset_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
+    return [(run["run"], run["model"], f"{run['non_embedding_params']:,}", run["problem"], _number(run["onset"], "d"),
+             _number(run["onset_tokens"], ",")) for run in summary["runs"]]
+
+
+def training_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for run in summary["runs"]:
+        training = run["training"]
+        rows.append((
+            run["run"], _number(training.get("steps"), ","), _number(training.get("tokens"), ","),
+            _number(training.get("tasks_completed"), "d"), _number(training.get("final_loss"), ".4f"),
+            _number(training.get("last_val_loss"), ".4f"), _number(training.get("median_tokens_per_s"), ",.0f"),
+        ))
+    return rows
+
+
+def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _law_text(law: PowerLaw, task_tokens: int) -> str:
+    tasks = predict_onset(PREDICTION_PARAMS, law)
+    return (f"T = {law.a:.4g} · P^{law.b:.4f}; a {PREDICTION_PARAMS:.0e}-parameter model → {tasks:,.0f} tasks "
+            f"({tasks * task_tokens:.3g} tokens at {task_tokens:.3g} tokens per task)")
+
+
+def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
+    fit = summary["scaling_fit"]
+    lines = ["## Scaling law of the onset", "",
+             "Least squares of log T = log a + b log P over the continual runs with an onset (T in tasks, P the "
+             "non-embedding parameters); 95 % intervals from 1000 bootstrap resamples of the runs.", ""]
+    if fit is None:
+        lines.append("No fit: it needs continual runs with an onset at two or more model sizes.")
+    else:
+        law = PowerLaw(a=fit["a"], b=fit["b"])
+        lines += [f"- fit over {fit['runs']} runs: {_law_text(law, task_tokens)}",
+                  f"- a in [{fit['a_ci'][0]:.4g}, {fit['a_ci'][1]:.4g}], b in [{fit['b_ci'][0]:.4f}, {fit['b_ci'][1]:.4f}]"]
+    lines.append(f"- published law: {_law_text(STUDY_LAW, task_tokens)}")
+    return "\n".join(lines)
+
+
+def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
+    runs = summary["runs"]
+    task_tokens = next((run for run in runs if run["problem"] == "continual"), runs[0])["task_tokens"]
+    sections = [
+        "# Plasticity report", "",
+        "Runs: " + ", ".join(f"`{run['path']}`" for run in runs), "",
+        "## Probe AUC", "",
+        "AUC is the probe's mean validation loss (trapezoid area over probe training tokens / span). "
+        "% change is against the first post-cycle probe: positive = worse probing = less plasticity; cycle 0 is "
+        "the probe of the untrained initial weights. Stationary runs: cycles are probe intervals.", "",
+        _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
+        "## Onset of plasticity loss", "",
+        f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",
+        _markdown_table(ONSET_COLUMNS, onset_rows(summary)), "",
+        scaling_section(summary, task_tokens), "",
+        "## Training", "",
+        _markdown_table(TRAINING_COLUMNS, training_rows(summary)), "",
+        "## Figures", "",
+        *(f"![{path.stem}]({path.name})\n" for path in figures),
+    ]
+    return "\n".join(sections)
+
+
+def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> list[Path]:
+    """Every figure of the report; runs without probes or metrics skip only the plots that need them."""
+    figures = []
+    for problem in ("continual", "stationary"):
+        records = [run for run in summary["runs"] if run["problem"] == problem and run["probes"]]
+        if records:
+            figures.append(plots.plot_auc_change(records, problem, out / f"auc_change_{problem}.png"))
+    fit = summary["scaling_fit"]
+    law = None if fit is None else PowerLaw(a=fit["a"], b=fit["b"])
+    figures.append(plots.plot_scaling(summary["runs"], law, out / "onset_scaling.png"))
+    for run in runs:
+        if run.probes:
+            figures.append(plots.plot_probe_curves(run, out / f"probe_curves_{run.name}.png"))
+        if any(record.get("event") == "step" for record in run.metrics):
+            figures.append(plots.plot_training_loss(run, out / f"training_loss_{run.name}.png"))
+    return figures
+
+
+def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run", "model", "problem") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    console.print(_rich_table("Probe AUC per run and cycle (% change vs first post-cycle probe)", AUC_COLUMNS,
+                              auc_rows(summary)))
+    console.print(_rich_table("Onset of plasticity loss", ONSET_COLUMNS, onset_rows(summary)))
+    fit = summary["scaling_fit"]
+    if fit is not None:
+        console.print(f"scaling fit: T = {fit['a']:.4g} · P^{fit['b']:.4f} (b in [{fit['b_ci'][0]:.4f}, "
+                      f"{fit['b_ci'][1]:.4f}])")
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, k: float = 3.0,
+                 console: Console | None = None) -> dict[str, Any]:
+    """Analyse the runs and write `report.md`, `summary.json` and the PNGs into `out`; returns the summary."""
+    if not run_dirs:
+        raise ValueError("report needs at least one run directory")
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    summary = build_summary(runs, k=k)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = draw_figures(runs, summary, out)
+    atomic_write_text(out / "report.md", render_markdown(summary, figures))
+    atomic_write_json(out / "summary.json", summary)
+    console = console or Console()
+    print_summary(summary, console)
+    console.print(f"report: {out / 'report.md'}; summary: {out / 'summary.json'}; {len(figures)} plots in {out}")
+    return summary

@@ -1,0 +1,93 @@
+"""The numbers of a report: per-run probe AUCs and their % change, the onset, the training, the scaling fit.
+
+`build_summary` returns what `summary.json` holds (keys fixed in DESIGN.md; extra keys only add).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from plasticity_dist.analysis.auc import auc_pct_change
+from plasticity_dist.analysis.onset import find_onset
+from plasticity_dist.analysis.runs import ProbeResult, Run
+from plasticity_dist.analysis.scaling import PowerLaw, fit_power_law
+
+
+def reference_probe(probes: Sequence[ProbeResult]) -> ProbeResult | None:
+    """The first post-cycle probe (cycle 1 unless it is missing): the 0 % of every % change."""
+    return next((probe for probe in probes if probe.cycle >= 1), None)
+
+
+def probe_records(probes: Sequence[ProbeResult]) -> list[dict[str, Any]]:
+    """One record per probe, the baseline included; % change is null while no post-cycle probe exists."""
+    reference = reference_probe(probes)
+    return [{
+        "cycle": probe.cycle,
+        "tokens": probe.tokens,
+        "auc": probe.auc,
+        "auc_pct_change": auc_pct_change(probe.auc, reference.auc) if reference else None,
+        "tasks_trained": probe.tasks_trained,
+        "checkpoint": probe.checkpoint,
+    } for probe in probes]
+
+
+def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Where training got to, from `metrics.jsonl` (empty when nothing was logged)."""
+    steps = [record for record in metrics if record.get("event") == "step"]
+    task_ends = [record for record in metrics if record.get("event") == "task_end"]
+    if not steps:
+        return {}
+    val_losses = [record["val_loss"] for record in task_ends if record.get("val_loss") is not None]
+    return {
+        "steps": steps[-1]["step"],
+        "tokens": steps[-1]["tokens"],
+        "tasks_completed": len(task_ends),
+        "final_loss": steps[-1]["loss"],
+        "last_val_loss": val_losses[-1] if val_losses else None,
+        "median_tokens_per_s": statistics.median(record["tokens_per_s"] for record in steps),
+    }
+
+
+def run_summary(run: Run, k: float) -> dict[str, Any]:
+    post_cycle = [probe for probe in run.probes if probe.cycle >= 1]
+    onset = find_onset([probe.tasks_trained for probe in post_cycle], [probe.auc for probe in post_cycle], k=k)
+    onset_tokens = next((probe.tokens for probe in post_cycle if probe.tasks_trained == onset), None)
+    return {
+        "run": run.name,
+        "model": run.model,
+        "non_embedding_params": run.non_embedding_params,
+        "problem": run.problem,
+        "probes": probe_records(run.probes),
+        "onset": onset,
+        "onset_tokens": onset_tokens,
+        "path": str(run.path),
+        "tasks_per_cycle": run.tasks_per_cycle,
+        "task_tokens": run.task_tokens,
+        "training": training_summary(run.metrics),
+    }
+
+
+def scaling_fit(runs: Sequence[dict[str, Any]], seed: int = 0) -> PowerLaw | None:
+    """Onset against size over the continual runs with an onset; None without 2 sizes to fit."""
+    fitted = [run for run in runs if run["problem"] == "continual" and run["onset"] is not None]
+    if len({run["non_embedding_params"] for run in fitted}) < 2:
+        return None
+    return fit_power_law([run["non_embedding_params"] for run in fitted], [run["onset"] for run in fitted], seed=seed)
+
+
+def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
+    names = [run.name for run in runs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"runs must have distinct folder names; several are called {', '.join(duplicates)}")
+    records = [run_summary(run, k) for run in runs]
+    fit = scaling_fit(records)
+    return {
+        "runs": records,
+        "scaling_fit": None if fit is None else {
+            "a": fit.a, "b": fit.b, "b_ci": list(fit.b_ci), "a_ci": list(fit.a_ci), "runs": fit.runs,
+        },
+        "onset_k": k,
+    }

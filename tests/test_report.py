@@ -1,0 +1,171 @@
+"""`plasticity-dist report` and `predict` on hand-built run directories, through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from plasticity_dist.cli import main
+from plasticity_dist.config import config_to_yaml, load_config
+
+TASKS = ("en", "zh")
+SUMMARY_KEYS = {"runs", "scaling_fit"}
+RUN_KEYS = {"run", "model", "non_embedding_params", "problem", "probes", "onset"}
+PROBE_KEYS = {"cycle", "tokens", "auc", "auc_pct_change"}
+TASK_TOKENS = 1000
+
+
+def probe_auc(preset: str, cycle: int) -> float:
+    """A U-shaped AUC whose minimum comes later for larger models: onset after cycle 2 (100K, 250K) or 4 (600K)."""
+    best_cycle = {"100K": 2, "250K": 2, "600K": 4}[preset]
+    return 3.0 + 0.05 * (cycle - best_cycle) ** 2
+
+
+def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", with_probes: bool = True) -> Path:
+    """A run folder as the trainer and its probes leave it: config.yaml, metrics.jsonl, probes/*.json."""
+    run_dir = root / f"{problem}-{preset}"
+    (run_dir / "probes" / "pending").mkdir(parents=True)
+    overrides = [f"run_dir={run_dir}", f"model.preset={preset}", f"curriculum.problem={problem}",
+                 f"curriculum.task_tokens={TASK_TOKENS}", f"curriculum.cycles={cycles}",
+                 "curriculum.tasks=[{name: en}, {name: zh}]"]
+    (run_dir / "config.yaml").write_text(config_to_yaml(load_config(overrides=overrides)))
+    records, step = [], 0
+    for cycle in range(1, cycles + 1):
+        for position, task in enumerate(TASKS):
+            index = (cycle - 1) * len(TASKS) + position
+            for _ in range(4):
+                step += 1
+                records.append({"event": "step", "task": task, "task_index": index, "cycle": cycle, "step": step,
+                                "tokens": step * 250, "loss": 5.0 - 0.01 * step, "lr": 1e-3, "grad_norm": 1.0,
+                                "tokens_per_s": 1e4})
+            records.append({"event": "task_end", "task": task, "task_index": index, "cycle": cycle, "step": step,
+                            "tokens": step * 250, "val_loss": 4.0})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    for cycle in range(cycles + 1) if with_probes else ():
+        auc = probe_auc(preset, cycle) if cycle else 3.5
+        result = {"checkpoint": f"cycle{cycle:03d}", "cycle": cycle, "tasks_trained": cycle * len(TASKS),
+                  "tokens": cycle * len(TASKS) * TASK_TOKENS, "eval_tokens": [0, 100, 300],
+                  "val_losses": [auc + 0.5, auc, auc - 0.25], "auc": auc, "config_hash": "abc", "seconds": 1.0}
+        (run_dir / "probes" / f"cycle{cycle:03d}.json").write_text(json.dumps(result))
+    (run_dir / "probes" / "pending" / "cycle999.json").write_text("{not a result")
+    (run_dir / "probes" / "notes.txt").write_text("not a probe")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = [make_run(root, "100K", cycles=6), make_run(root, "600K", cycles=8),
+            make_run(root, "250K", cycles=3, problem="stationary"),
+            make_run(root, "250K", cycles=2, with_probes=False)]
+    out = root / "report"
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_report_writes_markdown_summary_and_plots_that_open(report):
+    out, summary = report
+    markdown = (out / "report.md").read_text()
+    for heading in ("## Probe AUC", "## Onset of plasticity loss", "Definition:", "## Scaling law", "## Training"):
+        assert heading in markdown
+    expected = {"auc_change_continual.png", "auc_change_stationary.png", "onset_scaling.png",
+                "probe_curves_continual-100K.png", "probe_curves_continual-600K.png",
+                "probe_curves_stationary-250K.png", "training_loss_continual-100K.png",
+                "training_loss_continual-600K.png", "training_loss_stationary-250K.png",
+                "training_loss_continual-250K.png"}
+    assert {path.name for path in out.glob("*.png")} == expected
+    for name in expected:
+        assert f"({name})" in markdown
+        with Image.open(out / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_summary_has_the_required_keys_and_types(report):
+    _, summary = report
+    assert SUMMARY_KEYS <= set(summary)
+    assert {run["run"] for run in summary["runs"]} == {"continual-100K", "continual-600K", "stationary-250K",
+                                                       "continual-250K"}
+    for run in summary["runs"]:
+        assert RUN_KEYS <= set(run)
+        assert isinstance(run["run"], str) and isinstance(run["model"], str)
+        assert isinstance(run["non_embedding_params"], int) and run["problem"] in ("continual", "stationary")
+        assert run["onset"] is None or isinstance(run["onset"], int)
+        for probe in run["probes"]:
+            assert PROBE_KEYS <= set(probe)
+            assert isinstance(probe["cycle"], int) and isinstance(probe["tokens"], int)
+            assert isinstance(probe["auc"], float) and isinstance(probe["auc_pct_change"], float)
+    fit = summary["scaling_fit"]
+    assert {"a", "b", "b_ci"} <= set(fit)
+    assert all(isinstance(value, float) for value in (fit["a"], fit["b"], *fit["b_ci"])) and len(fit["b_ci"]) == 2
+
+
+def test_summary_holds_pct_change_against_cycle_1_and_the_onset_in_tasks(report):
+    _, summary = report
+    runs = {run["run"]: run for run in summary["runs"]}
+    small = runs["continual-100K"]
+    assert small["model"] == "100K" and small["non_embedding_params"] == 98_624
+    assert [probe["cycle"] for probe in small["probes"]] == list(range(7))
+    cycle1 = probe_auc("100K", 1)
+    for probe in small["probes"][1:]:
+        assert probe["auc_pct_change"] == pytest.approx(100 * (probe_auc("100K", probe["cycle"]) - cycle1) / cycle1)
+    assert small["probes"][0]["auc_pct_change"] == pytest.approx(100 * (3.5 - cycle1) / cycle1)  # baseline
+    assert small["onset"] == 2 * len(TASKS) and runs["continual-600K"]["onset"] == 4 * len(TASKS)
+    assert runs["continual-250K"]["probes"] == [] and runs["continual-250K"]["onset"] is None
+    assert runs["stationary-250K"]["onset"] is None  # 3 probes are too few to call a rise
+
+
+def test_scaling_fit_passes_through_two_sizes(report):
+    _, summary = report
+    runs = {run["run"]: run for run in summary["runs"]}
+    small, large = runs["continual-100K"], runs["continual-600K"]
+    fit = summary["scaling_fit"]
+    assert fit["a"] * small["non_embedding_params"] ** fit["b"] == pytest.approx(small["onset"])
+    assert fit["a"] * large["non_embedding_params"] ** fit["b"] == pytest.approx(large["onset"])
+
+
+def test_report_prints_the_auc_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    run = make_run(tmp_path, "100K", cycles=4)
+    assert main(["report", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "Probe AUC" in printed and "0 (baseline)" in printed
+    assert (run / "report" / "summary.json").is_file()
+
+
+def test_report_on_a_folder_that_is_not_a_run_names_it(tmp_path, capsys):
+    run = make_run(tmp_path, "100K", cycles=2)
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    assert main(["report", str(run), str(not_a_run), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert str(not_a_run) in error and "config.yaml" in error
+
+
+def test_report_names_a_broken_probe_result(tmp_path, capsys):
+    run = make_run(tmp_path, "100K", cycles=2)
+    (run / "probes" / "cycle001.json").write_text('{"cycle": 1}')
+    assert main(["report", str(run)]) == 2
+    assert "cycle001.json" in capsys.readouterr().err
+
+
+def test_predict_from_the_published_law(capsys):
+    assert main(["predict", "--params", "1e9"]) == 0
+    printed = capsys.readouterr().out
+    assert "360 tasks" in printed and "1.8e+12 tokens" in printed
+
+
+def test_predict_from_a_report_fit(report, capsys):
+    out, summary = report
+    assert main(["predict", "--params", "98624", "--fit", str(out / "summary.json"), "--task-tokens", "1000"]) == 0
+    assert "4 tasks = 4e+03 tokens" in capsys.readouterr().out
+
+
+def test_predict_refuses_a_summary_without_fit(tmp_path, capsys):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"runs": [], "scaling_fit": None}))
+    assert main(["predict", "--params", "1e9", "--fit", str(summary)]) == 2
+    assert "no scaling fit" in capsys.readouterr().err

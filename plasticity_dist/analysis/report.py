@@ -12,7 +12,7 @@ from rich.table import Table
 from plasticity_dist.analysis import plots
 from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.runs import Run, load_run
-from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, predict_onset
+from plasticity_dist.analysis.scaling import BOOTSTRAP_RESAMPLES, STUDY_LAW, PowerLaw, predict_onset
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 
@@ -72,7 +72,7 @@ def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
     fit = summary["scaling_fit"]
     lines = ["## Scaling law of the onset", "",
              "Least squares of log T = log a + b log P over the continual runs with an onset (T in tasks, P the "
-             "non-embedding parameters); 95 % intervals from 1000 bootstrap resamples of the runs.", ""]
+             f"non-embedding parameters); 95 % intervals from {BOOTSTRAP_RESAMPLES} bootstrap resamples of the runs.", ""]
     if fit is None:
         lines.append("No fit: it needs continual runs with an onset at two or more model sizes.")
     else:

@@ -24,6 +24,7 @@ class PowerLaw:
 
 
 STUDY_LAW = PowerLaw(a=1.3e-5, b=0.8269)
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def _least_squares(log_params: np.ndarray, log_onsets: np.ndarray) -> tuple[float, float]:
@@ -32,7 +33,7 @@ def _least_squares(log_params: np.ndarray, log_onsets: np.ndarray) -> tuple[floa
     return float(log_a), float(b)
 
 
-def fit_power_law(params: Sequence[float], onsets: Sequence[float], resamples: int = 1000, confidence: float = 0.95,
+def fit_power_law(params: Sequence[float], onsets: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95,
                   seed: int = 0) -> PowerLaw:
     """Least-squares fit of log T = log a + b log P, with percentile bootstrap intervals over runs."""
     if len(params) != len(onsets):

@@ -33,8 +33,8 @@ def _least_squares(log_params: np.ndarray, log_onsets: np.ndarray) -> tuple[floa
     return float(log_a), float(b)
 
 
-def fit_power_law(params: Sequence[float], onsets: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95,
-                  seed: int = 0) -> PowerLaw:
+def fit_power_law(params: Sequence[float], onsets: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                  confidence: float = 0.95, seed: int = 0) -> PowerLaw:
     """Least-squares fit of log T = log a + b log P, with percentile bootstrap intervals over runs."""
     if len(params) != len(onsets):
         raise ValueError(f"scaling fit needs one onset per run: {len(params)} sizes, {len(onsets)} onsets")

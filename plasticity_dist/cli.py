@@ -116,7 +116,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokenizer", help="'byte' (default) or a Hugging Face tokenizer folder or hub name")
     parser.add_argument("--text-field", help="field holding the text in jsonl/parquet/hf records (default 'text')")
     parser.add_argument("--workers", type=int, default=1, help="processes building shards in parallel")
-    parser.add_argument("--shard-index", type=int, default=0, help="this array job's index i: builds shards k % n == i")
+    parser.add_argument("--shard-index", type=int, default=0, help="this array job's index i: builds shards k %% n == i")
     parser.add_argument("--num-shards", type=int, default=1, help="number n of array jobs sharing the work")
     parser.add_argument("--rows-per-block", type=int, help="sequences per compressed block (default ~2^19 tokens)")
     parser.add_argument("--shard-tokens", type=_token_count, help="tokens per shard (default 2^27)")

@@ -23,3 +23,17 @@ def test_console_script_help_and_bad_subcommand():
     assert "models" in help_text
     bad = subprocess.run([sys.executable, "-m", "plasticity_dist.cli", "nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_every_subcommand_has_working_help(capsys):
+    import pytest
+
+    from plasticity_dist.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"models", "preprocess", "verify", "train", "probe", "report", "predict", "demo"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0, command
+        assert "usage: plasticity-dist" in capsys.readouterr().out

@@ -53,7 +53,8 @@ class _DatasetOrder:
         self.layout_epoch = -1
         self.window_starts = np.zeros(1, dtype=np.int64)
         self.block_order = np.zeros(0, dtype=np.int64)
-        self.windows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.windows: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.row_type = np.dtype((np.void, manifest.row_len * reader.dtype.itemsize))
 
     def _layout(self, epoch: int) -> None:
         if epoch == self.layout_epoch:
@@ -64,31 +65,33 @@ class _DatasetOrder:
         self.window_starts = np.concatenate([[0], np.cumsum(window_rows)])
         self.layout_epoch = epoch
 
-    def _window(self, epoch: int, window: int) -> np.ndarray:
+    def _window(self, epoch: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """A window's rows in file order, one opaque element per row (gathers become row memcpys), and
+        the window's row permutation."""
         key = (epoch, window)
         if key not in self.windows:
             members = self.block_order[window * self.window_blocks:(window + 1) * self.window_blocks]
-            rows = np.concatenate([self.reader.read(*self.blocks[member]) for member in members])
+            blocks = [self.reader.read(*self.blocks[member]) for member in members]
+            rows = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
             permutation = _rng(_ROW_ORDER, self.seed, self.task, self.index, epoch, window).permutation(len(rows))
-            self.windows[key] = rows[permutation]
+            self.windows[key] = (rows.view(self.row_type).ravel(), permutation)
             if len(self.windows) > 2:
                 self.windows.popitem(last=False)
         return self.windows[key]
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
-        """The rows at sorted `positions` of this dataset's endless stream."""
-        out = np.empty((len(positions), self.reader.manifest.row_len), dtype=self.reader.dtype)
+        """The rows at sorted `positions` of this dataset's endless stream (sorted: runs share a window)."""
         epochs, offsets = np.divmod(positions, self.rows_per_epoch)
+        pieces = []
         for epoch in np.unique(epochs):
-            in_epoch = epochs == epoch
             self._layout(int(epoch))
-            windows = np.searchsorted(self.window_starts, offsets[in_epoch], side="right") - 1
-            targets = np.flatnonzero(in_epoch)
+            in_epoch = offsets[epochs == epoch]
+            windows = np.searchsorted(self.window_starts, in_epoch, side="right") - 1
             for window in np.unique(windows):
-                in_window = windows == window
-                local = offsets[in_epoch][in_window] - self.window_starts[window]
-                out[targets[in_window]] = self._window(int(epoch), int(window))[local]
-        return out
+                rows, permutation = self._window(int(epoch), int(window))
+                pieces.append(rows[permutation[in_epoch[windows == window] - self.window_starts[window]]])
+        gathered = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return gathered.view(self.reader.dtype).reshape(len(positions), -1)
 
 
 class _Mix:
@@ -152,18 +155,20 @@ class _ChunkStream(IterableDataset):
         starts = steps * self.global_batch + (within * self.world_size + self.rank) * self.micro_batch
         return (starts[:, None] + np.arange(self.micro_batch)).ravel()
 
-    def build(self, micro_batches: range) -> Batch:
-        rows = self.global_rows(micro_batches)
-        datasets, positions = self.mix.locate(rows)
-        tokens = np.empty((len(rows), self.orders[0].reader.manifest.row_len), dtype=np.int64)
-        for index, order in enumerate(self.orders):
-            chosen = datasets == index
-            if chosen.any():
-                tokens[chosen] = order.rows(positions[chosen])
-        tokens = torch.from_numpy(tokens).view(len(micro_batches), self.micro_batch, -1)
-        return tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous()
+    def build(self, micro_batches: range) -> torch.Tensor:
+        """The stored ids of these micro-batches, (micro-batches, rows, seq_len + 1), still uint16/uint32."""
+        datasets, positions = self.mix.locate(self.global_rows(micro_batches))
+        if len(self.orders) == 1:
+            tokens = self.orders[0].rows(positions)
+        else:
+            tokens = np.empty((len(positions), self.orders[0].reader.manifest.row_len), dtype=self.orders[0].reader.dtype)
+            for index, order in enumerate(self.orders):
+                chosen = datasets == index
+                if chosen.any():
+                    tokens[chosen] = order.rows(positions[chosen])
+        return torch.from_numpy(tokens).view(len(micro_batches), self.micro_batch, -1)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         starts = range(self.first, self.total, self.chunk_size)
@@ -249,14 +254,11 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         stream = self._stream()
-        chunks: Any = stream
-        if self.num_workers > 0:
-            chunks = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                                pin_memory=torch.cuda.is_available())
-        for inputs, targets in chunks:
-            for index in range(len(inputs)):
+        chunks: Any = stream if self.num_workers == 0 else DataLoader(stream, batch_size=None, num_workers=self.num_workers)
+        for chunk in chunks:  # workers ship compact ids; widening to int64 here keeps the transfer small
+            for rows in chunk:
                 self.handed_out += 1  # counted before the yield: the state covers every batch handed out
-                yield inputs[index], targets[index]
+                yield rows[:, :-1].to(torch.int64), rows[:, 1:].to(torch.int64)
 
     def state_dict(self) -> dict[str, Any]:
         """Small and identical on every rank: which data, and how far the task's global stream has been read."""

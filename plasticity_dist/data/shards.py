@@ -9,8 +9,9 @@ The manifest lists, per shard, its bytes, sha256, rows, tokens (ids stored: rows
 blocks as `[data offset in the tar, rows, compressed bytes]`, so a reader can fetch any block directly.
 `fingerprint` hashes seq_len, the tokenizer and every shard's sha256: a loader state names the data it saw.
 
-zstd level 3 (`bench/zstd_levels.py`): level 1 compresses byte-level and BPE blocks almost as well and level
-9 only a few percent better at several times the cost to write; decoding is equally fast at every level.
+zstd level 3, from `bench/zstd_levels.py` (1 MiB blocks): ratios byte-level 4.5 / 4.8 / 5.4 and BPE-8k
+1.54 / 1.67 / 1.77 at levels 1 / 3 / 9; level 9 writes 4-5x slower than level 3, level 1 saves little
+time for 6-8% larger shards, and decoding runs at 0.5-0.9 GB/s at every level.
 """
 
 from __future__ import annotations

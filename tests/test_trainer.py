@@ -30,10 +30,21 @@ def losses_by_step(run_dir):
     return {record["step"]: record["loss"] for record in step_records(run_dir)}
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_zero_stage_trains_two_tasks_and_the_loss_falls(stage, data_root, tmp_path):
+@pytest.fixture(scope="module")
+def zero1_two_ranks(data_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("zero1") / "run"
+    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=1))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return run_dir
+
+
+def test_zero1_trains_two_tasks_and_the_loss_falls(zero1_two_ranks):
+    check_finished_run(zero1_two_ranks)
+
+
+def test_zero2_trains_two_tasks_and_the_loss_falls(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=stage))
+    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=2))
     assert finished.returncode == 0, finished.stderr[-3000:]
     check_finished_run(run_dir)
 
@@ -99,16 +110,14 @@ def test_sigusr1_checkpoints_exits_with_requeue_code_and_resume_finishes(data_ro
     assert sorted(losses_by_step(run_dir)) == list(range(1, 65))
 
 
-def test_one_rank_and_two_ranks_follow_the_same_loss_curve(data_root, tmp_path):
-    curves = []
-    for processes in (1, 2):
-        run_dir = tmp_path / f"run{processes}"
-        finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=1), processes=processes)
-        assert finished.returncode == 0, finished.stderr[-3000:]
-        curves.append(losses_by_step(run_dir))
-    assert curves[0].keys() == curves[1].keys()
-    for step, loss in curves[0].items():
-        assert loss == pytest.approx(curves[1][step], rel=1e-3), step
+def test_one_rank_and_two_ranks_follow_the_same_loss_curve(data_root, zero1_two_ranks, tmp_path):
+    run_dir = tmp_path / "run"
+    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=1), processes=1)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    one_rank, two_ranks = losses_by_step(run_dir), losses_by_step(zero1_two_ranks)
+    assert one_rank.keys() == two_ranks.keys()
+    for step, loss in one_rank.items():
+        assert loss == pytest.approx(two_ranks[step], rel=1e-3), step
 
 
 def test_missing_dataset_is_named_before_any_work(data_root, tmp_path):

@@ -9,7 +9,10 @@
 source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/common.sh"
 out=""
 for ((i = 1; i <= $#; i++)); do
-    [[ ${!i} == --out ]] && { next=$((i + 1)); out=${!next}; }
+    case ${!i} in
+        --out) next=$((i + 1)); out=${!next-} ;;
+        --out=*) out=${!i#--out=} ;;
+    esac
 done
 [[ -n $out ]] || { echo "slurm/preprocess.sh: --out DIR is required" >&2; exit 2; }
 plasticity-dist preprocess "$@" --shard-index "${SLURM_ARRAY_TASK_ID:-0}" --num-shards "${SLURM_ARRAY_TASK_COUNT:-1}"

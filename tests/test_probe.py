@@ -16,7 +16,7 @@ from plasticity_dist.probe.queue import ProbeQueue
 from runs import (REPO, build_tiny_data, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
                   train, wait_for)
 
-PROBE = {"probe__dataset": "en", "probe__tokens": 4096, "probe__eval_points": 3, "probe__eval_tokens": 2048,
+PROBE = {"probe__enabled": "true", "probe__dataset": "en", "probe__tokens": 4096, "probe__eval_points": 3, "probe__eval_tokens": 2048,
          "probe__executor": "local"}
 
 
@@ -90,9 +90,9 @@ def test_missing_and_partial_checkpoints_are_named(zero3_run, tmp_path):
 
 def test_local_probes_run_while_training_goes_on_and_cover_cycles_0_to_2(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    # each probe trains 3x as many tokens as a task, so the trainer must not wait for it
+    # each probe trains 1.5x as many tokens as a task, so the trainer must not wait for it
     overrides = tiny_overrides(data_root, curriculum__tasks="[{name: en}]", curriculum__cycles=2,
-                               **{**PROBE, "probe__tokens": 24576, "probe__dataset": "vi"})
+                               **{**PROBE, "probe__tokens": 12288, "probe__dataset": "vi"})
     finished = train(run_dir, overrides, processes=1)
     assert finished.returncode == 0, finished.stderr[-3000:]
     results = {r["cycle"]: r for r in map(json.loads, (p.read_text() for p in (run_dir / "probes").glob("*.json")))}
@@ -105,7 +105,7 @@ def test_local_probes_run_while_training_goes_on_and_cover_cycles_0_to_2(data_ro
 def test_killed_probe_is_retried_on_resume(data_root, tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(data_root, curriculum__tasks="[{name: en}]",
-                               **{**PROBE, "probe__tokens": 24576, "probe__dataset": "vi"})
+                               **{**PROBE, "probe__tokens": 12288, "probe__dataset": "vi"})
     trainer = start_training(run_dir, overrides, processes=1)
     queue = ProbeQueue(run_dir)
     wait_for(lambda: any(r["submissions"] for r in queue.open_requests()), what="a probe to start")

@@ -54,16 +54,19 @@ class Trainer:
         self.accum_steps = gradient_accumulation_steps(config, self.world.world_size)
         self.tasks = build_tasks(config)
         self.run_dir = Path(config.run_dir)
+        self.tokenizer: str | None = None  # set from the first dataset; every other one must match it
+        first_loader = self._loader(self.tasks[0])
+        self.tokenizer = first_loader.tokenizer
+        self.vocab_size = first_loader.vocab_size
+        for task in {task.datasets: task for task in self.tasks}.values():  # every dataset, before any work
+            self._loader(task)
         self.accelerator = build_accelerator(config, self.world)
         self.device = self.accelerator.device
-        first_loader = self._loader(self.tasks[0])  # validates the dataset before any work
-        self.vocab_size = first_loader.vocab_size
         set_seed(config.seed)
         model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
         self.non_embedding_params = model.num_params()
         self.flops_per_token = model.flops_per_token()
         self.steps = StepRunner(self.accelerator, model, config, self.accum_steps)
-        self.tokenizer = first_loader.tokenizer
         self.probes = None
         if config.probe.enabled:
             probe_data = Path(dataset_path(config.data.root, config.probe.dataset))
@@ -85,6 +88,7 @@ class Trainer:
             global_batch_size=data.global_batch_size, token_budget=task.tokens, rank=self.world.rank,
             world_size=self.world.world_size, seed=data.seed, task=task.index, num_workers=data.num_workers,
             weights=task.weights, shuffle_window_blocks=data.shuffle_window_blocks,
+            tokenizer=self.tokenizer,
         )
 
     def _start_or_resume(self) -> TrainerState:

@@ -20,10 +20,10 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 demo: install
-	$(BIN)/plasticity-dist models
+	$(BIN)/plasticity-dist demo --out runs/demo
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

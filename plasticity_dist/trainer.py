@@ -50,6 +50,7 @@ class TrainerState:
 class Trainer:
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
+        self.preemption = PreemptionFlag()  # first: a signal during start-up is acted on at the first step
         self.world: WorldInfo = init_world_env()
         self.accum_steps = gradient_accumulation_steps(config, self.world.world_size)
         self.tasks = build_tasks(config)
@@ -79,7 +80,6 @@ class Trainer:
             is_protected=lambda tag: self.probes is not None and tag in self.probes.queue.protected_tags(),
         )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process)
-        self.preemption = PreemptionFlag()
 
     def _loader(self, task: Task) -> ShardLoader:
         data = self.config.data

@@ -67,9 +67,11 @@ def step_values(run_dir: Path) -> dict[int, tuple]:
 
 @pytest.fixture(scope="module")
 def two_node_run(local_slurm, data_root, tmp_path_factory) -> tuple[str, Path]:
-    """An uninterrupted two-node run: the first test's subject and the preemption test's yardstick."""
+    """An uninterrupted two-node run whose trainer sends its cycle-end probe to Slurm: the first test's
+    subject and the preemption test's yardstick."""
     run_dir = tmp_path_factory.mktemp("two-node") / "run"
-    job_id = submit_training(local_slurm, run_dir, slurm_overrides(data_root))
+    overrides = slurm_overrides(data_root, probe__enabled="true", probe__executor="slurm", probe__baseline="false")
+    job_id = submit_training(local_slurm, run_dir, overrides)
     assert wait_until_finished(local_slurm, job_id, train_log(run_dir, job_id)) == "COMPLETED"
     return job_id, run_dir
 
@@ -121,27 +123,9 @@ def check_probe_result(run_dir: Path, tag: str) -> None:
     assert math.isfinite(result["auc"]) and result["auc"] > 0
 
 
-def test_probe_job_writes_the_result_of_a_cycle_end_checkpoint(local_slurm, two_node_run, tmp_path):
+def test_slurm_probe_executor_submits_probe_sh_for_the_cycle_end_checkpoint(local_slurm, two_node_run):
     _, run_dir = two_node_run
-    checkpoint = latest_checkpoint(run_dir)  # the end of cycle 1, kept for its probe
-    log_path = tmp_path / "probe.out"
-    job_id = local_slurm.sbatch([f"--output={log_path}", "slurm/probe.sh", str(checkpoint)],
-                                env={"PLASTICITY_MASTER_ADDR": "127.0.0.1"}, cwd=REPO)
-
-    assert wait_until_finished(local_slurm, job_id, log_path) == "COMPLETED"
-    check_probe_result(run_dir, checkpoint.name)
-
-
-@pytest.mark.xfail(strict=True, reason="probe_environment() drops SLURM_CONF, so the trainer's sbatch of the probe "
-                                       "cannot find the cluster (plasticity_dist/probe/executors.py)")
-def test_slurm_probe_executor_of_a_training_job_submits_the_cycle_end_probe(local_slurm, data_root, tmp_path):
-    run_dir = tmp_path / "run"
-    overrides = slurm_overrides(data_root, curriculum__task_tokens=8192, probe__enabled="true",
-                                probe__executor="slurm", probe__baseline="false")
-    job_id = submit_training(local_slurm, run_dir, overrides)
-    assert wait_until_finished(local_slurm, job_id, train_log(run_dir, job_id)) == "COMPLETED"
-
-    tag = latest_checkpoint(run_dir).name
+    tag = latest_checkpoint(run_dir).name  # the end of cycle 1, kept for its probe
     if not (run_dir / "probes" / f"{tag}.json").exists():  # the probe job outlives the trainer: wait for it
         request = json.loads((run_dir / "probes" / "pending" / f"{tag}.json").read_text())
         submission = request["submissions"][-1]

@@ -144,3 +144,17 @@ def test_corrupt_checkpoint_gives_one_clear_error_and_leaves_no_partial_checkpoi
     assert finished.returncode == 2
     assert f"checkpoint {checkpoint} could not be loaded" in finished.stderr
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+def test_stationary_problem_mixes_the_tasks_in_one_stream_with_a_probe_point_every_interval(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=1, curriculum__problem="stationary",
+                               curriculum__mix_weights="[0.5, 0.5]", curriculum__total_tokens=16384,
+                               curriculum__probe_every_tokens=8192)
+    finished = train(run_dir, overrides, processes=1)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    records = step_records(run_dir)
+    assert len(records) == 64 and {r["task"] for r in records} == {"mix"}
+    assert records[-1]["loss"] < records[0]["loss"] - 1.0
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir())
+    assert kept == ["step000000032-task0000-cycle001-mix", "step000000064-task0001-cycle002-mix"]

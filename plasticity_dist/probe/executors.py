@@ -26,14 +26,16 @@ def probe_command(checkpoint: Path, config_path: Path) -> list[str]:
 
 
 def probe_environment(gpus: str = "") -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in LAUNCHER_VARIABLES and not key.startswith(("TORCHELASTIC_", "SLURM_"))}
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES
+           and (key == "SLURM_CONF" or not key.startswith(("TORCHELASTIC_", "SLURM_")))}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     return env
 
 
 class Executor(Protocol):
+    max_running: int | None  # probes this executor runs at once; None: the cluster's scheduler decides
+
     def submit(self, checkpoint: Path, config_path: Path, log_path: Path) -> dict[str, Any]: ...
 
     def is_running(self, handle: dict[str, Any]) -> bool: ...
@@ -41,6 +43,8 @@ class Executor(Protocol):
 
 class InlineExecutor:
     """Runs the probe to completion before returning (for debugging)."""
+
+    max_running = 1
 
     def submit(self, checkpoint: Path, config_path: Path, log_path: Path) -> dict[str, Any]:
         with open(log_path, "w") as log:
@@ -56,6 +60,7 @@ class LocalExecutor:
     """Detached child processes, optionally pinned to `local_cpus` and `local_gpus`."""
 
     def __init__(self, probe: ProbeSection) -> None:
+        self.max_running: int | None = probe.max_concurrent
         self.cpus = set(probe.local_cpus)
         self.gpus = probe.local_gpus
         self.children: dict[int, subprocess.Popen] = {}
@@ -84,6 +89,8 @@ class LocalExecutor:
 
 class SlurmExecutor:
     """`sbatch slurm/probe.sh CHECKPOINT CONFIG` with the partition, account, time and nodes from config."""
+
+    max_running = None
 
     def __init__(self, probe: ProbeSection) -> None:
         self.slurm = probe.slurm

@@ -30,10 +30,10 @@ class ProbeScheduler:
     def poll(self) -> None:
         """Start queued probes, retry dead ones, mark those out of retries as failed."""
         requests = [request for request in self.queue.open_requests() if not request["failed"]]
-        running = [request for request in requests
-                   if request["submissions"] and self.executor.is_running(request["submissions"][-1])]
+        running = [request for request in requests if self._is_running(request)]
+        limit = self.executor.max_running
         for request in requests:
-            if request in running or len(running) >= self.probe.max_concurrent:
+            if request in running or (limit is not None and len(running) >= limit):
                 continue
             if request["attempts"] > self.probe.retries:
                 request["failed"] = True
@@ -41,21 +41,34 @@ class ProbeScheduler:
                 log.warning(f"probe of {request['checkpoint']} failed {request['attempts']} times; "
                             f"see {request['submissions'][-1]['log']}")
                 continue
-            self._submit(request)
-            if self.executor.is_running(request["submissions"][-1]):
+            if self._submit(request):
                 running.append(request)
 
-    def _submit(self, request: dict) -> None:
+    def _is_running(self, request: dict) -> bool:
+        last = request["submissions"][-1] if request["submissions"] else None
+        return last is not None and "error" not in last and self.executor.is_running(last)
+
+    def _submit(self, request: dict) -> bool:
+        """Submit one attempt; True when it is running now. A failed submission is a failed attempt:
+        it is logged and retried, never raised into the training loop."""
         tag = request["checkpoint"]
         logs = self.queue.results / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{tag}.attempt{request['attempts'] + 1}.log"
         request["attempts"] += 1
         self.queue.update(request)  # counted before it starts: a crash here still uses up the attempt
-        handle = self.executor.submit(self.run_dir / "checkpoints" / tag, self.run_dir / "config.yaml", log_path)
+        try:
+            handle = self.executor.submit(self.run_dir / "checkpoints" / tag, self.run_dir / "config.yaml", log_path)
+        except (OSError, RuntimeError) as error:
+            log_path.write_text(f"submission failed: {error}\n")
+            handle = {"log": str(log_path), "error": str(error)}
+            log.warning(f"probe of {tag} could not be submitted: {error}")
         request["submissions"].append(handle)
         self.queue.update(request)
+        if "error" in handle:
+            return False
         log.info(f"probe of {tag} submitted ({self.probe.executor}: {handle})")
+        return self.executor.is_running(handle)
 
     def drain(self) -> None:
         """At the end of a run: with local probes, keep starting and waiting until none is left to run.

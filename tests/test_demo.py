@@ -1,0 +1,24 @@
+"""The demo end to end with an even smaller budget: real preprocessing, trainer, local probes, report."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+
+from plasticity_dist.cli import main
+
+
+def test_demo_runs_the_whole_pipeline_and_ends_in_a_report(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--cycles", "1", "--task-tokens", "2048"]) == 0
+    report = tmp_path / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert [run["model"] for run in summary["runs"]] == ["100K", "250K", "600K"]
+    for run in summary["runs"]:
+        assert run["problem"] == "continual"
+        assert sorted(probe["cycle"] for probe in run["probes"]) == [0, 1]
+    assert "AUC" in (report / "report.md").read_text()
+    plots = sorted(report.glob("*.png"))
+    assert plots
+    for plot in plots:
+        assert matplotlib.image.imread(plot).size > 0

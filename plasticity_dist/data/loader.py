@@ -12,6 +12,11 @@ the global batch whatever W is. DataLoader workers build chunks of consecutive m
 worker c % num_workers; DataLoader hands items out round-robin, so the stream is the same for any
 number of workers.
 
+Transfer. A worker gathers a chunk's stored ids (uint16/uint32) straight into one of its slots of shared
+memory, allocated once per iteration, and sends only (worker, slot, micro-batches); the main process
+widens each micro-batch into int64 inputs and targets and then frees the slot. Fresh shared memory per
+chunk (what DataLoader does with a returned tensor) costs as much as decoding it.
+
 Reading. Blocks are fetched by the manifest's offsets (pread + zstd decode), not by streaming the tars:
 a global block order and a seek on resume need random access, which webdataset's streaming does not
 offer (webdataset #271). Each rank decodes the windows it touches; memory holds two windows per dataset.
@@ -35,6 +40,13 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 STATE_VERSION = 1
 _BLOCK_ORDER, _ROW_ORDER, _MIX = 1, 2, 3  # first entropy word of each generator, so streams never collide
 _MIX_CHUNK_ROWS = 1 << 16
+_CHUNK_WINDOWS = 8  # windows per chunk: a window at a chunk boundary is decoded by two workers
+_PREFETCH = 2  # chunks queued per DataLoader worker; each worker has _PREFETCH + 1 slots
+
+
+def _widen(ids: np.ndarray) -> torch.Tensor:
+    """Stored ids as a new contiguous int64 tensor (numpy's cast runs ~1.5x faster than torch's here)."""
+    return torch.from_numpy(ids.astype(np.int64))
 
 
 def _rng(*entropy: int) -> np.random.Generator:
@@ -79,19 +91,21 @@ class _DatasetOrder:
                 self.windows.popitem(last=False)
         return self.windows[key]
 
-    def rows(self, positions: np.ndarray) -> np.ndarray:
-        """The rows at sorted `positions` of this dataset's endless stream (sorted: runs share a window)."""
+    def rows(self, positions: np.ndarray, out: np.ndarray) -> None:
+        """Write the rows at sorted `positions` of this dataset's endless stream into `out` (C-contiguous,
+        one row each); sorted, so runs of positions share a window."""
+        destination = out.view(self.row_type).ravel()
+        filled = 0
         epochs, offsets = np.divmod(positions, self.rows_per_epoch)
-        pieces = []
         for epoch in np.unique(epochs):
             self._layout(int(epoch))
             in_epoch = offsets[epochs == epoch]
             windows = np.searchsorted(self.window_starts, in_epoch, side="right") - 1
             for window in np.unique(windows):
                 rows, permutation = self._window(int(epoch), int(window))
-                pieces.append(rows[permutation[in_epoch[windows == window] - self.window_starts[window]]])
-        gathered = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        return gathered.view(self.reader.dtype).reshape(len(positions), -1)
+                picks = permutation[in_epoch[windows == window] - self.window_starts[window]]
+                np.take(rows, picks, out=destination[filled:filled + len(picks)], mode="clip")  # clip: unbuffered
+                filled += len(picks)
 
 
 class _Mix:
@@ -141,13 +155,28 @@ class _Mix:
 
 
 class _ChunkStream(IterableDataset):
-    """One rank's micro-batches from `first` to `total`, built in chunks of `chunk_size` micro-batches."""
+    """One rank's micro-batches from `first` to `total`, built in chunks of `chunk_size` micro-batches
+    into the producing worker's shared slots (see "Transfer" in the module docstring)."""
 
     def __init__(self, orders: list[_DatasetOrder], mix: _Mix, slicing: tuple[int, int, int, int],
-                 first: int, total: int, chunk_size: int) -> None:
+                 first: int, total: int, chunk_size: int, num_workers: int) -> None:
         self.orders, self.mix = orders, mix
         self.global_batch, self.micro_batch, self.world_size, self.rank = slicing
         self.first, self.total, self.chunk_size = first, total, chunk_size
+        self.dtype, self.row_len = orders[0].reader.dtype, orders[0].reader.manifest.row_len
+        producers, self.slots_per_worker = max(1, num_workers), _PREFETCH + 1
+        slot_bytes = chunk_size * self.micro_batch * self.row_len * self.dtype.itemsize
+        self.slot_memory = torch.empty(producers * self.slots_per_worker * slot_bytes, dtype=torch.uint8)
+        if num_workers:
+            self.slot_memory.share_memory_()
+        # a worker refills a slot only after the main process has handed out its micro-batches
+        self.free_slots = [torch.multiprocessing.Semaphore(self.slots_per_worker) for _ in range(producers)]
+
+    def slot(self, worker: int, slot: int, micro_batches: int) -> np.ndarray:
+        """A slot's first `micro_batches` micro-batches, shape (micro-batches, rows, seq_len + 1)."""
+        slots = self.slot_memory.numpy().view(self.dtype).reshape(len(self.free_slots), self.slots_per_worker, -1)
+        size = micro_batches * self.micro_batch * self.row_len
+        return slots[worker, slot, :size].reshape(micro_batches, self.micro_batch, self.row_len)
 
     def global_rows(self, micro_batches: range) -> np.ndarray:
         accum = self.global_batch // (self.micro_batch * self.world_size)
@@ -155,25 +184,31 @@ class _ChunkStream(IterableDataset):
         starts = steps * self.global_batch + (within * self.world_size + self.rank) * self.micro_batch
         return (starts[:, None] + np.arange(self.micro_batch)).ravel()
 
-    def build(self, micro_batches: range) -> torch.Tensor:
-        """The stored ids of these micro-batches, (micro-batches, rows, seq_len + 1), still uint16/uint32."""
+    def build(self, micro_batches: range, out: np.ndarray) -> None:
+        """Write the stored ids of these micro-batches into `out`, (micro-batches, rows, seq_len + 1)."""
         datasets, positions = self.mix.locate(self.global_rows(micro_batches))
+        rows = out.reshape(len(positions), self.row_len)
         if len(self.orders) == 1:
-            tokens = self.orders[0].rows(positions)
-        else:
-            tokens = np.empty((len(positions), self.orders[0].reader.manifest.row_len), dtype=self.orders[0].reader.dtype)
-            for index, order in enumerate(self.orders):
-                chosen = datasets == index
-                if chosen.any():
-                    tokens[chosen] = order.rows(positions[chosen])
-        return torch.from_numpy(tokens).view(len(micro_batches), self.micro_batch, -1)
+            self.orders[0].rows(positions, rows)
+            return
+        for index, order in enumerate(self.orders):
+            chosen = datasets == index
+            if chosen.any():
+                gathered = np.empty((int(chosen.sum()), self.row_len), dtype=self.dtype)
+                order.rows(positions[chosen], gathered)
+                rows[chosen] = gathered
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        """(worker, slot, micro-batches) of each chunk this worker built."""
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         starts = range(self.first, self.total, self.chunk_size)
-        for start in starts[worker_id::num_workers]:
-            yield self.build(range(start, min(start + self.chunk_size, self.total)))
+        for index, start in enumerate(starts[worker_id::num_workers]):
+            micro_batches = range(start, min(start + self.chunk_size, self.total))
+            slot = index % self.slots_per_worker
+            self.free_slots[worker_id].acquire()
+            self.build(micro_batches, self.slot(worker_id, slot, len(micro_batches)))
+            yield worker_id, slot, len(micro_batches)
 
 
 class ShardLoader:
@@ -245,20 +280,25 @@ class ShardLoader:
         orders = [_DatasetOrder(reader, self.seed, self.task, index, self.window_blocks)
                   for index, reader in enumerate(self.readers)]
         mean_window_rows = self.window_blocks * self.manifest.rows / sum(len(s.blocks) for s in self.manifest.shards)
-        steps_per_chunk = max(1, round(2 * mean_window_rows / self.global_batch_size))
+        steps_per_chunk = max(1, round(_CHUNK_WINDOWS * mean_window_rows / self.global_batch_size))
         return _ChunkStream(
             orders, _Mix(self.weights, self.seed, self.task),
             (self.global_batch_size, self.micro_batch_size, self.world_size, self.rank),
             first=self.handed_out, total=len(self), chunk_size=steps_per_chunk * self.accum_steps,
+            num_workers=self.num_workers,
         )
 
     def __iter__(self) -> Iterator[Batch]:
         stream = self._stream()
-        chunks: Any = stream if self.num_workers == 0 else DataLoader(stream, batch_size=None, num_workers=self.num_workers)
-        for chunk in chunks:  # workers ship compact ids; widening to int64 here keeps the transfer small
-            for rows in chunk:
-                self.handed_out += 1  # counted before the yield: the state covers every batch handed out
-                yield rows[:, :-1].to(torch.int64), rows[:, 1:].to(torch.int64)
+        chunks: Any = stream if self.num_workers == 0 else DataLoader(
+            stream, batch_size=None, num_workers=self.num_workers, prefetch_factor=_PREFETCH)
+        for worker, slot, micro_batches in chunks:
+            try:  # widening here, from the slot, keeps the transfer at the stored width
+                for rows in stream.slot(worker, slot, micro_batches):
+                    self.handed_out += 1  # counted before the yield: the state covers every batch handed out
+                    yield _widen(rows[:, :-1]), _widen(rows[:, 1:])
+            finally:
+                stream.free_slots[worker].release()
 
     def state_dict(self) -> dict[str, Any]:
         """Small and identical on every rank: which data, and how far the task's global stream has been read."""

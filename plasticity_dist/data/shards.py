@@ -16,6 +16,7 @@ time for 6-8% larger shards, and decoding runs at 0.5-0.9 GB/s at every level.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -60,15 +61,26 @@ def decode_block(payload: bytes, *, rows: int, row_len: int, dtype: np.dtype, wh
     """The block's (rows, row_len) array; raises ShardError naming `where` when it is not exactly that."""
     try:
         raw = (decompressor or zstandard.ZstdDecompressor()).decompress(payload)
-        stream = io.BytesIO(raw)
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, stored_dtype = read_header(stream)
+        length_bytes = 2 if raw[6:7] == b"\x01" else 4  # .npy format 1.0 or 2.0
+        header_end = 8 + length_bytes + int.from_bytes(raw[8:8 + length_bytes], "little")
+        shape, fortran_order, stored_dtype = _parse_npy_header(raw[:header_end])
     except (zstandard.ZstdError, ValueError) as error:
         raise ShardError(f"{where}: cannot decode ({error})") from None
     if shape != (rows, row_len) or stored_dtype != dtype or fortran_order:
         raise ShardError(f"{where}: holds a {shape} {stored_dtype} array, manifest says ({rows}, {row_len}) {dtype}")
-    return np.frombuffer(raw, dtype=dtype, offset=stream.tell()).reshape(rows, row_len)
+    return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(rows, row_len)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of an .npy header; cached, as a dataset's blocks share a few headers."""
+    stream = io.BytesIO(header)
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    parsed = read_header(stream)
+    if stream.tell() != len(header):
+        raise ValueError("the .npy header length does not match its contents")
+    return parsed
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,13 @@ def train(run_dir: Path, overrides: list[str], processes: int = 2, timeout: floa
                           timeout=timeout)
 
 
+def train_to_end(run_dir: Path, overrides: list[str], processes: int = 2) -> Path:
+    """Train and require a clean exit (the log's tail is the failure message); returns the run directory."""
+    finished = train(run_dir, overrides, processes)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return run_dir
+
+
 def step_records(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():

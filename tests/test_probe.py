@@ -14,7 +14,7 @@ import pytest
 from plasticity_dist.checkpoint import load_consolidated_weights
 from plasticity_dist.probe.queue import ProbeQueue
 from runs import (REPO, build_tiny_data, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
-                  train, wait_for)
+                  train_to_end, wait_for)
 
 PROBE = {"probe__enabled": "true", "probe__dataset": "en", "probe__tokens": 4096, "probe__eval_points": 3, "probe__eval_tokens": 2048,
          "probe__executor": "local"}
@@ -30,9 +30,7 @@ def zero3_run(data_root, tmp_path_factory):
     """One task on 2 ranks with ZeRO-3, no probes of its own; its checkpoint is probed by hand below."""
     run_dir = tmp_path_factory.mktemp("zero3") / "run"
     overrides = tiny_overrides(data_root, launch__zero_stage=3, curriculum__tasks="[{name: en}]", **PROBE)
-    finished = train(run_dir, [*overrides, "probe.enabled=false"])
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    return run_dir
+    return train_to_end(run_dir, [*overrides, "probe.enabled=false"])
 
 
 def probe(checkpoint, *args):
@@ -93,8 +91,7 @@ def test_local_probes_run_while_training_goes_on_and_cover_cycles_0_to_2(data_ro
     # each probe trains 1.5x as many tokens as a task, so the trainer must not wait for it
     overrides = tiny_overrides(data_root, curriculum__tasks="[{name: en}]", curriculum__cycles=2,
                                **{**PROBE, "probe__tokens": 12288, "probe__dataset": "vi"})
-    finished = train(run_dir, overrides, processes=1)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    train_to_end(run_dir, overrides, processes=1)
     results = {r["cycle"]: r for r in map(json.loads, (p.read_text() for p in (run_dir / "probes").glob("*.json")))}
     assert sorted(results) == [0, 1, 2]
     task_ends = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"task_end"' in line]
@@ -112,7 +109,6 @@ def test_killed_probe_is_retried_on_resume(data_root, tmp_path):
     started = [r for r in queue.open_requests() if r["submissions"]][0]
     os.killpg(started["submissions"][-1]["pid"], signal.SIGKILL)
     kill_process_group(trainer)
-    resumed = train(run_dir, overrides, processes=1)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train_to_end(run_dir, overrides, processes=1)
     assert (run_dir / "probes" / f"{started['checkpoint']}.json").is_file()
     assert len(list((run_dir / "probes" / "logs").glob(f"{started['checkpoint']}.attempt*.log"))) >= 2

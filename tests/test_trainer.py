@@ -9,7 +9,7 @@ import pytest
 
 from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE
 from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
-                  start_training, step_records, tiny_overrides, train, wait_for)
+                  start_training, step_records, tiny_overrides, train, train_to_end, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,7 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def zero3_reference(data_root, tmp_path_factory):
     """An uninterrupted 2-rank ZeRO-3 run, the yardstick of the resume tests."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=3))
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    return run_dir
+    return train_to_end(tmp_path_factory.mktemp("reference") / "run", tiny_overrides(data_root, launch__zero_stage=3))
 
 
 def losses_by_step(run_dir):
@@ -32,10 +29,7 @@ def losses_by_step(run_dir):
 
 @pytest.fixture(scope="module")
 def zero1_two_ranks(data_root, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("zero1") / "run"
-    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=1))
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    return run_dir
+    return train_to_end(tmp_path_factory.mktemp("zero1") / "run", tiny_overrides(data_root, launch__zero_stage=1))
 
 
 def test_zero1_trains_two_tasks_and_the_loss_falls(zero1_two_ranks):
@@ -44,8 +38,7 @@ def test_zero1_trains_two_tasks_and_the_loss_falls(zero1_two_ranks):
 
 def test_zero2_trains_two_tasks_and_the_loss_falls(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=2))
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    train_to_end(run_dir, tiny_overrides(data_root, launch__zero_stage=2))
     check_finished_run(run_dir)
 
 
@@ -73,8 +66,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_root, zero3_referen
     wait_for(lambda: len(step_records(run_dir)) >= 45, what="step 45")  # mid-task 2, past the step-40 checkpoint
     kill_process_group(first)
     assert latest_checkpoint(run_dir).name.startswith("step000000040")
-    resumed = train(run_dir, overrides)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train_to_end(run_dir, overrides)
     assert losses_by_step(run_dir) == losses_by_step(zero3_reference)
     assert_same_weights(final_weights(run_dir), final_weights(zero3_reference))
 
@@ -88,8 +80,7 @@ def test_kill_during_checkpoint_write_keeps_latest_complete_and_resumes(data_roo
              what="a checkpoint being written")
     kill_process_group(first)
     assert (latest_checkpoint(run_dir) / "trainer_state.json").is_file()
-    resumed = train(run_dir, overrides)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train_to_end(run_dir, overrides)
     assert not any(checkpoints.glob("*.tmp"))
     assert losses_by_step(run_dir) == losses_by_step(zero3_reference)
     assert_same_weights(final_weights(run_dir), final_weights(zero3_reference))
@@ -105,15 +96,13 @@ def test_sigusr1_checkpoints_exits_with_requeue_code_and_resume_finishes(data_ro
     stopped_at = int((run_dir / PREEMPTED_MARKER).read_text())
     assert latest_checkpoint(run_dir).name.startswith(f"step{stopped_at:09d}")
     assert 5 <= stopped_at < 64
-    resumed = train(run_dir, overrides, processes=1)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train_to_end(run_dir, overrides, processes=1)
     assert sorted(losses_by_step(run_dir)) == list(range(1, 65))
 
 
 def test_one_rank_and_two_ranks_follow_the_same_loss_curve(data_root, zero1_two_ranks, tmp_path):
     run_dir = tmp_path / "run"
-    finished = train(run_dir, tiny_overrides(data_root, launch__zero_stage=1), processes=1)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    train_to_end(run_dir, tiny_overrides(data_root, launch__zero_stage=1), processes=1)
     one_rank, two_ranks = losses_by_step(run_dir), losses_by_step(zero1_two_ranks)
     assert one_rank.keys() == two_ranks.keys()
     for step, loss in one_rank.items():
@@ -135,7 +124,7 @@ def test_manifest_that_disagrees_with_the_config_is_refused(data_root, tmp_path)
 def test_corrupt_checkpoint_gives_one_clear_error_and_leaves_no_partial_checkpoint(data_root, tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(data_root, launch__zero_stage=1, curriculum__tasks="[{name: en}]")
-    assert train(run_dir, overrides, processes=1).returncode == 0
+    train_to_end(run_dir, overrides, processes=1)
     checkpoint = latest_checkpoint(run_dir)
     for shard in (checkpoint / "pytorch_model").glob("*.pt"):
         shard.write_bytes(shard.read_bytes()[:100])
@@ -151,8 +140,7 @@ def test_stationary_problem_mixes_the_tasks_in_one_stream_with_a_probe_point_eve
     overrides = tiny_overrides(data_root, launch__zero_stage=1, curriculum__problem="stationary",
                                curriculum__mix_weights="[0.5, 0.5]", curriculum__total_tokens=16384,
                                curriculum__probe_every_tokens=8192)
-    finished = train(run_dir, overrides, processes=1)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    train_to_end(run_dir, overrides, processes=1)
     records = step_records(run_dir)
     assert len(records) == 64 and {r["task"] for r in records} == {"mix"}
     assert records[-1]["loss"] < records[0]["loss"] - 1.0

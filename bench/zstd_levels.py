@@ -26,7 +26,7 @@ def blocks_of(ids: list[int]) -> list[np.ndarray]:
 
 def token_blocks() -> dict[str, list[np.ndarray]]:
     documents = list(itertools.islice(iter_documents("synthetic:en"), 30_000))
-    byte_ids = list(itertools.chain.from_iterable(ids + [256] for ids in ByteTokenizer().encode_batch(documents)))
+    byte_ids = ByteTokenizer().encode_documents(documents, np.dtype(np.uint16)).tolist()
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.train_from_iterator(documents[:5000], trainers.BpeTrainer(vocab_size=8192, special_tokens=["<eot>"]))

@@ -1,11 +1,13 @@
 """Tokenizers: a byte-level one (offline default, covers every script) and any Hugging Face tokenizer.
 
 Both expose the same small interface; `name` is the id a shard manifest records, so a dataset can be
-matched to the tokenizer that made it.
+matched to the tokenizer that made it. `encode_documents` is what preprocessing packs: one array of ids,
+each document followed by end-of-text, built without per-token Python objects where the tokenizer allows.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +24,12 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+    def encode_documents(self, texts: list[str], dtype: np.dtype) -> np.ndarray: ...
+
+
+def _end_each_document(ids: np.ndarray, lengths: list[int], eot_id: int) -> np.ndarray:
+    """`ids` of documents of `lengths`, back to back, with end-of-text inserted after each document."""
+    return np.insert(ids, np.cumsum(lengths, dtype=np.int64), eot_id)
 
 
 class ByteTokenizer:
@@ -35,8 +42,10 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [list(text.encode("utf-8")) for text in texts]
+    def encode_documents(self, texts: list[str], dtype: np.dtype) -> np.ndarray:
+        encoded = [text.encode("utf-8") for text in texts]
+        ids = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(dtype)
+        return _end_each_document(ids, [len(document) for document in encoded], self.eot_id)
 
     def decode(self, ids: Any) -> str:
         """Ids back to text; end-of-text ids are dropped."""
@@ -64,8 +73,11 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self._tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    def encode_documents(self, texts: list[str], dtype: np.dtype) -> np.ndarray:
+        documents = self._tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        lengths = [len(document) for document in documents]
+        ids = np.fromiter(itertools.chain.from_iterable(documents), dtype=dtype, count=sum(lengths))
+        return _end_each_document(ids, lengths, self.eot_id)
 
     def decode(self, ids: Any) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -11,12 +11,14 @@ skips shards with a marker. Whichever run (or `verify`) sees every marker writes
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,12 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.text import Text
 
 from plasticity_dist.data.shards import (
-    Manifest, ShardError, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype, verify_dataset,
-    write_manifest,
+    Manifest, ShardError, ShardInfo, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype,
+    verify_dataset, write_manifest,
 )
 from plasticity_dist.data.sources import iter_documents
 from plasticity_dist.fileio import atomic_write_json
-from plasticity_dist.tokenizer import load_tokenizer
+from plasticity_dist.tokenizer import Tokenizer, load_tokenizer
 
 PROGRESS_DIR = ".progress"
 BLOCK_TOKENS = 1 << 19  # default block: ~1 MiB of uint16 ids; the unit of shuffling and of random reads
@@ -102,43 +104,69 @@ def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def _join_documents(documents: list[list[int]], eot_id: int, dtype: np.dtype) -> np.ndarray:
-    """The documents' ids, each followed by end-of-text, as one array."""
-    lengths = [len(document) for document in documents]
-    flat = np.fromiter(itertools.chain.from_iterable(documents), dtype=dtype, count=sum(lengths))
-    return np.insert(flat, np.cumsum(lengths), eot_id)
+class _WriteBehind:
+    """Compresses and writes blocks, in order, on one background thread (zstd releases the GIL), so packing
+    the next block overlaps compressing this one; at most two blocks wait."""
+
+    def __init__(self, writer: ShardWriter, executor: ThreadPoolExecutor, report: Callable[[int], None]) -> None:
+        self.writer, self.executor, self.report = writer, executor, report
+        self.queued: collections.deque[tuple[Future, int]] = collections.deque()
+
+    def add_block(self, rows: np.ndarray) -> None:
+        self.queued.append((self.executor.submit(self.writer.add_block, rows), rows.size))
+        while len(self.queued) > 2:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        future, tokens = self.queued.popleft()
+        future.result()  # re-raises a write error here
+        self.report(tokens)
+
+    def finish(self) -> ShardInfo:
+        while self.queued:
+            self._wait_oldest()
+        return self.writer.finish()
 
 
 def build_shard(args: PreprocessArgs, out: Path, job: ShardJob, report: Callable[[int], None]) -> None:
     """Tokenize, pack and write one shard, then its completion marker; `report` gets tokens as blocks land."""
     tokenizer = load_tokenizer(args.tokenizer)
-    dtype, row_len = token_dtype(tokenizer.vocab_size), args.seq_len + 1
     dataset_dir = job.dataset_dir(out)
-    writer = ShardWriter(dataset_dir / shard_name(job.index))
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        writer = _WriteBehind(ShardWriter(dataset_dir / shard_name(job.index)), executor, report)
+        shard = _pack(args, job, tokenizer, writer)
+    atomic_write_json(job.marker(dataset_dir), {
+        "args": asdict(args), "split": job.split, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id, "shard": shard.to_json(),
+    })
+
+
+def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _WriteBehind) -> ShardInfo:
+    """The job's documents, tokenized and packed into blocks of rows through `writer`."""
+    dtype, row_len = token_dtype(tokenizer.vocab_size), args.seq_len + 1
     documents = iter_documents(args.source, text_field=args.text_field, partition=job.partition,
                                num_partitions=job.partitions, seed=args.seed)
-    pending, rows_written, documents_read = np.zeros(0, dtype=dtype), 0, 0
+    pending: list[np.ndarray] = []  # ids not yet in a block, joined only when a block is due
+    pending_ids, rows_written, documents_read = 0, 0, 0
     for batch in _batched(documents, DOCUMENTS_PER_BATCH):
         documents_read += len(batch)
-        pending = np.concatenate([pending, _join_documents(tokenizer.encode_batch(batch), tokenizer.eot_id, dtype)])
+        pending.append(tokenizer.encode_documents(batch, dtype))
+        pending_ids += len(pending[-1])
         while rows_written < job.rows:
             rows = min(args.rows_per_block, job.rows - rows_written)
-            if len(pending) < rows * row_len:
+            if pending_ids < rows * row_len:
                 break
-            writer.add_block(pending[:rows * row_len].reshape(rows, row_len))
-            pending, rows_written = pending[rows * row_len:], rows_written + rows
-            report(rows * row_len)
+            ids = np.concatenate(pending)
+            writer.add_block(ids[:rows * row_len].reshape(rows, row_len))
+            pending, pending_ids = [ids[rows * row_len:]], pending_ids - rows * row_len
+            rows_written += rows
         if rows_written == job.rows:
             break
     else:
         found = f"ran out after {documents_read} documents ({rows_written} of {job.rows} sequences)" if documents_read else "yielded no documents"
         raise ValueError(f"source {args.source}: partition {job.partition} of {job.partitions} {found}; "
                          f"ask for fewer --tokens or use a larger --shard-tokens")
-    shard = writer.finish()
-    atomic_write_json(job.marker(dataset_dir), {
-        "args": asdict(args), "split": job.split, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
-        "eot_id": tokenizer.eot_id, "shard": shard.to_json(),
-    })
+    return writer.finish()
 
 
 def _is_done(dataset_dir: Path, job: ShardJob) -> bool:

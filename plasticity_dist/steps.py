@@ -40,6 +40,8 @@ class StepRunner:
         self.device = accelerator.device
         self.accum_steps = accum_steps
         self.engine, self.optimizer = accelerator.prepare(model, optimizer)
+        if config.model.compile:
+            self.engine.compile()  # DeepSpeed's own torch.compile of the wrapped module
 
     def train_step(self, batches: Iterator[Batch], lr: float) -> tuple[float, float]:
         """One optimizer step over `accum_steps` micro-batches; returns the global mean loss and grad norm."""

@@ -101,6 +101,7 @@ class Trainer:
         self.checkpointer.remove_unfinished()
         checkpoint = self.checkpointer.resolve(self.config.resume)
         if checkpoint is None:
+            self.metrics.truncate_after(0)  # records of an attempt that died before its first checkpoint
             state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
             if self.config.probe.enabled and self.config.probe.baseline:
                 self._save_for_probe("step000000000-init", state, probe_cycle=0)
@@ -161,8 +162,8 @@ class Trainer:
 
     def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
         record = {
-            "event": "step", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle, "step": state.step,
-            "tokens": state.tokens_seen, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "event": "step", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
+            "step": state.step, "tokens": state.tokens_seen, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
         }
         if torch.cuda.is_available():

@@ -67,8 +67,12 @@ class LocalExecutor:
 
     def submit(self, checkpoint: Path, config_path: Path, log_path: Path) -> dict[str, Any]:
         pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
+        env = probe_environment(self.gpus)
+        # CPU threads: the pinned CPUs, else one, so that a probe never oversubscribes the trainer's cores
+        # (on CPU, two processes each running all-core thread pools slow each other down many times over)
+        env["OMP_NUM_THREADS"] = str(len(self.cpus) or 1)
         with open(log_path, "w") as log:
-            child = subprocess.Popen(probe_command(checkpoint, config_path), env=probe_environment(self.gpus),
+            child = subprocess.Popen(probe_command(checkpoint, config_path), env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin)
         self.children[child.pid] = child
         return {"pid": child.pid, "log": str(log_path)}

@@ -19,6 +19,9 @@ setup(
         "pyyaml>=6",
         "matplotlib>=3.8",
     ],
-    extras_require={"dev": ["pytest>=8", "pyarrow>=15", "tokenizers>=0.19"]},
+    extras_require={
+        "tensorboard": ["tensorboard>=2.14"],
+        "dev": ["pytest>=8", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
+    },
     entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:main"]},
 )

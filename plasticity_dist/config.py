@@ -157,6 +157,7 @@ class ExperimentConfig:
     resume: str = "auto"  # auto | never | path to a checkpoint folder
     seed: int = 0
     log_every: int = field(default=10, metadata=_at_least(1))
+    tensorboard: bool = False  # also write metrics as TensorBoard scalars to RUN/tensorboard/
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)

@@ -79,7 +79,8 @@ class Trainer:
             self.run_dir, self.accelerator, config.checkpoint.keep_last,
             is_protected=lambda tag: self.probes is not None and tag in self.probes.queue.protected_tags(),
         )
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process,
+                                  self.run_dir / "tensorboard" if config.tensorboard else None)
 
     def _loader(self, task: Task) -> ShardLoader:
         data = self.config.data

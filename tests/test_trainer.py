@@ -6,6 +6,7 @@ import json
 import signal
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE
 from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
@@ -139,10 +140,14 @@ def test_stationary_problem_mixes_the_tasks_in_one_stream_with_a_probe_point_eve
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(data_root, launch__zero_stage=1, curriculum__problem="stationary",
                                curriculum__mix_weights="[0.5, 0.5]", curriculum__total_tokens=16384,
-                               curriculum__probe_every_tokens=8192)
+                               curriculum__probe_every_tokens=8192, tensorboard="true")
     train_to_end(run_dir, overrides, processes=1)
     records = step_records(run_dir)
     assert len(records) == 64 and {r["task"] for r in records} == {"mix"}
     assert records[-1]["loss"] < records[0]["loss"] - 1.0
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir())
     assert kept == ["step000000032-task0000-cycle001-mix", "step000000064-task0001-cycle002-mix"]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    losses = [event.value for event in events.Scalars("step/loss")]
+    assert losses == pytest.approx([record["loss"] for record in records])

@@ -11,7 +11,6 @@ from plasticity_dist.curriculum import Task
 
 class TrainingProgress:
     def __init__(self, tasks: list[Task], enabled: bool) -> None:
-        self.tasks = tasks
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[loss]}"), TimeRemainingColumn(), disable=not enabled,

@@ -86,10 +86,6 @@ class LocalExecutor:
         except (FileNotFoundError, IndexError):
             return False
 
-    def wait(self) -> None:
-        for child in self.children.values():
-            child.wait()
-
 
 class SlurmExecutor:
     """`sbatch slurm/probe.sh CHECKPOINT CONFIG` with the partition, account, time and nodes from config."""

@@ -1,0 +1,116 @@
+"""Early warning of learning stagnation, so a long run tells its owner before the budget is spent.
+
+At every task end (main process only) two checks run on what the run has written so far:
+- the task's training-loss improvement against the same task's in the earliest earlier cycle that has one
+  (the run's first task, trained from random weights, is never a reference);
+- every probe result's AUC against the reference probe's, the one the report's % change is against.
+A stagnation is a warning line in the log and a `warning` record in `RUN/metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from plasticity_dist.analysis.auc import auc_pct_change
+from plasticity_dist.analysis.runs import read_probes
+from plasticity_dist.analysis.summary import reference_probe
+from plasticity_dist.callbacks import Callback, LoopPosition
+from plasticity_dist.config import EarlyWarningSection
+from plasticity_dist.logging import get_logger
+from plasticity_dist.metrics import MetricsLog, read_metrics
+
+
+def loss_improvement(losses: Sequence[float], window: int) -> float | None:
+    """(first - last) / first of the mean losses over the first and last `window` records; each window is
+    at most half the records, so the two never overlap. None with fewer than 2 records."""
+    size = min(window, len(losses) // 2)
+    if size == 0:
+        return None
+    first = statistics.fmean(losses[:size])
+    return (first - statistics.fmean(losses[-size:])) / first
+
+
+def task_losses(records: Sequence[dict[str, Any]]) -> dict[tuple[int, int, str], list[float]]:
+    """The logged training losses of each task, keyed by (task_index, cycle, name), in logging order."""
+    losses: dict[tuple[int, int, str], list[float]] = defaultdict(list)
+    for record in records:
+        if record.get("event") == "step":
+            losses[record["task_index"], record["cycle"], record["task"]].append(record["loss"])
+    return losses
+
+
+class StagnationMonitor(Callback):
+    """Warns once per stagnating task and once per probe whose AUC rose past the threshold."""
+
+    name = "early_warning"
+
+    def __init__(self, section: EarlyWarningSection, run_dir: Path, metrics: MetricsLog, is_main: bool) -> None:
+        self.section = section
+        self.run_dir = Path(run_dir)
+        self.metrics = metrics
+        self.is_main = is_main
+        # Probe results arrive asynchronously and stay on disk, so the ones already warned about are
+        # remembered across resumes. A task ends once per run (a task redone after a resume had its
+        # records, warning included, truncated), so the loss check needs no memory.
+        self.warned_probes: set[str] = set()
+
+    def on_task_end(self, at: LoopPosition) -> None:
+        if self.is_main and self.section.enabled:
+            self._check_loss_improvement(at)
+            self._check_probes(at)
+
+    def _check_loss_improvement(self, at: LoopPosition) -> None:
+        metrics_path = self.run_dir / "metrics.jsonl"
+        losses = task_losses(read_metrics(metrics_path) if metrics_path.is_file() else [])
+        window, ratio = self.section.window, self.section.loss_improvement_ratio
+        improvement = loss_improvement(losses.get((at.task.index, at.task.cycle, at.task.name), []), window)
+        earlier = sorted(
+            (cycle, value) for (index, cycle, name), task_loss in losses.items()
+            if name == at.task.name and index != 0 and cycle < at.task.cycle
+            and (value := loss_improvement(task_loss, window)) is not None
+        )
+        if improvement is None or not earlier or earlier[0][1] <= 0:
+            return
+        reference_cycle, reference = earlier[0]
+        threshold = ratio * reference
+        if improvement < threshold:
+            self._warn(at, "loss_improvement", improvement, reference, threshold,
+                       f"task {at.task.name} (cycle {at.task.cycle}): loss improved {improvement:.1%} vs "
+                       f"{reference:.1%} in cycle {reference_cycle} (threshold {ratio:g}x): learning is slowing")
+
+    def _check_probes(self, at: LoopPosition) -> None:
+        probes = read_probes(self.run_dir)
+        reference = reference_probe(probes)
+        if reference is None:
+            return
+        threshold = reference.auc * (1 + self.section.auc_increase_pct / 100)
+        for probe in probes:  # the untrained baseline (cycle 0) is no sign of stagnation
+            if probe.cycle < 1 or probe.checkpoint in self.warned_probes or probe.auc <= threshold:
+                continue
+            self.warned_probes.add(probe.checkpoint)
+            self._warn(at, "probe_auc", probe.auc, reference.auc, threshold,
+                       f"probe after cycle {probe.cycle} ({probe.checkpoint}): AUC {probe.auc:.4f} is "
+                       f"{auc_pct_change(probe.auc, reference.auc):+.1f}% vs {reference.auc:.4f} in cycle "
+                       f"{reference.cycle} (threshold +{self.section.auc_increase_pct:g}%): plasticity is declining",
+                       probe_cycle=probe.cycle)
+
+    def _warn(self, at: LoopPosition, kind: str, value: float, reference: float, threshold: float, message: str,
+              **extra: Any) -> None:
+        get_logger().warning(f"early warning: {message}")
+        self.metrics.write({
+            "event": "warning", "time": time.time(), "kind": kind, "step": at.step, "tokens": at.tokens,
+            "task": at.task.name, "task_index": at.task.index, "cycle": at.task.cycle,
+            "value": float(value), "reference": float(reference), "threshold": float(threshold),
+            "message": message, **extra,
+        })
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"warned_probes": sorted(self.warned_probes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.warned_probes = set(state.get("warned_probes", []))

@@ -1,0 +1,140 @@
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from plasticity_dist.callbacks import LoopPosition
+from plasticity_dist.config import EarlyWarningSection
+from plasticity_dist.curriculum import Task
+from plasticity_dist.early_warning import StagnationMonitor
+from plasticity_dist.logging import get_logger
+from plasticity_dist.metrics import MetricsLog, read_metrics
+
+TASK_NAMES = ("en", "zh")  # two tasks per cycle: task index = 2 * (cycle - 1) + position
+
+
+def task(index: int) -> Task:
+    return Task(index=index, cycle=index // 2 + 1, name=TASK_NAMES[index % 2], datasets=(), weights=None,
+                tokens=1000, probe_after=index % 2 == 1)
+
+
+def improving_losses(improvement: float) -> list[float]:
+    """Ten logged losses whose first and last five average 4.0 and 4.0 * (1 - improvement)."""
+    return [4.0] * 5 + [4.0 * (1 - improvement)] * 5
+
+
+def log_task(run_dir: Path, index: int, losses: list[float]) -> None:
+    logged = task(index)
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        for i, loss in enumerate(losses):
+            handle.write(json.dumps({"event": "step", "task": logged.name, "task_index": index, "cycle": logged.cycle,
+                                     "step": 100 * index + 10 * (i + 1), "tokens": 0, "loss": loss}) + "\n")
+
+
+def write_probe(run_dir: Path, cycle: int, auc: float) -> None:
+    (run_dir / "probes").mkdir(exist_ok=True)
+    (run_dir / "probes" / f"probe-cycle{cycle}.json").write_text(json.dumps({
+        "checkpoint": f"probe-cycle{cycle}", "cycle": cycle, "tasks_trained": 2 * cycle, "tokens": 2000 * cycle,
+        "eval_tokens": [0, 10], "val_losses": [auc, auc], "auc": auc,
+    }))
+
+
+def monitor(run_dir: Path, is_main: bool = True, **section: object) -> StagnationMonitor:
+    return StagnationMonitor(EarlyWarningSection(**section), run_dir, MetricsLog(run_dir / "metrics.jsonl", True),
+                             is_main=is_main)
+
+
+def end_task(stagnation_monitor: StagnationMonitor, index: int) -> None:
+    stagnation_monitor.on_task_end(LoopPosition(task=task(index), step=100 * index + 100, step_in_task=100,
+                                                task_steps=100, tokens=5000 * index + 4950, lr=1e-3))
+
+
+def warnings(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [record for record in read_metrics(path) if record["event"] == "warning"] if path.is_file() else []
+
+
+@pytest.fixture
+def package_log(caplog):
+    logger = get_logger()
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_task_learning_much_less_than_in_its_first_cycle_warns_with_its_figures(tmp_path, package_log):
+    log_task(tmp_path, 1, improving_losses(0.5))
+    log_task(tmp_path, 3, improving_losses(0.1))
+    end_task(monitor(tmp_path), 3)
+    [warning] = warnings(tmp_path)
+    assert {key: warning[key] for key in ("kind", "step", "tokens", "task", "task_index", "cycle")} == {
+        "kind": "loss_improvement", "step": 400, "tokens": 19950, "task": "zh", "task_index": 3, "cycle": 2}
+    assert warning["value"] == pytest.approx(0.1)
+    assert warning["reference"] == pytest.approx(0.5)
+    assert warning["threshold"] == pytest.approx(0.25)
+    assert warning["message"] == ("task zh (cycle 2): loss improved 10.0% vs 50.0% in cycle 1 (threshold 0.5x): "
+                                  "learning is slowing")
+    [line] = [record for record in package_log.records if record.levelno == logging.WARNING]
+    assert warning["message"] in line.getMessage()
+
+
+def test_task_learning_about_as_well_as_in_its_first_cycle_does_not_warn(tmp_path):
+    log_task(tmp_path, 1, improving_losses(0.5))
+    log_task(tmp_path, 3, improving_losses(0.4))
+    end_task(monitor(tmp_path), 3)
+    assert warnings(tmp_path) == []
+
+
+def test_first_task_of_the_run_is_never_a_reference(tmp_path):
+    log_task(tmp_path, 0, improving_losses(0.9))  # en, cycle 1: trained from random weights
+    log_task(tmp_path, 2, improving_losses(0.1))  # en, cycle 2
+    end_task(monitor(tmp_path), 2)
+    assert warnings(tmp_path) == []
+
+    log_task(tmp_path, 4, improving_losses(0.02))  # en, cycle 3: against cycle 2, not cycle 1
+    end_task(monitor(tmp_path), 4)
+    [warning] = warnings(tmp_path)
+    assert (warning["task_index"], warning["reference"]) == (4, pytest.approx(0.1))
+    assert "in cycle 2" in warning["message"]
+
+
+def test_task_in_its_first_cycle_has_no_reference_and_does_not_warn(tmp_path):
+    log_task(tmp_path, 1, improving_losses(0.0))
+    end_task(monitor(tmp_path), 1)
+    assert warnings(tmp_path) == []
+
+
+def test_probe_auc_above_threshold_warns_once_even_after_resume(tmp_path):
+    write_probe(tmp_path, 0, 5.0)  # the untrained baseline: far above, but no sign of stagnation
+    write_probe(tmp_path, 1, 2.0)  # the reference
+    write_probe(tmp_path, 2, 2.08)  # +4 %: below the 5 % threshold
+    first = monitor(tmp_path)
+    end_task(first, 5)
+    assert warnings(tmp_path) == []
+
+    write_probe(tmp_path, 3, 2.2)  # +10 %
+    end_task(first, 7)
+    end_task(first, 8)
+    [warning] = warnings(tmp_path)
+    assert (warning["kind"], warning["probe_cycle"], warning["task_index"]) == ("probe_auc", 3, 7)
+    assert (warning["value"], warning["reference"]) == (pytest.approx(2.2), pytest.approx(2.0))
+    assert warning["threshold"] == pytest.approx(2.1)
+    assert "+10.0%" in warning["message"] and "cycle 3" in warning["message"]
+
+    resumed = monitor(tmp_path)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    end_task(resumed, 9)
+    assert len(warnings(tmp_path)) == 1
+
+
+def test_only_the_main_process_and_an_enabled_monitor_warn(tmp_path):
+    log_task(tmp_path, 1, improving_losses(0.5))
+    log_task(tmp_path, 3, improving_losses(0.0))
+    write_probe(tmp_path, 1, 2.0)
+    write_probe(tmp_path, 2, 3.0)
+    end_task(monitor(tmp_path, is_main=False), 3)
+    end_task(monitor(tmp_path, enabled=False), 3)
+    assert warnings(tmp_path) == []
+    end_task(monitor(tmp_path), 3)
+    assert [warning["kind"] for warning in warnings(tmp_path)] == ["loss_improvement", "probe_auc"]

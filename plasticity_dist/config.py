@@ -144,6 +144,92 @@ class ProbeSection:
 
 
 @dataclass
+class DiagnosticsSection:
+    """Plasticity diagnostics on a fixed held-out batch, every `every_steps` and at every task end."""
+
+    enabled: bool = True
+    every_steps: int = field(default=100, metadata=_at_least(1))
+    batch_size: int = field(default=4, metadata=_at_least(1))  # sequences, from the tasks' validation splits
+    dormant_threshold: float = field(default=0.1, metadata=_at_least(0.0))  # ReDo's tau
+    srank_delta: float = field(default=0.01, metadata=_at_least(0.0))
+
+    def check(self) -> None:
+        if self.srank_delta >= 1.0:
+            raise ConfigError(f"diagnostics.srank_delta={self.srank_delta} must be in [0, 1)")
+
+
+@dataclass
+class ShrinkPerturbSection:
+    """At every task boundary: theta <- shrink * theta + noise_std * eps (Ash & Adams 2020)."""
+
+    enabled: bool = False
+    shrink: float = field(default=0.4, metadata=_at_least(0.0))
+    noise_std: float = field(default=1e-3, metadata=_at_least(0.0))
+
+    def check(self) -> None:
+        if self.shrink > 1.0:
+            raise ConfigError(f"mitigations.shrink_perturb.shrink={self.shrink} must be in [0, 1]")
+
+
+@dataclass
+class L2InitSection:
+    """`weight * ||theta - theta_0||^2` added to the loss ("L2 Init", Kumar et al. 2023)."""
+
+    enabled: bool = False
+    weight: float = field(default=1e-4, metadata=_at_least(0.0))
+
+
+@dataclass
+class ReDoSection:
+    """Every `every_steps`, reset the MLP units whose ReDo score is at most `threshold` (Sokar et al. 2023)."""
+
+    enabled: bool = False
+    every_steps: int = field(default=1000, metadata=_at_least(1))
+    threshold: float = field(default=0.1, metadata=_at_least(0.0))
+
+
+@dataclass
+class ContinualBackpropSection:
+    """Continual backprop (Dohare et al. 2024): replace mature, least useful MLP units as training goes."""
+
+    enabled: bool = False
+    replacement_rate: float = field(default=1e-4, metadata=_at_least(0.0))  # rho: units per eligible unit per step
+    maturity: int = field(default=100, metadata=_at_least(0))  # steps a unit is protected after (re)initialisation
+    decay: float = field(default=0.99, metadata=_at_least(0.0))  # of the running contribution utility
+
+    def check(self) -> None:
+        if self.decay >= 1.0 or self.replacement_rate > 1.0:
+            raise ConfigError(f"mitigations.cbp: decay={self.decay} must be in [0, 1) and replacement_rate="
+                              f"{self.replacement_rate} in [0, 1]")
+
+
+@dataclass
+class MitigationsSection:
+    """Remedies for plasticity loss, all off by default. LR re-warming is `optimizer.schedule=rewarm_cosine`."""
+
+    shrink_perturb: ShrinkPerturbSection = field(default_factory=ShrinkPerturbSection)
+    l2_init: L2InitSection = field(default_factory=L2InitSection)
+    redo: ReDoSection = field(default_factory=ReDoSection)
+    cbp: ContinualBackpropSection = field(default_factory=ContinualBackpropSection)
+
+
+@dataclass
+class EarlyWarningSection:
+    """Warn during training when learning stagnates (a `warning` record in metrics.jsonl and a log line).
+
+    A task's loss improvement is (first - last) / first of its logged training losses, averaged over the
+    first and last `window` records; it warns below `loss_improvement_ratio` times the same task's
+    improvement in its first cycle. A probe warns when its AUC is more than `auc_increase_pct` above the
+    first probe's.
+    """
+
+    enabled: bool = True
+    loss_improvement_ratio: float = field(default=0.5, metadata=_at_least(0.0))
+    auc_increase_pct: float = field(default=5.0, metadata=_at_least(0.0))
+    window: int = field(default=5, metadata=_at_least(1))
+
+
+@dataclass
 class LaunchSection:
     zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
     precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
@@ -165,6 +251,9 @@ class ExperimentConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
     launch: LaunchSection = field(default_factory=LaunchSection)
+    diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
+    mitigations: MitigationsSection = field(default_factory=MitigationsSection)
+    early_warning: EarlyWarningSection = field(default_factory=EarlyWarningSection)
 
 
 def _type_name(tp: Any) -> str:
@@ -250,7 +339,11 @@ def _parse_override(override: str) -> tuple[list[str], Any]:
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {override!r} is not of the form key.sub=value")
-    return key.split("."), yaml.safe_load(raw) if raw else ""
+    try:
+        return key.split("."), yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({problem})") from None
 
 
 def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+INIT_STD = 0.02  # of every Linear and Embedding weight (GPT-2)
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -79,7 +80,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied input/output embedding
         self.apply(self._init_weights)
-        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, std=residual_std)
             nn.init.normal_(block.mlp.down.weight, std=residual_std)
@@ -87,7 +88,7 @@ class GPT(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=INIT_STD)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of shape (batch, seq, vocab); or, given `targets`, the mean cross-entropy loss."""

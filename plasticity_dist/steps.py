@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from plasticity_dist.callbacks import Callback
 from plasticity_dist.config import ExperimentConfig
 from plasticity_dist.model import GPT
 
@@ -43,8 +44,9 @@ class StepRunner:
         if config.model.compile:
             self.engine.compile()  # DeepSpeed's own torch.compile of the wrapped module
 
-    def train_step(self, batches: Iterator[Batch], lr: float) -> tuple[float, float]:
-        """One optimizer step over `accum_steps` micro-batches; returns the global mean loss and grad norm."""
+    def train_step(self, batches: Iterator[Batch], lr: float, callbacks: Callback = Callback()) -> tuple[float, float]:
+        """One optimizer step over `accum_steps` micro-batches; returns the global mean loss (without the
+        callbacks' loss terms) and the gradient norm."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
@@ -53,8 +55,10 @@ class StepRunner:
             inputs, targets = (t.to(self.device, non_blocking=True) for t in next(batches))
             self.engine.set_gradient_accumulation_boundary(micro_step == self.accum_steps - 1)
             loss = self.engine(inputs, targets)
-            self.engine.backward(loss)
+            extra = callbacks.loss_term()
+            self.engine.backward(loss if extra is None else loss + extra)
             loss_sum += loss.detach().float()
+        callbacks.before_optimizer_step()
         self.engine.step()
         mean_loss = self.accelerator.reduce(loss_sum / self.accum_steps, reduction="mean")
         grad_norm = self.engine.get_global_grad_norm()

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import set_seed
 
+from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
 from plasticity_dist.checkpoint import Checkpointer
 from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
 from plasticity_dist.curriculum import Task, build_tasks, dataset_path
 from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
+from plasticity_dist.diagnostics import Diagnostics, heldout_batch
+from plasticity_dist.early_warning import StagnationMonitor
 from plasticity_dist.launch import WorldInfo, build_accelerator, gradient_accumulation_steps, init_world_env
 from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.metrics import MetricsLog
+from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
 from plasticity_dist.model import GPT
 from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import get_preset
@@ -45,6 +49,7 @@ class TrainerState:
     loader: dict[str, Any] | None = None  # state of the task in progress (identical on every rank)
     world_size: int = 1
     tokenizer: str = ""  # the training data's tokenizer id: probe data must match it
+    callbacks: dict[str, Any] = field(default_factory=dict)  # each callback's state_dict()
 
 
 class Trainer:
@@ -53,6 +58,7 @@ class Trainer:
         self.preemption = PreemptionFlag()  # first: a signal during start-up is acted on at the first step
         self.world: WorldInfo = init_world_env()
         self.accum_steps = gradient_accumulation_steps(config, self.world.world_size)
+        self.tokens_per_step = config.data.global_batch_size * config.data.seq_len
         self.tasks = build_tasks(config)
         self.run_dir = Path(config.run_dir)
         self.tokenizer: str | None = None  # set from the first dataset; every other one must match it
@@ -67,6 +73,8 @@ class Trainer:
         model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
         self.non_embedding_params = model.num_params()
         self.flops_per_token = model.flops_per_token()
+        keep_initial = config.mitigations.l2_init.enabled or (config.diagnostics.enabled and self.accelerator.is_main_process)
+        initial_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if keep_initial else {}
         self.steps = StepRunner(self.accelerator, model, config, self.accum_steps)
         self.probes = None
         if config.probe.enabled:
@@ -81,6 +89,31 @@ class Trainer:
         )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process,
                                   self.run_dir / "tensorboard" if config.tensorboard else None)
+        self.callbacks = Callbacks(self._callbacks(initial_weights))
+
+    def _callbacks(self, initial_weights: dict[str, torch.Tensor]) -> list[Callback]:
+        """The optional behaviour this run's config turns on: diagnostics first, so they measure the
+        trained weights before a mitigation changes them."""
+        config, is_main = self.config, self.accelerator.is_main_process
+        mitigations = config.mitigations
+        batch = None
+        if config.diagnostics.enabled or mitigations.redo.enabled:
+            datasets = [dataset for task in self.tasks for dataset in task.datasets]
+            batch = heldout_batch(datasets, config.data.seq_len, config.diagnostics.batch_size)
+        members: list[Callback] = []
+        if config.diagnostics.enabled:
+            members.append(Diagnostics(config.diagnostics, self.steps, batch, initial_weights, self.metrics, is_main))
+        if mitigations.shrink_perturb.enabled:
+            members.append(ShrinkPerturb(mitigations.shrink_perturb, self.steps, config.seed))
+        if mitigations.l2_init.enabled:
+            members.append(L2Init(mitigations.l2_init, self.steps, initial_weights))
+        if mitigations.redo.enabled:
+            members.append(ReDo(mitigations.redo, self.steps, batch, config.seed))
+        if mitigations.cbp.enabled:
+            members.append(ContinualBackprop(mitigations.cbp, self.steps, config.seed))
+        if config.early_warning.enabled:
+            members.append(StagnationMonitor(config.early_warning, self.run_dir, self.metrics, is_main))
+        return members
 
     def _loader(self, task: Task) -> ShardLoader:
         data = self.config.data
@@ -111,6 +144,7 @@ class Trainer:
         state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step)
+        self.callbacks.load_state_dict(state.callbacks)
         state.world_size = self.world.world_size
         if self.probes is not None:
             self.probes.poll()  # resubmit probes that died with the previous process
@@ -139,19 +173,22 @@ class Trainer:
         if state.loader is not None:
             loader.load_state_dict(state.loader)
         batches = iter(loader)
-        tokens_per_step = self.config.data.global_batch_size * self.config.data.seq_len
         progress.start_task(task, loader.num_steps, state.step_in_task)
         while state.step_in_task < loader.num_steps:
             started = time.perf_counter()
-            lr = learning_rate(self.config.optimizer, state.step, state.step_in_task, loader.num_steps)
-            loss, grad_norm = self.steps.train_step(batches, lr)
+            at = self._position(task, state.step + 1, state.step_in_task + 1, loader.num_steps)
+            if at.step_in_task == 1:
+                self.callbacks.on_task_start(at)
+            self.callbacks.on_step_start(at)
+            loss, grad_norm = self.steps.train_step(batches, at.lr, self.callbacks)
+            self.callbacks.after_optimizer_step(at)
             state.step += 1
             state.step_in_task += 1
-            state.tokens_seen += tokens_per_step
+            state.tokens_seen += self.tokens_per_step
             state.loader = loader.state_dict()
             progress.advance(loss)
-            if state.step % self.config.log_every == 0 or state.step_in_task == loader.num_steps:
-                self._log_step(task, state, loss, lr, grad_norm, tokens_per_step / (time.perf_counter() - started))
+            if state.step % self.config.log_every == 0 or at.is_task_end:
+                self._log_step(task, state, loss, at.lr, grad_norm, self.tokens_per_step / (time.perf_counter() - started))
             every = self.config.checkpoint.every_steps
             if every and state.step % every == 0 and state.step_in_task < loader.num_steps:
                 self._save(task, state, keep=False)
@@ -160,6 +197,11 @@ class Trainer:
                 self._save(task, state, keep=False)
                 return False
         return True
+
+    def _position(self, task: Task, step: int, step_in_task: int, task_steps: int) -> LoopPosition:
+        """Optimizer step `step` of the run (from 1), the `step_in_task`-th of the task's `task_steps`."""
+        lr = learning_rate(self.config.optimizer, step - 1, step_in_task - 1, task_steps)
+        return LoopPosition(task, step, step_in_task, task_steps, step * self.tokens_per_step, lr)
 
     def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
         record = {
@@ -178,6 +220,7 @@ class Trainer:
             "event": "task_end", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
             "step": state.step, "tokens": state.tokens_seen, "val_loss": val_loss,
         })
+        self.callbacks.on_task_end(self._position(task, state.step, state.step_in_task, state.step_in_task))
         state.task_index += 1
         state.step_in_task = 0
         state.loader = None
@@ -199,10 +242,12 @@ class Trainer:
         ))
 
     def _save(self, task: Task, state: TrainerState, keep: bool) -> Path:
+        state.callbacks = self.callbacks.state_dict()
         return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=keep)
 
     def _save_for_probe(self, tag: str, state: TrainerState, probe_cycle: int) -> None:
         """Save a checkpoint kept for good, then queue its probe; training goes on at once."""
+        state.callbacks = self.callbacks.state_dict()
         self.checkpointer.save(tag, {**asdict(state), "probe_cycle": probe_cycle}, keep=True)
         if self.probes is not None:
             self.probes.request(tag)

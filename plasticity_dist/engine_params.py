@@ -1,0 +1,92 @@
+"""Full parameters and Adam state of a DeepSpeed engine, read and written the same way under ZeRO 1, 2 and 3.
+
+Under ZeRO the optimizer steps fp32 master partitions and copies them into the model's parameters after
+each step. Writing only `param.data` is undone by the next step; writing only the master (what DeepSpeed's
+`safe_set_full_fp32_param` does) leaves the forwards before that step on the old weights. `set_full`
+writes both. Every function here is collective: call it on every rank, in the same order, with the same
+values. Optimizer state exists only after the first step; before it there is nothing to reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from deepspeed.utils import (
+    safe_get_full_fp32_param, safe_get_full_grad, safe_get_full_optimizer_state, safe_get_local_fp32_param,
+    safe_get_local_optimizer_state, safe_set_full_fp32_param, safe_set_full_optimizer_state,
+    safe_set_local_fp32_param, safe_set_local_optimizer_state,
+)
+
+ADAM_STATE_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+def is_zero3(param: torch.nn.Parameter) -> bool:
+    return hasattr(param, "ds_id")
+
+
+def get_full(param: torch.nn.Parameter) -> torch.Tensor:
+    """The fp32 master value of `param`, whole, on every rank."""
+    value = safe_get_full_fp32_param(param)
+    return param.detach().float().clone() if value is None else value.reshape(_full_shape(param))
+
+
+def set_full(param: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Set `param` (its fp32 master and the copy forwards use) to `value`, given whole on every rank."""
+    value = value.detach().to(torch.float32)
+    if is_zero3(param):
+        local = _local_slice(param, value, safe_get_local_fp32_param(param).numel())
+        safe_set_local_fp32_param(param, local)
+        param.ds_tensor.data[: local.numel()].copy_(local)
+        if param.data.numel() == value.numel():  # kept whole: a persistent (small) or gathered parameter
+            param.data.copy_(value.view(param.ds_shape))
+        return
+    safe_set_full_fp32_param(param, value)
+    param.data.copy_(value.view_as(param))
+
+
+def full_grad(param: torch.nn.Parameter) -> torch.Tensor | None:
+    """The whole reduced gradient of `param`; valid between the backward and the optimizer step."""
+    grad = safe_get_full_grad(param)
+    return None if grad is None else grad.reshape(_full_shape(param))
+
+
+def has_optimizer_state(engine: Any) -> bool:
+    """Whether Adam's moments exist yet: torch creates them at the first step."""
+    return any(engine.optimizer.optimizer.state.values())  # the torch optimizer inside DeepSpeed's ZeRO one
+
+
+def get_full_state(param: torch.nn.Parameter, key: str) -> torch.Tensor:
+    """One optimizer state tensor of `param` (e.g. Adam's `exp_avg`), whole."""
+    return _get_state(param, key).reshape(_full_shape(param))
+
+
+def set_full_state(param: torch.nn.Parameter, key: str, value: torch.Tensor) -> None:
+    value = value.detach().to(torch.float32)
+    if is_zero3(param):
+        numel = safe_get_local_optimizer_state(param, key).numel()
+        safe_set_local_optimizer_state(param, _local_slice(param, value, numel), key)
+    else:
+        safe_set_full_optimizer_state(param, value, key)
+
+
+def _get_state(param: torch.nn.Parameter, key: str) -> torch.Tensor:
+    value = safe_get_full_optimizer_state(param, key)
+    if value is None:
+        raise ValueError(f"no optimizer state {key!r}: the parameter is not managed by a ZeRO optimizer")
+    return value
+
+
+def _full_shape(param: torch.nn.Parameter) -> torch.Size:
+    return param.ds_shape if is_zero3(param) else param.shape
+
+
+def _local_slice(param: torch.nn.Parameter, value: torch.Tensor, numel: int) -> torch.Tensor:
+    """This rank's ZeRO-3 partition of `value` (partitions are equal; the last one is zero-padded)."""
+    partition = param.ds_tensor.ds_numel
+    rank = dist.get_rank(group=param.ds_process_group)
+    flat = value.flatten().to(param.ds_tensor.device)
+    flat = F.pad(flat, (0, max(0, partition * (rank + 1) - flat.numel())))
+    return flat.narrow(0, partition * rank, numel)

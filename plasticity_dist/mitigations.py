@@ -1,0 +1,185 @@
+"""Remedies for plasticity loss, each a callback that works on the engine's parameters under ZeRO 1/2/3.
+
+- `ShrinkPerturb`: at every task boundary, theta <- shrink * theta + noise_std * eps (Ash & Adams 2020).
+- `L2Init`: `weight * ||theta - theta_0||^2` added to the loss (Kumar et al. 2023), computed inside each
+  module's forward, where ZeRO-3 has gathered its parameters.
+- `ReDo`: every R steps, units of the MLP hidden layers whose dormancy score on the held-out batch is at
+  most tau are reset (Sokar et al. 2023).
+- `ContinualBackprop`: a running contribution utility per MLP unit; each step a fraction rho of the
+  mature units is replaced, lowest utility first (Dohare et al. 2024).
+A reset unit gets fresh incoming weights from the initial distribution, zero outgoing weights and zero
+Adam moments. Random draws come from generators seeded by (seed, step, layer): every rank draws the same
+values, and a resumed run draws what the uninterrupted one did. LR re-warming is a schedule
+(`optimizer.schedule=rewarm_cosine`, in `lr_schedule.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from plasticity_dist.callbacks import Callback, LoopPosition
+from plasticity_dist.config import ContinualBackpropSection, L2InitSection, ReDoSection, ShrinkPerturbSection
+from plasticity_dist.diagnostics import capture_activations
+from plasticity_dist.engine_params import (
+    ADAM_STATE_KEYS, get_full, get_full_state, has_optimizer_state, set_full, set_full_state,
+)
+from plasticity_dist.model import INIT_STD, MLP
+from plasticity_dist.steps import StepRunner
+
+
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from `parts`: the same on every rank and in every attempt of a run."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def reset_units(steps: StepRunner, mlp: MLP, units: torch.Tensor, generator: torch.Generator) -> None:
+    """Re-initialise the hidden units `units` (bool mask) of `mlp`: incoming weights drawn afresh, outgoing
+    weights zero, and their Adam moments zero. Collective: every rank passes the same mask."""
+    up, down = mlp.up.weight, mlp.down.weight
+    fresh = torch.randn((mlp.down.in_features, mlp.up.in_features), generator=generator) * INIT_STD
+    incoming, outgoing = get_full(up), get_full(down)
+    units = units.to(incoming.device)
+    incoming[units] = fresh.to(incoming.device)[units]
+    outgoing[:, units] = 0.0
+    set_full(up, incoming)
+    set_full(down, outgoing)
+    if not has_optimizer_state(steps.engine):
+        return
+    for key in ADAM_STATE_KEYS:
+        state = get_full_state(up, key)
+        state[units] = 0.0
+        set_full_state(up, key, state)
+        state = get_full_state(down, key)
+        state[:, units] = 0.0
+        set_full_state(down, key, state)
+
+
+class ShrinkPerturb(Callback):
+    name = "shrink_perturb"
+
+    def __init__(self, section: ShrinkPerturbSection, steps: StepRunner, seed: int) -> None:
+        self.section = section
+        self.params = dict(steps.engine.module.named_parameters())
+        self.seed = seed
+
+    def on_task_start(self, at: LoopPosition) -> None:
+        if at.task.index == 0:
+            return
+        generator = seeded_generator(self.seed, at.step, -1)
+        for param in self.params.values():
+            value = get_full(param)
+            noise = torch.randn(value.shape, generator=generator).to(value.device)
+            set_full(param, self.section.shrink * value + self.section.noise_std * noise)
+
+
+class L2Init(Callback):
+    """Adds `weight * sum ||p - p_0||^2` over every parameter to each training micro-batch's loss."""
+
+    name = "l2_init"
+
+    def __init__(self, section: L2InitSection, steps: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
+        self.weight = section.weight
+        self.penalty: torch.Tensor | None = None
+        model = steps.engine.module
+        names = {id(param): name for name, param in model.named_parameters()}
+        owned: set[int] = set()
+        self.handles = []
+        for module in model.modules():
+            own = [(param, initial_weights[names[id(param)]].to(steps.device))
+                   for param in module.parameters(recurse=False) if id(param) not in owned]
+            owned.update(id(param) for param, _ in own)
+            if own:
+                self.handles.append(module.register_forward_pre_hook(
+                    lambda module, args, own=own: self._add_penalty(own)))
+
+    def _add_penalty(self, own: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+        if not torch.is_grad_enabled():  # evaluation and diagnostics forwards
+            return
+        term = self.weight * sum((param - initial).pow(2).sum() for param, initial in own)
+        self.penalty = term if self.penalty is None else self.penalty + term
+
+    def loss_term(self) -> torch.Tensor | None:
+        penalty, self.penalty = self.penalty, None
+        return penalty
+
+
+class ReDo(Callback):
+    name = "redo"
+
+    def __init__(self, section: ReDoSection, steps: StepRunner, batch: torch.Tensor, seed: int) -> None:
+        self.section = section
+        self.steps = steps
+        self.batch = batch
+        self.seed = seed
+
+    def after_optimizer_step(self, at: LoopPosition) -> None:
+        if at.step % self.section.every_steps:
+            return
+        scores = capture_activations(self.steps, self.batch).unit_scores
+        for layer, block in enumerate(self.steps.engine.module.blocks):
+            score = self.steps.accelerator.reduce(scores[layer], reduction="mean")  # one decision on every rank
+            dormant = score <= self.section.threshold
+            if dormant.any():
+                reset_units(self.steps, block.mlp, dormant.cpu(), seeded_generator(self.seed, at.step, layer))
+
+
+class ContinualBackprop(Callback):
+    """Contribution utility of unit i: running average of mean|h_i| * sum_k |W_down[k, i]| over steps."""
+
+    name = "cbp"
+
+    def __init__(self, section: ContinualBackpropSection, steps: StepRunner, seed: int) -> None:
+        self.section = section
+        self.steps = steps
+        self.seed = seed
+        blocks = steps.engine.module.blocks
+        units = blocks[0].mlp.down.in_features
+        self.utility = torch.zeros(len(blocks), units)
+        self.age = torch.zeros(len(blocks), units, dtype=torch.long)
+        self.owed = torch.zeros(len(blocks), dtype=torch.float64)  # replacements due, fractional
+        self.contribution = torch.zeros(len(blocks), units)
+        self.forwards = 0
+        for layer, block in enumerate(blocks):
+            block.mlp.down.register_forward_pre_hook(lambda module, args, layer=layer: self._observe(layer, module, args[0]))
+
+    def _observe(self, layer: int, down: torch.nn.Linear, hidden: torch.Tensor) -> None:
+        if not torch.is_grad_enabled():
+            return
+        with torch.no_grad():
+            activity = hidden.float().abs().flatten(0, -2).mean(0)
+            self.contribution[layer] += (activity * down.weight.float().abs().sum(0)).cpu()
+        self.forwards += layer == 0
+
+    def after_optimizer_step(self, at: LoopPosition) -> None:
+        contribution = self.contribution.to(self.steps.device) / max(1, self.forwards)
+        contribution = self.steps.accelerator.reduce(contribution, reduction="mean").cpu()
+        self.contribution.zero_()
+        self.forwards = 0
+        decay = self.section.decay
+        self.utility = decay * self.utility + (1 - decay) * contribution
+        self.age += 1
+        for layer, block in enumerate(self.steps.engine.module.blocks):
+            mature = self.age[layer] > self.section.maturity
+            self.owed[layer] += self.section.replacement_rate * mature.sum().item()
+            count = min(int(self.owed[layer].item()), int(mature.sum().item()))
+            if count == 0:
+                continue
+            self.owed[layer] -= count
+            utility = torch.where(mature, self.utility[layer], torch.inf)
+            units = torch.zeros_like(mature)
+            units[utility.argsort(stable=True)[:count]] = True
+            reset_units(self.steps, block.mlp, units, seeded_generator(self.seed, at.step, layer))
+            self.utility[layer][units] = 0.0
+            self.age[layer][units] = 0
+
+    def state_dict(self) -> dict[str, list]:
+        return {"utility": self.utility.tolist(), "age": self.age.tolist(), "owed": self.owed.tolist()}
+
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        if state:
+            self.utility = torch.tensor(state["utility"], dtype=torch.float32)
+            self.age = torch.tensor(state["age"], dtype=torch.long)
+            self.owed = torch.tensor(state["owed"], dtype=torch.float64)

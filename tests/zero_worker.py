@@ -1,0 +1,184 @@
+"""Run under `accelerate launch --num_processes 2`: checks diagnostics and mitigations on a real DeepSpeed
+engine at one ZeRO stage against a plain single-process copy of the model; the main process writes what
+it saw to a JSON file that `test_zero_callbacks.py` asserts on.
+
+Usage: zero_worker.py STAGE OUT_DIR [PERSISTENCE_THRESHOLD]  (ZeRO-3 keeps parameters smaller than the
+threshold whole on every rank; 0 partitions all of them)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
+from plasticity_dist.config import (
+    ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection, ShrinkPerturbSection, load_config,
+)
+from plasticity_dist.curriculum import Task
+from plasticity_dist.diagnostics import Diagnostics, capture_activations
+from plasticity_dist.engine_params import (
+    full_grad, get_full, get_full_state, has_optimizer_state, set_full,
+)
+from plasticity_dist.launch import build_accelerator, init_world_env
+from plasticity_dist.metrics import MetricsLog, read_metrics
+from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
+from plasticity_dist.model import GPT, GPTConfig
+from plasticity_dist.steps import StepRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SEQ, MICRO = 16, 2
+TASK = Task(index=1, cycle=1, name="en", datasets=(), weights=None, tokens=1, probe_after=False)
+
+
+def batch_for(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.randint(0, 257, (MICRO, SEQ + 1), generator=torch.Generator().manual_seed(1000 * step + rank))
+    return rows[:, :-1], rows[:, 1:]
+
+
+def position(step: int) -> LoopPosition:
+    return LoopPosition(TASK, step=step, step_in_task=step, task_steps=1000, tokens=0, lr=1e-3)
+
+
+class GradRecorder(Callback):
+    """Keeps every parameter's whole gradient as the optimizer is about to step."""
+
+    name = "grad_recorder"
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self.params = params
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def before_optimizer_step(self) -> None:
+        self.grads = {name: full_grad(param).clone() for name, param in self.params.items()}
+
+
+def main() -> None:
+    stage, out = int(sys.argv[1]), Path(sys.argv[2])
+    overrides = [f"launch.zero_stage={stage}", f"data.seq_len={SEQ}", f"data.micro_batch_size={MICRO}",
+                 f"data.global_batch_size={2 * MICRO}", "optimizer.grad_clip=0"]
+    label = f"zero{stage}"
+    if len(sys.argv) > 3:
+        ds_config = json.loads((REPO / "ds_configs" / f"zero{stage}.json").read_text())
+        ds_config["zero_optimization"]["stage3_param_persistence_threshold"] = int(sys.argv[3])
+        label += f"-persist{sys.argv[3]}"
+        (out / f"{label}.ds.json").write_text(json.dumps(ds_config))
+        overrides.append(f"launch.ds_config={out / f'{label}.ds.json'}")
+    config = load_config(None, overrides)
+    world = init_world_env()
+    accelerator = build_accelerator(config, world)
+    rank, is_main = world.rank, accelerator.is_main_process
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, d_model=32, n_head=2, vocab_size=257, block_size=SEQ))
+    reference = copy.deepcopy(model)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    steps = StepRunner(accelerator, model, config, accum_steps=1)
+    params = dict(steps.engine.module.named_parameters())
+    seen: dict[str, object] = {"has_state_before_step": has_optimizer_state(steps.engine)}
+
+    def train(step: int, lr: float, callbacks: Callback = Callback()) -> float:
+        return steps.train_step(iter([batch_for(step, rank)]), lr, callbacks)[0]
+
+    def full_weights() -> dict[str, torch.Tensor]:
+        return {name: get_full(param).cpu() for name, param in params.items()}
+
+    def reference_loss(weights: dict[str, torch.Tensor], step: int) -> float:
+        reference.load_state_dict(weights, strict=False)
+        with torch.no_grad():
+            return sum(reference(*batch_for(step, r)).item() for r in range(world.world_size)) / world.world_size
+
+    for step in (1, 2):
+        train(step, 1e-2)
+    seen["has_state_after_step"] = has_optimizer_state(steps.engine)
+
+    # set_full: read back, used by the next forward, and not undone by the next optimizer step
+    weights = full_weights()
+    changed = {name: value * 1.5 + 0.01 for name, value in weights.items()}
+    for name, param in params.items():
+        set_full(param, changed[name])
+    seen["set_read_back_equal"] = all(torch.equal(get_full(params[n]).cpu(), v) for n, v in changed.items())
+    seen["engine_loss_after_set"] = train(3, 0.0)
+    seen["reference_loss_after_set"] = reference_loss(changed, 3)
+    seen["set_survives_step"] = all(torch.equal(get_full(params[n]).cpu(), v) for n, v in changed.items())
+
+    # shrink-and-perturb with sigma 0 scales every weight by lambda, exactly
+    before = full_weights()
+    ShrinkPerturb(ShrinkPerturbSection(enabled=True, shrink=0.5, noise_std=0.0), steps, seed=0).on_task_start(position(4))
+    seen["shrink_exact"] = all(torch.equal(get_full(params[n]).cpu(), 0.5 * v) for n, v in before.items())
+    train(4, 1e-2)
+
+    # ReDo: silence four units of block 0; exactly the units scoring <= tau are reset
+    up = get_full(params["blocks.0.mlp.up.weight"])
+    up[:4] = 0.0
+    set_full(params["blocks.0.mlp.up.weight"], up)
+    scores = [s.cpu() for s in capture_activations(steps, batch_for(0, 0)[0]).unit_scores]
+    before = full_weights()
+    moments = {n: get_full_state(params[n], "exp_avg").cpu() for n in ("blocks.0.mlp.up.weight", "blocks.0.mlp.down.weight")}
+    ReDo(ReDoSection(enabled=True, every_steps=1, threshold=0.1), steps, batch_for(0, 0)[0], seed=0).after_optimizer_step(position(5))
+    after = full_weights()
+    seen["redo"] = {
+        "dormant": [torch.nonzero(s <= 0.1).flatten().tolist() for s in scores],
+        "up_rows_changed": [torch.nonzero((after[f"blocks.{i}.mlp.up.weight"] != before[f"blocks.{i}.mlp.up.weight"]).any(1)).flatten().tolist() for i in (0, 1)],
+        "down_cols_zero": [torch.nonzero((after[f"blocks.{i}.mlp.down.weight"] == 0).all(0)).flatten().tolist() for i in (0, 1)],
+        "down_cols_changed": [torch.nonzero((after[f"blocks.{i}.mlp.down.weight"] != before[f"blocks.{i}.mlp.down.weight"]).any(0)).flatten().tolist() for i in (0, 1)],
+        "fresh_std": after["blocks.0.mlp.up.weight"][:4].std().item(),
+        "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
+        "moment_rows_zero": (get_full_state(params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[:4] == 0).all().item(),
+        "moment_rows_kept": torch.equal(get_full_state(params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[4:], moments["blocks.0.mlp.up.weight"][4:]),
+    }
+
+    # CBP: units with zero outgoing weights contribute nothing, so they are the ones replaced
+    for layer in (0, 1):
+        down = get_full(params[f"blocks.{layer}.mlp.down.weight"])
+        down[:, 5:10] = 0.0
+        set_full(params[f"blocks.{layer}.mlp.down.weight"], down)
+    cbp = ContinualBackprop(ContinualBackpropSection(enabled=True, replacement_rate=5 / 128, maturity=0, decay=0.0), steps, seed=0)
+    before = full_weights()
+    train(6, 0.0, cbp)
+    cbp.after_optimizer_step(position(6))
+    after = full_weights()
+    utilities = accelerator.gather(cbp.utility.to(steps.device)[None]).cpu()
+    seen["cbp"] = {
+        "up_rows_changed": [torch.nonzero((after[f"blocks.{i}.mlp.up.weight"] != before[f"blocks.{i}.mlp.up.weight"]).any(1)).flatten().tolist() for i in (0, 1)],
+        "ages_reset": [torch.nonzero(cbp.age[i] == 0).flatten().tolist() for i in (0, 1)],
+        "utility_same_on_ranks": all(torch.equal(utilities[0], u) for u in utilities),
+        "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
+    }
+
+    # L2 Init: the gradient is that of the mean cross-entropy plus weight * ||theta - theta_0||^2
+    weight = 0.5
+    recorder = GradRecorder(params)
+    train(7, 0.0, Callbacks([L2Init(L2InitSection(enabled=True, weight=weight), steps, initial), recorder]))
+    reference.load_state_dict(full_weights(), strict=False)
+    reference.zero_grad()
+    cross_entropy = sum(reference(*batch_for(7, r)) for r in range(world.world_size)) / world.world_size
+    penalty = weight * sum((p - initial[n]).pow(2).sum() for n, p in reference.named_parameters())
+    (cross_entropy + penalty).backward()
+    seen["l2_grad_max_diff"] = max((recorder.grads[n].cpu() - p.grad).abs().max().item() for n, p in reference.named_parameters())
+    seen["l2_penalty_grad_max"] = max((2 * weight * (p - initial[n])).abs().max().item() for n, p in reference.named_parameters())
+
+    # diagnostics: one measured step; update_ratio against the weights read here
+    metrics_path = out / f"metrics-{label}.jsonl"
+    diagnostics = Diagnostics(DiagnosticsSection(every_steps=1), steps, batch_for(0, 0)[0], initial,
+                              MetricsLog(metrics_path, is_main), is_main)
+    before = full_weights()
+    diagnostics.on_step_start(position(8))
+    _, grad_norm = steps.train_step(iter([batch_for(8, rank)]), 1e-2, diagnostics)
+    diagnostics.after_optimizer_step(position(8))
+    after = full_weights()
+    if is_main:
+        delta = sum((after[n] - before[n]).pow(2).sum() for n in after).sqrt()
+        seen["expected_update_ratio"] = (delta / sum(v.pow(2).sum() for v in before.values()).sqrt()).item()
+        seen["expected_dist_from_init"] = sum((after[n] - initial[n]).pow(2).sum() for n in after).sqrt().item()
+        seen["engine_grad_norm"] = grad_norm
+        seen["diagnostics"] = read_metrics(metrics_path)[-1]
+        (out / f"{label}.json").write_text(json.dumps(seen))
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()

@@ -3,56 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from fabricated_runs import TASKS, make_run, probe_auc
 from plasticity_dist.cli import main
-from plasticity_dist.config import config_to_yaml, load_config
 
-TASKS = ("en", "zh")
 SUMMARY_KEYS = {"runs", "scaling_fit"}
 RUN_KEYS = {"run", "model", "non_embedding_params", "problem", "probes", "onset"}
 PROBE_KEYS = {"cycle", "tokens", "auc", "auc_pct_change"}
-TASK_TOKENS = 1000
-
-
-def probe_auc(preset: str, cycle: int) -> float:
-    """A U-shaped AUC whose minimum comes later for larger models: onset after cycle 2 (100K, 250K) or 4 (600K)."""
-    best_cycle = {"100K": 2, "250K": 2, "600K": 4}[preset]
-    return 3.0 + 0.05 * (cycle - best_cycle) ** 2
-
-
-def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", with_probes: bool = True) -> Path:
-    """A run folder as the trainer and its probes leave it: config.yaml, metrics.jsonl, probes/*.json."""
-    run_dir = root / f"{problem}-{preset}"
-    (run_dir / "probes" / "pending").mkdir(parents=True)
-    overrides = [f"run_dir={run_dir}", f"model.preset={preset}", f"curriculum.problem={problem}",
-                 f"curriculum.task_tokens={TASK_TOKENS}", f"curriculum.cycles={cycles}",
-                 "curriculum.tasks=[{name: en}, {name: zh}]"]
-    (run_dir / "config.yaml").write_text(config_to_yaml(load_config(overrides=overrides)))
-    records, step = [], 0
-    for cycle in range(1, cycles + 1):
-        for position, task in enumerate(TASKS):
-            index = (cycle - 1) * len(TASKS) + position
-            for _ in range(4):
-                step += 1
-                records.append({"event": "step", "task": task, "task_index": index, "cycle": cycle, "step": step,
-                                "tokens": step * 250, "loss": 5.0 - 0.01 * step, "lr": 1e-3, "grad_norm": 1.0,
-                                "tokens_per_s": 1e4})
-            records.append({"event": "task_end", "task": task, "task_index": index, "cycle": cycle, "step": step,
-                            "tokens": step * 250, "val_loss": 4.0})
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
-    for cycle in range(cycles + 1) if with_probes else ():
-        auc = probe_auc(preset, cycle) if cycle else 3.5
-        result = {"checkpoint": f"cycle{cycle:03d}", "cycle": cycle, "tasks_trained": cycle * len(TASKS),
-                  "tokens": cycle * len(TASKS) * TASK_TOKENS, "eval_tokens": [0, 100, 300],
-                  "val_losses": [auc + 0.5, auc, auc - 0.25], "auc": auc, "config_hash": "abc", "seconds": 1.0}
-        (run_dir / "probes" / f"cycle{cycle:03d}.json").write_text(json.dumps(result))
-    (run_dir / "probes" / "pending" / "cycle999.json").write_text("{not a result")
-    (run_dir / "probes" / "notes.txt").write_text("not a probe")
-    return run_dir
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.config import load_config
+from plasticity_dist.config import ExperimentConfig, load_config
 from plasticity_dist.metrics import read_metrics
 from plasticity_dist.model_table import preset_rows
 
@@ -39,6 +40,12 @@ class Run:
     task_tokens: int
     probes: list[ProbeResult]  # in training order (by tokens seen, then cycle)
     metrics: list[dict[str, Any]]
+    config: ExperimentConfig  # resolved; sections an older run lacks hold their defaults (mitigations off)
+
+
+def events(metrics: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The `metrics.jsonl` records of one event (`step`, `task_end`, `diagnostics`, `warning`), in order."""
+    return [record for record in metrics if record.get("event") == name]
 
 
 @functools.cache
@@ -83,4 +90,5 @@ def load_run(run_dir: str | Path) -> Run:
         task_tokens=config.curriculum.task_tokens,
         probes=read_probes(path),
         metrics=read_metrics(metrics_path) if metrics_path.is_file() else [],
+        config=config,
     )

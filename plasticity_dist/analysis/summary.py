@@ -1,4 +1,5 @@
-"""The numbers of a report: per-run probe AUCs and their % change, the onset, the training, the scaling fit.
+"""The numbers of a report: per-run probe AUCs and their % change, the onset, the training, the mitigations,
+how well each diagnostic predicts the AUC rise, the early warnings; the scaling fit and the mitigation groups.
 
 `build_summary` returns what `summary.json` holds (keys fixed in DESIGN.md; extra keys only add).
 """
@@ -10,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from plasticity_dist.analysis.auc import auc_pct_change
+from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
 from plasticity_dist.analysis.onset import find_onset
-from plasticity_dist.analysis.runs import ProbeResult, Run
+from plasticity_dist.analysis.predictors import auc_spearman, mean_over_runs
+from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import PowerLaw, fit_power_law
 
 
@@ -35,8 +38,8 @@ def probe_records(probes: Sequence[ProbeResult]) -> list[dict[str, Any]]:
 
 def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Where training got to, from `metrics.jsonl` (empty when nothing was logged)."""
-    steps = [record for record in metrics if record.get("event") == "step"]
-    task_ends = [record for record in metrics if record.get("event") == "task_end"]
+    steps = events(metrics, "step")
+    task_ends = events(metrics, "task_end")
     if not steps:
         return {}
     val_losses = [record["val_loss"] for record in task_ends if record.get("val_loss") is not None]
@@ -54,18 +57,23 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
     post_cycle = [probe for probe in run.probes if probe.cycle >= 1]
     onset = find_onset([probe.tasks_trained for probe in post_cycle], [probe.auc for probe in post_cycle], k=k)
     onset_tokens = next((probe.tokens for probe in post_cycle if probe.tasks_trained == onset), None)
+    probes = probe_records(run.probes)
     return {
         "run": run.name,
         "model": run.model,
         "non_embedding_params": run.non_embedding_params,
         "problem": run.problem,
-        "probes": probe_records(run.probes),
+        "probes": probes,
         "onset": onset,
         "onset_tokens": onset_tokens,
         "path": str(run.path),
         "tasks_per_cycle": run.tasks_per_cycle,
         "task_tokens": run.task_tokens,
         "training": training_summary(run.metrics),
+        "mitigations": active_mitigations(run.config),
+        "diagnostics_auc_spearman": auc_spearman(run.metrics, probes),
+        "warnings": [{key: value for key, value in record.items() if key != "event"}
+                     for record in events(run.metrics, "warning")],
     }
 
 
@@ -90,4 +98,6 @@ def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
             "a": fit.a, "b": fit.b, "b_ci": list(fit.b_ci), "a_ci": list(fit.a_ci), "runs": fit.runs,
         },
         "onset_k": k,
+        "diagnostics_auc_spearman_mean": mean_over_runs([record["diagnostics_auc_spearman"] for record in records]),
+        "mitigation_groups": mitigation_groups(runs),
     }

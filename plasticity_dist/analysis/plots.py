@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,11 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from plasticity_dist.analysis.runs import Run
+from plasticity_dist.analysis.predictors import DIAGNOSTICS, diagnostic_value
+from plasticity_dist.analysis.runs import Run, events
 from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, predict_onset
+
+DIAGNOSTIC_COLUMNS = 5  # panels per row of the diagnostics figure
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -66,11 +70,53 @@ def plot_probe_curves(run: Run, path: Path) -> Path:
 def plot_training_loss(run: Run, path: Path) -> Path:
     """Training loss over tokens seen, with a dotted line at every task end."""
     figure, axes = _new_axes(f"Training loss: {run.name} ({run.model})", "tokens trained", "training loss")
-    steps = [record for record in run.metrics if record.get("event") == "step"]
+    steps = events(run.metrics, "step")
     axes.plot([record["tokens"] for record in steps], [record["loss"] for record in steps], lw=1, label="loss")
-    for i, record in enumerate(record for record in run.metrics if record.get("event") == "task_end"):
+    for i, record in enumerate(events(run.metrics, "task_end")):
         axes.axvline(record["tokens"], color="grey", ls=":", lw=0.8, label="task end" if i == 0 else None)
     axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _plot_probe_auc(run: Run, axes: Axes) -> None:
+    """Probe AUC against the tokens trained before the probe (the untrained baseline hollow)."""
+    trained = [probe for probe in run.probes if probe.cycle >= 1]
+    baseline = [probe for probe in run.probes if probe.cycle == 0]
+    axes.plot([probe.tokens for probe in trained], [probe.auc for probe in trained], "o-", color="tab:red", ms=4)
+    axes.plot([probe.tokens for probe in baseline], [probe.auc for probe in baseline], "o", mfc="none",
+              color="tab:red", ms=4)
+    axes.set_title("probe AUC (hollow: untrained)", fontsize=9)
+
+
+def plot_diagnostics(run: Run, path: Path) -> Path:
+    """Each diagnostic total against tokens in a small panel, beside the probe AUC; task ends dotted, cycle
+    ends (where the probes are taken) dashed."""
+    records = events(run.metrics, "diagnostics")
+    cycle_ends = sorted({probe.tokens for probe in run.probes if probe.cycle >= 1})
+    task_ends = [record["tokens"] for record in events(run.metrics, "task_end") if record["tokens"] not in cycle_ends]
+    rows = math.ceil((len(DIAGNOSTICS) + 1) / DIAGNOSTIC_COLUMNS)
+    figure = Figure(figsize=(3.3 * DIAGNOSTIC_COLUMNS, 2.6 * rows + 0.6))
+    panels = figure.subplots(rows, DIAGNOSTIC_COLUMNS, sharex=True, squeeze=False).ravel()
+    for axes, name in zip(panels, DIAGNOSTICS):
+        points = [(record["tokens"], value) for record in records
+                  if (value := diagnostic_value(record, name)) is not None]
+        axes.plot([tokens for tokens, _ in points], [value for _, value in points], lw=1, marker=".", ms=3)
+        if not points:
+            axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes, color="grey")
+            axes.set_yticks([])
+        axes.set_title(name, fontsize=9)
+    _plot_probe_auc(run, panels[len(DIAGNOSTICS)])
+    for axes in panels[:len(DIAGNOSTICS) + 1]:
+        for boundaries, style in ((task_ends, ":"), (cycle_ends, "--")):
+            axes.vlines(boundaries, 0, 1, transform=axes.get_xaxis_transform(), colors="grey", linestyles=style,
+                        lw=0.7)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+    for axes in panels[len(DIAGNOSTICS) + 1:]:
+        axes.set_visible(False)
+    for axes in panels[-DIAGNOSTIC_COLUMNS:]:
+        axes.set_xlabel("tokens trained", fontsize=8)
+    figure.suptitle(f"Diagnostics: {run.name} ({run.model}); dotted: task ends, dashed: cycle ends (probes)")
     return _save(figure, path)
 
 

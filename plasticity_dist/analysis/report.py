@@ -11,7 +11,8 @@ from rich.table import Table
 
 from plasticity_dist.analysis import plots
 from plasticity_dist.analysis.onset import describe_onset_rule
-from plasticity_dist.analysis.runs import Run, load_run
+from plasticity_dist.analysis.predictors import DIAGNOSTICS
+from plasticity_dist.analysis.runs import Run, events, load_run
 from plasticity_dist.analysis.scaling import BOOTSTRAP_RESAMPLES, STUDY_LAW, PowerLaw, predict_onset
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
@@ -19,6 +20,7 @@ from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change")
 ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset (tasks)", "onset (tokens)")
 TRAINING_COLUMNS = ("run", "steps", "tokens", "tasks completed", "final loss", "last val loss", "tokens/s")
+WARNING_COLUMNS = ("run", "kind", "task", "cycle", "step", "tokens", "value", "reference", "threshold", "message")
 PREDICTION_PARAMS = 1e9
 
 
@@ -58,8 +60,62 @@ def training_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
+    """Runs that differ only in mitigations: AUC % change per cycle, onset, last task-end val loss."""
+    cycles = sorted({probe["cycle"] for run in group for probe in run["probes"] if probe["cycle"] >= 1})
+    rows = []
+    for run in group:
+        changes = {probe["cycle"]: probe["auc_pct_change"] for probe in run["probes"]}
+        rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
+                     *(_number(changes.get(cycle), "+.2f") for cycle in cycles), _number(run["onset"], "d"),
+                     _number(run["training"].get("last_val_loss"), ".4f")))
+    columns = ("run", "mitigations", *(f"cycle {cycle} AUC %" for cycle in cycles), "onset (tasks)", "last val loss")
+    return _markdown_table(columns, rows)
+
+
+def mitigations_section(summary: dict[str, Any]) -> str:
+    """Each run's mitigations, and a comparison of every group of runs that differ only in them."""
+    runs = {run["run"]: run for run in summary["runs"]}
+    lines = ["## Mitigations", "",
+             "Active mitigations with their hyperparameters (re-warming is `optimizer.schedule=rewarm_cosine`).", "",
+             _markdown_table(("run", "mitigations"),
+                             [(run["run"], ", ".join(run["mitigations"]) or "none") for run in summary["runs"]])]
+    for names in summary["mitigation_groups"]:
+        lines += ["", f"### Runs that differ only in their mitigations: {', '.join(names)}", "",
+                  "AUC % change is against each run's own first post-cycle probe; the last val loss is that of the "
+                  "last task end.", "", _comparison_table([runs[name] for name in names])]
+    return "\n".join(lines)
+
+
+def diagnostics_section(summary: dict[str, Any]) -> str:
+    """How well each diagnostic predicts the AUC rise, per run and on average."""
+    rows = [(run["run"], *(_number(run["diagnostics_auc_spearman"][name], "+.2f") for name in DIAGNOSTICS))
+            for run in summary["runs"]]
+    mean = summary["diagnostics_auc_spearman_mean"]
+    rows.append(("mean (runs)", *(f"{_number(mean[name]['rho'], '+.2f')} ({mean[name]['runs']})"
+                                  for name in DIAGNOSTICS)))
+    return "\n".join([
+        "## Diagnostics as predictors of plasticity loss", "",
+        "Spearman's ρ over cycles between a diagnostic's value at the end of a cycle and the AUC % change of the "
+        "probe after that cycle: +1 = it rises in step with the AUC, −1 = it falls as the AUC rises; – when fewer "
+        "than 3 cycles have both or either side is constant. The diagnostics over tokens are in the "
+        "`diagnostics_<run>.png` figures.", "",
+        _markdown_table(("run", *DIAGNOSTICS), rows),
+    ])
+
+
+def warnings_section(summary: dict[str, Any]) -> str:
+    """The early-warning records the trainer logged, or "none"."""
+    rows = [(run["run"], warning["kind"], warning["task"], str(warning["cycle"]), f"{warning['step']:,}",
+             f"{warning['tokens']:,}", f"{warning['value']:.4g}", f"{warning['reference']:.4g}",
+             f"{warning['threshold']:.4g}", warning["message"])
+            for run in summary["runs"] for warning in run["warnings"]]
+    return "\n".join(["## Early warnings", "", "Learning-stagnation warnings logged during training.", "",
+                      _markdown_table(WARNING_COLUMNS, rows) if rows else "none"])
 
 
 def _law_text(law: PowerLaw, task_tokens: int) -> str:
@@ -100,6 +156,9 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         scaling_section(summary, task_tokens), "",
         "## Training", "",
         _markdown_table(TRAINING_COLUMNS, training_rows(summary)), "",
+        mitigations_section(summary), "",
+        diagnostics_section(summary), "",
+        warnings_section(summary), "",
         "## Figures", "",
         *(f"![{path.stem}]({path.name})\n" for path in figures),
     ]
@@ -119,8 +178,10 @@ def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> lis
     for run in runs:
         if run.probes:
             figures.append(plots.plot_probe_curves(run, out / f"probe_curves_{run.name}.png"))
-        if any(record.get("event") == "step" for record in run.metrics):
+        if events(run.metrics, "step"):
             figures.append(plots.plot_training_loss(run, out / f"training_loss_{run.name}.png"))
+        if events(run.metrics, "diagnostics"):
+            figures.append(plots.plot_diagnostics(run, out / f"diagnostics_{run.name}.png"))
     return figures
 
 

@@ -1,0 +1,76 @@
+"""The diagnostic measures against hand-built cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from plasticity_dist.config import ConfigError
+from plasticity_dist.diagnostics import (
+    attention_entropy, dormant_scores, effective_rank, heldout_batch, layer_of, srank,
+)
+from plasticity_dist.mitigations import seeded_generator
+from runs import build_tiny_data
+
+
+def test_dormant_scores_find_the_dead_units_of_a_layer():
+    hidden = torch.randn(4, 16, 10, generator=torch.Generator().manual_seed(0))
+    hidden[..., [2, 7]] = 0.0  # dead
+    hidden[..., 5] *= 0.01  # nearly dead: score ~0.01 of the mean
+    scores = dormant_scores(hidden)
+    assert torch.nonzero(scores <= 0.1).flatten().tolist() == [2, 5, 7]
+    assert scores.mean().item() == pytest.approx(1.0)
+
+
+def test_srank_of_a_matrix_of_known_rank():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 3, generator=generator) @ torch.randn(3, 24, generator=generator)
+    assert srank(features) == 3
+    assert srank(torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0])), delta=0.15) == 3  # 0.4, 0.7, 0.9 >= 0.85
+    assert srank(torch.zeros(5, 5)) == 0
+
+
+def test_effective_rank_counts_equal_directions():
+    assert effective_rank(torch.eye(6) * 3.0) == pytest.approx(6.0)
+    assert effective_rank(torch.outer(torch.ones(8), torch.arange(1.0, 5.0))) == pytest.approx(1.0)
+
+
+def test_attention_entropy_of_uniform_causal_attention_is_mean_log_prefix_length():
+    seq = 300  # more than one query chunk
+    q = torch.zeros(2, 3, seq, 8)
+    k = torch.randn(2, 3, seq, 8)
+    expected = sum(math.log(i + 1) for i in range(seq)) / seq
+    assert attention_entropy(q, k) == pytest.approx(expected, rel=1e-5)
+
+
+def test_attention_entropy_is_zero_when_every_query_looks_at_one_key():
+    seq = 6
+    k = torch.eye(seq)[None, None] * 1e4
+    q = torch.eye(seq)[None, None]
+    assert attention_entropy(q, k) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_layer_of_parameter_names():
+    assert layer_of("blocks.11.mlp.up.weight") == 11
+    assert layer_of("tok_emb.weight") is None
+
+
+def test_seeded_generators_repeat_and_differ():
+    draw = lambda *parts: torch.randn(4, generator=seeded_generator(*parts))
+    assert torch.equal(draw(0, 10, 1), draw(0, 10, 1))
+    assert not torch.equal(draw(0, 10, 1), draw(0, 10, 2))
+
+
+def test_heldout_batch_takes_rows_in_turn_from_each_validation_split(tmp_path):
+    root = build_tiny_data(tmp_path, languages=("en", "zh"), tokens=4000)
+    batch = heldout_batch([str(root / "en"), str(root / "zh"), str(root / "en")], seq_len=32, size=5)
+    assert batch.shape == (5, 32)
+    en, zh = (heldout_batch([str(root / lang)], seq_len=32, size=3) for lang in ("en", "zh"))
+    assert torch.equal(batch[0], en[0]) and torch.equal(batch[1], zh[0]) and torch.equal(batch[4], en[2])
+
+
+def test_heldout_batch_without_a_validation_split_names_the_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"nowhere/val does not exist"):
+        heldout_batch([str(tmp_path / "nowhere")], seq_len=32, size=4)

@@ -1,0 +1,66 @@
+"""The trainer with diagnostics and every mitigation on, under ZeRO-3 on 2 ranks: what it logs, and an
+exact resume (the callbacks' state travels in the checkpoint)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
+                  start_training, step_records, tiny_overrides, train_to_end, wait_for)
+from test_zero_callbacks import DIAGNOSTIC_KEYS
+
+MITIGATIONS = dict(
+    launch__zero_stage=3, diagnostics__every_steps=8, mitigations__shrink_perturb__enabled="true",
+    mitigations__l2_init__enabled="true", mitigations__redo__enabled="true", mitigations__redo__every_steps=6,
+    mitigations__cbp__enabled="true", mitigations__cbp__maturity=4, mitigations__cbp__replacement_rate=0.01,
+)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh"))
+
+
+@pytest.fixture(scope="module")
+def mitigated_run(data_root, tmp_path_factory):
+    return train_to_end(tmp_path_factory.mktemp("mitigated") / "run", tiny_overrides(data_root, **MITIGATIONS))
+
+
+def records(run_dir, event):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["event"] == event]
+
+
+def test_diagnostics_are_logged_every_interval_and_at_task_ends(mitigated_run):
+    diagnostics = records(mitigated_run, "diagnostics")
+    assert [(r["step"], r["task_end"]) for r in diagnostics] == [
+        (8, False), (16, False), (24, False), (32, True), (40, False), (48, False), (56, False), (64, True)]
+    for record in diagnostics:
+        assert all(key in record for key in DIAGNOSTIC_KEYS)
+        assert {"srank_l0", "dormant_ratio_l0", "attn_entropy_l0"} <= record.keys()  # the 100K model's blocks
+    assert diagnostics[3]["tokens"] == 8192 and diagnostics[3]["task"] == "en"
+
+
+def test_mitigations_are_recorded_and_training_still_learns(mitigated_run):
+    config = yaml.safe_load((mitigated_run / "config.yaml").read_text())
+    assert all(config["mitigations"][name]["enabled"] for name in ("shrink_perturb", "l2_init", "redo", "cbp"))
+    losses = [r["loss"] for r in step_records(mitigated_run)]
+    assert len(losses) == 64 and losses[31] < losses[0] - 1.0
+    diagnostics = records(mitigated_run, "diagnostics")
+    assert diagnostics[4]["param_norm"] < 0.6 * diagnostics[3]["param_norm"]  # shrunk by 0.4 at the task boundary
+
+
+def test_resume_with_mitigations_matches_uninterrupted_run(data_root, mitigated_run, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, checkpoint__every_steps=10, **MITIGATIONS)
+    first = start_training(run_dir, overrides)
+    wait_for(lambda: len(step_records(run_dir)) >= 45, what="step 45")  # mid-task 2, past the step-40 checkpoint
+    kill_process_group(first)
+    assert latest_checkpoint(run_dir).name.startswith("step000000040")
+    train_to_end(run_dir, overrides)
+    strip_time = lambda rs: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in rs]
+    for event in ("step", "diagnostics"):
+        assert strip_time(records(run_dir, event)) == strip_time(records(mitigated_run, event)), event
+    assert_same_weights(final_weights(run_dir), final_weights(mitigated_run))

@@ -48,23 +48,32 @@ def bare_loop_step_times(config, dataset: Path, steps: int) -> list[float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def parse_args(description: str, steps: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", default="5M")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=30)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
+    parser.add_argument("--steps", type=int, default=steps)
+    return parser.parse_args()
+
+
+def one_task_config(args: argparse.Namespace, work: Path, *overrides: str):
+    """Synthetic English data for one task of `args.steps` steps (plus a validation split), and its config."""
     tokens = args.steps * args.batch * args.seq_len
     assert cli_main(["preprocess", "--source", "synthetic:en", "--out", str(work / "data" / "en"),
-                     "--tokens", str(2 * tokens), "--seq-len", str(args.seq_len)]) == 0
-    config = load_config(None, [
+                     "--tokens", str(2 * tokens), "--seq-len", str(args.seq_len), "--val-tokens", str(16 * args.seq_len)]) == 0
+    return load_config(None, [
         f"run_dir={work / 'run'}", f"model.preset={args.preset}", f"data.root={work / 'data'}",
         f"data.seq_len={args.seq_len}", f"data.micro_batch_size={args.batch}", f"data.global_batch_size={args.batch}",
         "data.num_workers=1", "curriculum.tasks=[{name: en}]", f"curriculum.task_tokens={tokens}",
-        "log_every=1", "probe.enabled=false", "launch.zero_stage=1", "launch.precision=fp32",
+        "log_every=1", "probe.enabled=false", "launch.zero_stage=1", "launch.precision=fp32", *overrides,
     ])
+
+
+def main() -> None:
+    args = parse_args(__doc__, steps=30)
+    work = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
+    config = one_task_config(args, work)
 
     baseline = bare_loop_step_times(config, work / "data" / "en", args.steps)
     trainer = Trainer(config)

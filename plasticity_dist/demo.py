@@ -1,8 +1,9 @@
 """`plasticity-dist demo`: the real pipeline at toy scale, offline, on CPU.
 
 Synthetic shards for the nine languages (the real preprocessing tool), three tiny model sizes trained
-through several cycles by the real trainer (DeepSpeed, 2 processes where there are 2 cores), probes run
-asynchronously by the `local` executor, then the report. Only the budgets are small.
+through several cycles by the real trainer (DeepSpeed, 2 processes where there are 2 cores), plus the
+smallest again with shrink-and-perturb, so the report compares a mitigation; probes run asynchronously
+by the `local` executor, then the report. Only the budgets are small.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from plasticity_dist.logging import get_logger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-DEMO_SIZES = ("100K", "250K", "600K")
+# (run name, model preset, extra config overrides)
+DEMO_RUNS = (
+    ("100K", "100K", ()),
+    ("250K", "250K", ()),
+    ("600K", "600K", ()),
+    ("100K-shrink-perturb", "100K", ("mitigations.shrink_perturb.enabled=true",)),
+)
 
 log = get_logger()
 
@@ -42,8 +49,7 @@ def _train_command(processes: int, overrides: list[str]) -> list[str]:
             "--num_processes", str(processes), *train]
 
 
-def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = None,
-             sizes: tuple[str, ...] = DEMO_SIZES) -> Path:
+def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = None) -> Path:
     """Run the demo into `out` and return the report folder."""
     out = out.resolve()
     config = load_config(DEMO_CONFIG)
@@ -59,11 +65,11 @@ def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = Non
                  f"preprocess {lang}")
     processes = 2 if (os.cpu_count() or 1) >= 2 else 1
     run_dirs = []
-    for size in sizes:
-        run_dir = out / "runs" / size
-        overrides = [f"run_dir={run_dir}", f"model.preset={size}", f"data.root={data_root}",
-                     f"curriculum.cycles={cycles}", f"curriculum.task_tokens={task_tokens}"]
-        _run(_train_command(processes, overrides), f"train {size}")
+    for name, preset, extra in DEMO_RUNS:
+        run_dir = out / "runs" / name
+        overrides = [f"run_dir={run_dir}", f"model.preset={preset}", f"data.root={data_root}",
+                     f"curriculum.cycles={cycles}", f"curriculum.task_tokens={task_tokens}", *extra]
+        _run(_train_command(processes, overrides), f"train {name}")
         run_dirs.append(str(run_dir))
     report_dir = out / "report"
     _run(_cli("report", *run_dirs, "--out", str(report_dir)), "report")

@@ -13,7 +13,9 @@ def test_demo_runs_the_whole_pipeline_and_ends_in_a_report(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--cycles", "1", "--task-tokens", "2048"]) == 0
     report = tmp_path / "report"
     summary = json.loads((report / "summary.json").read_text())
-    assert [run["model"] for run in summary["runs"]] == ["100K", "250K", "600K"]
+    assert [run["run"] for run in summary["runs"]] == ["100K", "250K", "600K", "100K-shrink-perturb"]
+    assert [run["model"] for run in summary["runs"]] == ["100K", "250K", "600K", "100K"]
+    assert summary["mitigation_groups"] == [["100K", "100K-shrink-perturb"]]
     for run in summary["runs"]:
         assert run["problem"] == "continual"
         assert sorted(probe["cycle"] for probe in run["probes"]) == [0, 1]

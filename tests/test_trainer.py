@@ -48,8 +48,8 @@ def check_finished_run(run_dir):
     assert [r["step"] for r in records] == list(range(1, 65))
     assert [r["task"] for r in records[:32]] == ["en"] * 32 and [r["task"] for r in records[32:]] == ["zh"] * 32
     assert records[31]["loss"] < records[0]["loss"] - 1.0
-    task_ends = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-                 if '"task_end"' in line]
+    task_ends = [record for record in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                 if record["event"] == "task_end"]
     assert [end["tokens"] for end in task_ends] == [8192, 16384]
     assert all(end["val_loss"] is not None for end in task_ends)
     assert (run_dir / "config.yaml").is_file()

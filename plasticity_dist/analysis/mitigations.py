@@ -14,10 +14,11 @@ from plasticity_dist.analysis.runs import Run
 from plasticity_dist.config import ExperimentConfig, config_to_dict
 
 REWARMING_SCHEDULE = "rewarm_cosine"
-# Config keys that do not make runs incomparable: where a run lives and runs its probes, its logging, and
-# the mitigations themselves.
-NOT_COMPARED = ("run_dir", "resume", "tensorboard", "mitigations", "optimizer.schedule", "probe.executor",
-                "probe.slurm", "probe.local_cpus", "probe.local_gpus", "probe.max_concurrent", "probe.retries")
+# Config keys that do not make runs incomparable: where a run lives and runs its probes, what it measures
+# and logs (neither changes training), and the mitigations themselves.
+NOT_COMPARED = ("run_dir", "resume", "tensorboard", "log_every", "diagnostics", "early_warning", "mitigations",
+                "optimizer.schedule", "probe.executor", "probe.slurm", "probe.local_cpus", "probe.local_gpus",
+                "probe.max_concurrent", "probe.retries")
 
 
 def _label(name: str, settings: dict[str, Any]) -> str:

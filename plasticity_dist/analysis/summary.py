@@ -78,8 +78,9 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
 
 
 def scaling_fit(runs: Sequence[dict[str, Any]], seed: int = 0) -> PowerLaw | None:
-    """Onset against size over the continual runs with an onset; None without 2 sizes to fit."""
-    fitted = [run for run in runs if run["problem"] == "continual" and run["onset"] is not None]
+    """Onset against size over the continual runs without mitigations that have an onset; None without 2
+    sizes to fit."""
+    fitted = [run for run in runs if run["problem"] == "continual" and not run["mitigations"] and run["onset"] is not None]
     if len({run["non_embedding_params"] for run in fitted}) < 2:
         return None
     return fit_power_law([run["non_embedding_params"] for run in fitted], [run["onset"] for run in fitted], seed=seed)

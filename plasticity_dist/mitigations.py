@@ -140,7 +140,7 @@ class ContinualBackprop(Callback):
         self.utility = torch.zeros(len(blocks), units)
         self.age = torch.zeros(len(blocks), units, dtype=torch.long)
         self.owed = torch.zeros(len(blocks), dtype=torch.float64)  # replacements due, fractional
-        self.contribution = torch.zeros(len(blocks), units)
+        self.contribution = torch.zeros(len(blocks), units, device=steps.device)  # summed over this step's forwards
         self.forwards = 0
         for layer, block in enumerate(blocks):
             block.mlp.down.register_forward_pre_hook(lambda module, args, layer=layer: self._observe(layer, module, args[0]))
@@ -150,11 +150,11 @@ class ContinualBackprop(Callback):
             return
         with torch.no_grad():
             activity = hidden.float().abs().flatten(0, -2).mean(0)
-            self.contribution[layer] += (activity * down.weight.float().abs().sum(0)).cpu()
+            self.contribution[layer] += activity * down.weight.float().abs().sum(0)
         self.forwards += layer == 0
 
     def after_optimizer_step(self, at: LoopPosition) -> None:
-        contribution = self.contribution.to(self.steps.device) / max(1, self.forwards)
+        contribution = self.contribution / max(1, self.forwards)
         contribution = self.steps.accelerator.reduce(contribution, reduction="mean").cpu()
         self.contribution.zero_()
         self.forwards = 0

@@ -65,16 +65,22 @@ def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> st
 
 
 def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
-    """Runs that differ only in mitigations: AUC % change per cycle, onset, last task-end val loss."""
+    """Runs that differ only in mitigations: AUC and its % change per cycle, onset, last task-end val loss."""
     cycles = sorted({probe["cycle"] for run in group for probe in run["probes"] if probe["cycle"] >= 1})
     rows = []
     for run in group:
-        changes = {probe["cycle"]: probe["auc_pct_change"] for probe in run["probes"]}
+        probes = {probe["cycle"]: probe for probe in run["probes"]}
         rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
-                     *(_number(changes.get(cycle), "+.2f") for cycle in cycles), _number(run["onset"], "d"),
+                     *(_auc_cell(probes.get(cycle)) for cycle in cycles), _number(run["onset"], "d"),
                      _number(run["training"].get("last_val_loss"), ".4f")))
-    columns = ("run", "mitigations", *(f"cycle {cycle} AUC %" for cycle in cycles), "onset (tasks)", "last val loss")
+    columns = ("run", "mitigations", *(f"cycle {cycle} AUC (%)" for cycle in cycles), "onset (tasks)", "last val loss")
     return _markdown_table(columns, rows)
+
+
+def _auc_cell(probe: dict[str, Any] | None) -> str:
+    if probe is None:
+        return "–"
+    return f"{probe['auc']:.4f} ({_number(probe['auc_pct_change'], '+.2f')})"
 
 
 def mitigations_section(summary: dict[str, Any]) -> str:
@@ -86,8 +92,8 @@ def mitigations_section(summary: dict[str, Any]) -> str:
                              [(run["run"], ", ".join(run["mitigations"]) or "none") for run in summary["runs"]])]
     for names in summary["mitigation_groups"]:
         lines += ["", f"### Runs that differ only in their mitigations: {', '.join(names)}", "",
-                  "AUC % change is against each run's own first post-cycle probe; the last val loss is that of the "
-                  "last task end.", "", _comparison_table([runs[name] for name in names])]
+                  "Each cell is the probe's AUC and, in brackets, its % change against the run's own first "
+                  "post-cycle probe; the last val loss is that of the last task end.", "", _comparison_table([runs[name] for name in names])]
     return "\n".join(lines)
 
 

@@ -79,29 +79,28 @@ class Callbacks(Callback):
             raise ValueError(f"callback names must be unique: {names}")
         self.members = list(members)
 
-    def on_task_start(self, at: LoopPosition) -> None:
+    def _each(self, hook: str, *args: Any) -> None:
         for member in self.members:
-            member.on_task_start(at)
+            getattr(member, hook)(*args)
+
+    def on_task_start(self, at: LoopPosition) -> None:
+        self._each("on_task_start", at)
 
     def on_step_start(self, at: LoopPosition) -> None:
-        for member in self.members:
-            member.on_step_start(at)
+        self._each("on_step_start", at)
 
     def loss_term(self) -> torch.Tensor | None:
         terms = [term for term in (member.loss_term() for member in self.members) if term is not None]
         return sum(terms[1:], terms[0]) if terms else None
 
     def before_optimizer_step(self) -> None:
-        for member in self.members:
-            member.before_optimizer_step()
+        self._each("before_optimizer_step")
 
     def after_optimizer_step(self, at: LoopPosition) -> None:
-        for member in self.members:
-            member.after_optimizer_step(at)
+        self._each("after_optimizer_step", at)
 
     def on_task_end(self, at: LoopPosition) -> None:
-        for member in self.members:
-            member.on_task_end(at)
+        self._each("on_task_end", at)
 
     def state_dict(self) -> dict[str, Any]:
         return {member.name: member.state_dict() for member in self.members}

@@ -113,6 +113,8 @@ def test_same_arguments_give_identical_bytes_for_any_workers_and_array_split(tmp
     assert dataset_bytes(tmp_path / "again") == reference
     assert preprocess(arguments[0], tmp_path / "two", *arguments[1:], "--workers", "2") == 0
     assert dataset_bytes(tmp_path / "two") == reference
+    assert preprocess(arguments[0], tmp_path / "two", *arguments[1:], "--workers", "2") == 0  # nothing left to build
+    assert dataset_bytes(tmp_path / "two") == reference
     for index in range(3):
         assert not (tmp_path / "array" / "manifest.json").exists()
         assert preprocess(arguments[0], tmp_path / "array", *arguments[1:], "--shard-index", str(index),

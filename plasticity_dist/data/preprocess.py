@@ -5,6 +5,9 @@ partition=k, num_partitions=<all shards>)`) to a fixed row count, so the bytes o
 which process, worker or array job builds it, nor on what else was built. The validation split (`OUT/val`)
 takes the partitions after the training shards', so it holds documents the training data does not.
 
+Shards are built in this process or in a pool of `--workers` forked processes. Each compresses on a second
+thread, which the OS runs on a core left free: for one worker on two cores, or for the last shards of a run.
+
 A finished shard is a renamed tar plus a completion marker (`.progress/shard-NNNNNN.json`); a rerun
 skips shards with a marker. Whichever run (or `verify`) sees every marker writes the manifest.
 """
@@ -233,14 +236,19 @@ class _TokensPerSecond(ProgressColumn):
 
 
 def _run_jobs(args: PreprocessArgs, out: Path, jobs: list[ShardJob], workers: int, progress: Progress) -> None:
+    """Build `jobs` in this process or in a pool of `workers`, showing `progress` meanwhile. The pool forks
+    (no interpreter start and imports per worker, as spawn has) before `progress` starts its refresh thread:
+    a fork copies the locks a thread holds but not the thread. This process tokenizes nothing then, and
+    `tokenizers` turns its thread pool off in a child forked after that pool ran."""
     bar = progress.add_task(f"preprocess {args.source}", total=sum(job.rows for job in jobs) * (args.seq_len + 1))
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            build_shard(args, out, job, lambda tokens: progress.advance(bar, tokens))
+    if workers == 1 or len(jobs) <= 1:
+        with progress:
+            for job in jobs:
+                build_shard(args, out, job, lambda tokens: progress.advance(bar, tokens))
         return
-    context = multiprocessing.get_context("spawn")  # no fork: the parent may hold tokenizer threads
+    context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,)) as pool:
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,)) as pool, progress:
         results = [pool.apply_async(_build_in_worker, (args, out, job)) for job in jobs]
         while True:
             while not queue.empty():
@@ -265,9 +273,9 @@ def preprocess(args: PreprocessArgs, out: str | Path, *, workers: int = 1, shard
     todo = [job for position, job in enumerate(jobs)
             if position % num_shards == shard_index and not _is_done(job.dataset_dir(out), job)]
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-                  _TokensPerSecond(), TimeRemainingColumn()) as progress:
-        _run_jobs(args, out, todo, workers, progress)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                        _TokensPerSecond(), TimeRemainingColumn())
+    _run_jobs(args, out, todo, workers, progress)
     seconds = time.perf_counter() - started
     built = sum(job.rows for job in todo) * (args.seq_len + 1)
     dataset_dirs = sorted({job.dataset_dir(out) for job in jobs})

@@ -3,22 +3,30 @@ and 2 workers against 1 (target >= 1.7x on 2 cores).
 
 The bare tokenizer reads each shard's partition and encodes it with `encode_documents`, the call
 preprocessing packs, up to the shard's token count: the ratio is what packing, compressing and writing
-cost on top (`cpu` figures compare CPU seconds: preprocessing compresses on a second thread, so its wall
-time hides part of that cost). The dataset is 16 equal shards (~170M tokens) so that two workers get equal
-work and process start-up weighs little. Runs alternate, ROUNDS times; each figure is the median.
-`two_processes_bare_tokenizer_speedup` is what two independent processes tokenizing half the shards each
-get over one process tokenizing all, in the same run: on a shared machine it, not 2.0, bounds the workers'
-speedup.
+cost on top. The dataset is 16 equal shards (~170M tokens) so that two workers get equal work. Runs
+alternate, ROUNDS times; each figure is the median. `two_processes_bare_tokenizer_speedup` is what two
+independent processes tokenizing half the shards each get over one process tokenizing all, in the same
+run: on a shared machine it, not 2.0, bounds the workers' speedup.
+
+A worker compresses on a second thread that the OS runs on a free core: 1 worker on 2 cores gets one
+(`cpu` compares CPU seconds: its wall time hides that cost), 2 workers share 2 cores between 4 threads.
+With the byte tokenizer on synthetic text zstd costs about a quarter of tokenizing's CPU, so the two
+targets conflict here: the 1-worker ratio gets past 0.8 by using the second core, which leaves 2 workers
+that much less to gain. `two_workers_vs_one_core_speedup` holds the 1-worker run to one core: how the
+workers scale per core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from plasticity_dist.data.preprocess import DOCUMENTS_PER_BATCH, PreprocessArgs, plan_jobs, preprocess
@@ -61,6 +69,17 @@ def two_processes_bare_tokenizer_tokens_per_second(args: PreprocessArgs) -> floa
         return sum(job.rows for job in plan_jobs(args)) * (args.seq_len + 1) / (time.perf_counter() - started)
 
 
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """This thread, and the threads and processes it starts, on one of its cores meanwhile."""
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
 def preprocess_tokens_per_second(args: PreprocessArgs, workers: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -70,25 +89,30 @@ def preprocess_tokens_per_second(args: PreprocessArgs, workers: int) -> float:
 
 def main() -> int:
     assert len(plan_jobs(ARGS)) == SHARDS and len({job.rows for job in plan_jobs(ARGS)}) == 1, "shards must be equal"
-    bare, one, two, ratios, cpu_ratios, speedups, machine = [], [], [], [], [], [], []
+    bare, one, one_core_rates, two, ratios, cpu_ratios, speedups, core_speedups, machine = ([] for _ in range(9))
     for _ in range(ROUNDS):
         cpu_started = cpu_seconds()
         bare.append(bare_tokenizer_tokens_per_second(ARGS))
         cpu_bare = cpu_seconds() - cpu_started
         one.append(preprocess_tokens_per_second(ARGS, 1))
         cpu_one = cpu_seconds() - cpu_started - cpu_bare
+        with one_core():
+            one_core_rates.append(preprocess_tokens_per_second(ARGS, 1))
         two.append(preprocess_tokens_per_second(ARGS, 2))
         machine.append(two_processes_bare_tokenizer_tokens_per_second(ARGS) / bare[-1])
         ratios.append(one[-1] / bare[-1])
         cpu_ratios.append(cpu_bare / cpu_one)
         speedups.append(two[-1] / one[-1])
+        core_speedups.append(two[-1] / one_core_rates[-1])
     print(f"bare_tokenizer_tokens_per_s: {statistics.median(bare):,.0f}")
     print(f"preprocess_1_worker_tokens_per_s: {statistics.median(one):,.0f}")
+    print(f"preprocess_1_worker_1_core_tokens_per_s: {statistics.median(one_core_rates):,.0f}")
     print(f"preprocess_2_workers_tokens_per_s: {statistics.median(two):,.0f}")
     print(f"preprocess_vs_bare_tokenizer_ratio: {statistics.median(ratios):.3f} (target >= 0.8; "
           f"cpu {statistics.median(cpu_ratios):.3f})")
     print(f"two_processes_bare_tokenizer_speedup: {statistics.median(machine):.2f}x (this machine's bound)")
     print(f"two_workers_vs_one_speedup: {statistics.median(speedups):.2f}x (target >= 1.7x)")
+    print(f"two_workers_vs_one_core_speedup: {statistics.median(core_speedups):.2f}x (1 worker held to one core)")
     return 0
 
 

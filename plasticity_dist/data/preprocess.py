@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -267,6 +268,9 @@ def preprocess(args: PreprocessArgs, out: str | Path, *, workers: int = 1, shard
     if workers < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(f"--workers {workers} must be >= 1 and --shard-index {shard_index} in [0, --num-shards {num_shards})")
     out = Path(out)
+    # The workers are the parallelism: without this, Hugging Face tokenizers run a thread per core in every
+    # worker (W x cores threads), and one worker alone already takes every core.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     load_tokenizer(args.tokenizer)  # a bad tokenizer spec fails here, before any work
     _record_args(args, out)
     jobs = plan_jobs(args)

@@ -91,22 +91,26 @@ def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
             handle.remove()
 
 
-def capture_activations(steps: StepRunner, inputs: torch.Tensor, record: bool = True) -> Activations:
+def capture_activations(steps: StepRunner, inputs: torch.Tensor, record: bool = True,
+                        units_only: bool = False) -> Activations:
     """Forward `inputs` through the engine in eval mode. Collective under ZeRO-3: every rank calls it; only
-    ranks with `record` keep anything."""
+    ranks with `record` keep anything, and with `units_only` only the MLP units' dormancy scores."""
     model: GPT = steps.engine.module
     seen = Activations()
     handles = []
     if record:
         for block in model.blocks:
-            handles += [
-                block.mlp.down.register_forward_pre_hook(lambda m, args: seen.unit_scores.append(dormant_scores(args[0]))),
-                block.attn.qkv.register_forward_hook(
-                    lambda m, args, out, n_head=block.attn.n_head: seen.attn_entropy.append(_qkv_entropy(out, n_head))),
-                block.register_forward_hook(lambda m, args, out: seen.block_features.append(out.detach().flatten(0, 1))),
-            ]
-        handles.append(model.ln_out.register_forward_hook(
-            lambda m, args, out: setattr(seen, "final_features", out.detach().flatten(0, 1))))
+            handles.append(block.mlp.down.register_forward_pre_hook(
+                lambda m, args: seen.unit_scores.append(dormant_scores(args[0]))))
+            if not units_only:
+                handles += [
+                    block.attn.qkv.register_forward_hook(
+                        lambda m, args, out, n_head=block.attn.n_head: seen.attn_entropy.append(_qkv_entropy(out, n_head))),
+                    block.register_forward_hook(lambda m, args, out: seen.block_features.append(out.detach().flatten(0, 1))),
+                ]
+        if not units_only:
+            handles.append(model.ln_out.register_forward_hook(
+                lambda m, args, out: setattr(seen, "final_features", out.detach().flatten(0, 1))))
     with _hooks(handles), torch.no_grad():
         was_training = steps.engine.training
         steps.engine.eval()

@@ -86,14 +86,12 @@ class L2Init(Callback):
         model = steps.engine.module
         names = {id(param): name for name, param in model.named_parameters()}
         owned: set[int] = set()
-        self.handles = []
         for module in model.modules():
             own = [(param, initial_weights[names[id(param)]].to(steps.device))
                    for param in module.parameters(recurse=False) if id(param) not in owned]
             owned.update(id(param) for param, _ in own)
             if own:
-                self.handles.append(module.register_forward_pre_hook(
-                    lambda module, args, own=own: self._add_penalty(own)))
+                module.register_forward_pre_hook(lambda module, args, own=own: self._add_penalty(own))
 
     def _add_penalty(self, own: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
         if not torch.is_grad_enabled():  # evaluation and diagnostics forwards
@@ -118,7 +116,7 @@ class ReDo(Callback):
     def after_optimizer_step(self, at: LoopPosition) -> None:
         if at.step % self.section.every_steps:
             return
-        scores = capture_activations(self.steps, self.batch).unit_scores
+        scores = capture_activations(self.steps, self.batch, units_only=True).unit_scores
         for layer, block in enumerate(self.steps.engine.module.blocks):
             score = self.steps.accelerator.reduce(scores[layer], reduction="mean")  # one decision on every rank
             dormant = score <= self.section.threshold

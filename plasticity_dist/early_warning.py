@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity_dist.analysis.auc import auc_pct_change
-from plasticity_dist.analysis.runs import read_probes
+from plasticity_dist.analysis.runs import events, read_probes
 from plasticity_dist.analysis.summary import reference_probe
 from plasticity_dist.callbacks import Callback, LoopPosition
 from plasticity_dist.config import EarlyWarningSection
@@ -38,9 +38,8 @@ def loss_improvement(losses: Sequence[float], window: int) -> float | None:
 def task_losses(records: Sequence[dict[str, Any]]) -> dict[tuple[int, int, str], list[float]]:
     """The logged training losses of each task, keyed by (task_index, cycle, name), in logging order."""
     losses: dict[tuple[int, int, str], list[float]] = defaultdict(list)
-    for record in records:
-        if record.get("event") == "step":
-            losses[record["task_index"], record["cycle"], record["task"]].append(record["loss"])
+    for record in events(records, "step"):
+        losses[record["task_index"], record["cycle"], record["task"]].append(record["loss"])
     return losses
 
 

@@ -11,11 +11,14 @@ Source forms:
 Partitions split a finite source into disjoint parts whose union is every document exactly once, so that
 array jobs can build independent shards: local files and `save_to_disk` folders deal document i to
 partition i mod n; streamed `hf:` sources use `datasets`' own split (whole files when their count is a
-multiple of n, else every n-th document). For `synthetic:` each partition is an independent stream.
+multiple of n, else every n-th document). A range of partitions is read in one pass as their union, so a
+consumer can give its parts unequal shares of the source. For `synthetic:` each partition is an
+independent stream, and a range of partitions is the stream of its first.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -30,29 +33,30 @@ LOCAL_SUFFIXES = (".jsonl", ".parquet", ".txt")
 CORPORA_PATH = Path(__file__).resolve().parents[2] / "configs" / "corpora.yaml"
 DEFAULT_SPLIT = "train"
 
-# (partition, num_partitions) -> that partition's documents
-Reader = Callable[[int, int], Iterator[str]]
+# (partitions, num_partitions) -> the documents of those partitions
+Reader = Callable[[range, int], Iterator[str]]
 
 
 def iter_documents(
-    source: str, *, text_field: str = "text", partition: int = 0, num_partitions: int = 1, seed: int = 0
+    source: str, *, text_field: str = "text", partition: int | range = 0, num_partitions: int = 1, seed: int = 0
 ) -> Iterator[str]:
-    """Document texts of `source` in partition `partition` of `num_partitions`.
+    """Document texts of `source` in partition `partition` of `num_partitions`, or in a range of them.
 
     The source is checked now (form, files, fields where a schema names them); a source that turns out to
     hold no document at all raises once iteration reaches its end. `seed` matters only for `synthetic:`.
     """
-    if not 0 <= partition < num_partitions:
+    partitions = range(partition, partition + 1) if isinstance(partition, int) else partition
+    if not (partitions and partitions.step == 1 and 0 <= partitions.start and partitions.stop <= num_partitions):
         raise ValueError(f"partition {partition} is not in [0, num_partitions={num_partitions})")
     reader = _reader(source, text_field, seed)
-    return _documents(source, reader, partition, num_partitions)
+    return _documents(source, reader, partitions, num_partitions)
 
 
 def _reader(source: str, text_field: str, seed: int) -> Reader:
     kind, _, rest = source.partition(":")
     if kind == "synthetic":
         check_language(rest)
-        return lambda partition, _num_partitions: synthetic_documents(rest, seed, partition)
+        return lambda partitions, _num_partitions: synthetic_documents(rest, seed, partitions.start)
     if kind == "corpus":
         hf_source, corpus_text_field = corpus_source(rest)
         return _reader(hf_source, corpus_text_field, seed)
@@ -67,12 +71,12 @@ def _reader(source: str, text_field: str, seed: int) -> Reader:
     )
 
 
-def _documents(source: str, reader: Reader, partition: int, num_partitions: int) -> Iterator[str]:
+def _documents(source: str, reader: Reader, partitions: range, num_partitions: int) -> Iterator[str]:
     count = 0
-    for text in reader(partition, num_partitions):
+    for text in reader(partitions, num_partitions):
         count += 1
         yield text
-    if count == 0 and next(reader(0, 1), None) is None:
+    if count == 0 and next(reader(range(1), 1), None) is None:
         raise ValueError(f"source {source!r} holds no documents")
 
 
@@ -168,12 +172,12 @@ def _local_reader(path: Path, text_field: str) -> Reader:
     return partial(_local_documents, files, text_field)
 
 
-def _local_documents(files: list[Path], text_field: str, partition: int, num_partitions: int) -> Iterator[str]:
+def _local_documents(files: list[Path], text_field: str, partitions: range, num_partitions: int) -> Iterator[str]:
     index = 0
     for file in files:
         items, decode = LOCAL_FORMATS[file.suffix]
         for item in items(file, text_field):
-            if index % num_partitions == partition:
+            if index % num_partitions in partitions:
                 yield decode(item, file, text_field)
             index += 1
 
@@ -219,17 +223,20 @@ def _load_hf(source: str, dataset_name: str, config: str | None, split: str) -> 
         raise ValueError(f"cannot load source {source!r}: {error}") from None
 
 
-def _hf_documents(source: str, dataset: Any, text_field: str, partition: int, num_partitions: int) -> Iterator[str]:
+def _hf_documents(source: str, dataset: Any, text_field: str, partitions: range, num_partitions: int) -> Iterator[str]:
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    if isinstance(dataset, datasets.Dataset):  # saved to disk: every n-th row, as for local files
-        part = dataset.select(range(partition, len(dataset), num_partitions))
-    else:
-        part = split_dataset_by_node(dataset, rank=partition, world_size=num_partitions)
-    if part.column_names is not None:
-        part = part.select_columns([text_field])
-    for record in part:
+    if dataset.column_names is not None:
+        dataset = dataset.select_columns([text_field])
+    if isinstance(dataset, datasets.Dataset):  # saved to disk: row i in partition i mod n, as for local files
+        records = dataset.select([row for row in range(len(dataset)) if row % num_partitions in partitions])
+    elif dataset.num_shards % num_partitions == 0:  # whole files per partition: read only this range's files
+        records = itertools.chain.from_iterable(
+            split_dataset_by_node(dataset, rank=rank, world_size=num_partitions) for rank in partitions)
+    else:  # every n-th record, as `split_dataset_by_node` deals them, in one pass for the whole range
+        records = (record for number, record in enumerate(dataset) if number % num_partitions in partitions)
+    for record in records:
         yield _text(record, text_field, f"source {source!r}")
 
 

@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +19,7 @@ import pytest
 
 from plasticity_dist.cli import main
 from plasticity_dist.data.loader import ShardLoader
+from plasticity_dist.data.preprocess import PreprocessArgs, plan_jobs
 from plasticity_dist.data.shards import BlockReader, read_manifest, shard_name
 from plasticity_dist.data.sources import iter_documents
 from plasticity_dist.tokenizer import ByteTokenizer
@@ -34,8 +37,8 @@ def dataset_bytes(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def expected_shard_tokens(source: str, partition: int, partitions: int, count: int, **options) -> np.ndarray:
-    """The first `count` ids of a partition's documents, each followed by end-of-text."""
+def expected_shard_tokens(source: str, partition: range, partitions: int, count: int, **options) -> np.ndarray:
+    """The first `count` ids of a partition range's documents, each followed by end-of-text."""
     tokenizer, ids = ByteTokenizer(), []
     for text in iter_documents(source, partition=partition, num_partitions=partitions, **options):
         ids += tokenizer.encode(text) + [tokenizer.eot_id]
@@ -47,10 +50,20 @@ def expected_shard_tokens(source: str, partition: int, partitions: int, count: i
 def assert_round_trip(out: Path, source: str, **options) -> None:
     manifest = read_manifest(out)
     reader = BlockReader(out, manifest)
-    partitions = len(manifest.shards) + len(read_manifest(out / "val").shards if (out / "val").is_dir() else ())
-    for index, shard in enumerate(manifest.shards):
+    jobs = [job for job in plan_jobs(PreprocessArgs(**manifest.args)) if job.split == "train"]
+    for index, (shard, job) in enumerate(zip(manifest.shards, jobs, strict=True)):
         stored = np.concatenate([reader.read(index, block) for block in range(len(shard.blocks))]).ravel()
-        np.testing.assert_array_equal(stored, expected_shard_tokens(source, index, partitions, shard.tokens, **options))
+        np.testing.assert_array_equal(stored, expected_shard_tokens(source, job.partition, job.partitions, shard.tokens,
+                                                                    **options))
+
+
+def document_numbers(dataset: Path) -> set[str]:
+    """The numbers of the `document N:` texts a dataset holds."""
+    manifest = read_manifest(dataset)
+    reader = BlockReader(dataset, manifest)
+    text = ByteTokenizer().decode(np.concatenate([
+        reader.read(s, b).ravel() for s, shard in enumerate(manifest.shards) for b in range(len(shard.blocks))]))
+    return {word.rstrip(":") for word in text.split("document ")[1:] for word in [word.split()[0]]}
 
 
 @pytest.fixture
@@ -89,19 +102,72 @@ def test_synthetic_round_trip_with_a_validation_split_of_unseen_documents(tmp_pa
     assert main(["verify", str(out)]) == 0
 
 
-def test_validation_documents_are_held_out_of_training(tmp_path: Path, jsonl_source: Path) -> None:
+def _parquet_files(jsonl: Path, folder: Path) -> str:
+    """The records of `jsonl` in three parquet files, as a streamed `hf:` source."""
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    folder.mkdir()
+    for number, start in enumerate(range(0, len(records), 150)):
+        pq.write_table(pa.Table.from_pylist(records[start:start + 150]), folder / f"{number}.parquet")
+    return f"hf:{folder}"
+
+
+def _saved_to_disk(jsonl: Path, folder: Path) -> str:
+    datasets.Dataset.from_list([json.loads(line) for line in jsonl.read_text().splitlines()]).save_to_disk(str(folder))
+    return f"hf:{folder}"
+
+
+HELD_OUT_SOURCES: dict[str, Callable[[Path, Path], str]] = {
+    "jsonl": lambda jsonl, _folder: str(jsonl), "hf streamed files": _parquet_files, "hf save_to_disk": _saved_to_disk,
+}
+
+
+@pytest.mark.parametrize("kind", HELD_OUT_SOURCES)
+def test_validation_documents_are_held_out_of_training(tmp_path: Path, jsonl_source: Path, kind: str) -> None:
     out = tmp_path / "out"
-    assert preprocess(str(jsonl_source), out, 2048, "--text-field", "body", "--val-tokens", "1024") == 0
-
-    def document_numbers(dataset: Path) -> set[str]:
-        manifest = read_manifest(dataset)
-        reader = BlockReader(dataset, manifest)
-        text = ByteTokenizer().decode(np.concatenate([
-            reader.read(s, b).ravel() for s, shard in enumerate(manifest.shards) for b in range(len(shard.blocks))]))
-        return {word.rstrip(":") for word in text.split("document ")[1:] for word in [word.split()[0]]}
-
+    source = HELD_OUT_SOURCES[kind](jsonl_source, tmp_path / "source")
+    assert preprocess(source, out, 2048, "--text-field", "body", "--val-tokens", "1024") == 0
     assert document_numbers(out) and document_numbers(out / "val")
     assert not document_numbers(out) & document_numbers(out / "val")
+
+
+ONE_SHARD_EACH = ["--seq-len", str(SEQ_LEN), "--rows-per-block", "8", "--shard-tokens", "1e6", "--val-tokens", "1024"]
+
+
+@pytest.fixture
+def txt_corpus(tmp_path: Path) -> tuple[Path, int]:
+    """A .txt corpus of 18,251 byte tokens (end-of-text included), 5% more than 16,384 training plus 1,024
+    validation tokens, in 230 paragraphs of 37 to 107 bytes."""
+    documents = [f"document {number}: " + "grüne Wiese " * (2 + number % 7) for number in range(230)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(documents) + "\n")
+    return path, sum(len(document.encode()) + 1 for document in documents)
+
+
+def test_a_corpus_just_large_enough_for_training_and_validation_tokens_makes_both_splits(
+        tmp_path: Path, txt_corpus: tuple[Path, int]) -> None:
+    source, source_tokens = txt_corpus
+    assert source_tokens == 18_251
+    out = tmp_path / "out"
+    assert main(["preprocess", "--source", str(source), "--out", str(out), "--tokens", "16384", *ONE_SHARD_EACH]) == 0
+    assert read_manifest(out).rows == 512 and read_manifest(out / "val").rows == 32
+    assert_round_trip(out, str(source))
+    assert not document_numbers(out) & document_numbers(out / "val")
+    assert main(["verify", str(out)]) == 0
+
+
+def test_a_too_small_corpus_reports_the_sequences_packed_and_the_tokens_it_holds(
+        tmp_path: Path, txt_corpus: tuple[Path, int], capsys) -> None:
+    source, source_tokens = txt_corpus
+    error = _error_of(capsys, "preprocess", "--source", str(source), "--out", str(tmp_path / "out"),
+                      "--tokens", "20480", *ONE_SHARD_EACH)
+    jobs = plan_jobs(PreprocessArgs(str(source), 20480, seq_len=SEQ_LEN, rows_per_block=8, shard_tokens=10**6,
+                                    val_tokens=1024))
+    train = next(job for job in jobs if job.split == "train")
+    documents = list(iter_documents(str(source), partition=train.partition, num_partitions=train.partitions))
+    packed = sum(len(document.encode()) + 1 for document in documents) // (SEQ_LEN + 1)
+    assert 500 < packed < 640
+    assert f"ran out after {len(documents)} documents ({packed} of 640 sequences)" in error
+    assert f"the source holds {source_tokens:,} tokens, --tokens plus --val-tokens need 21,504" in error
 
 
 def test_same_arguments_give_identical_bytes_for_any_workers_and_array_split(tmp_path: Path) -> None:
@@ -138,7 +204,7 @@ def test_preprocess_killed_mid_run_then_rerun_ends_byte_identical(tmp_path: Path
     assert 0 < finished < 16 and not (out / "manifest.json").exists()
     assert main(["preprocess", "--source", arguments[0], "--out", str(out), "--tokens", *arguments[1:]]) == 0
     clean, resumed = dataset_bytes(tmp_path / "clean"), dataset_bytes(out)
-    assert {name: data for name, data in resumed.items() if not name.endswith(".tmp")} == clean
+    assert {name: data for name, data in resumed.items() if ".tmp" not in name} == clean  # killed mid-write
 
 
 def test_rerun_with_other_arguments_is_refused(tmp_path: Path, capsys) -> None:

@@ -1,9 +1,13 @@
 """Text to token shards (`plasticity-dist preprocess`): deterministic, parallel, resumable, splittable.
 
-Every output shard is independent: shard k is packed from source partition k alone (`iter_documents(...,
-partition=k, num_partitions=<all shards>)`) to a fixed row count, so the bytes of a shard do not depend on
-which process, worker or array job builds it, nor on what else was built. The validation split (`OUT/val`)
-takes the partitions after the training shards', so it holds documents the training data does not.
+Every output shard is independent: it is packed to a fixed row count from its own range of the source's
+partitions alone (`iter_documents(..., partition=range(...), num_partitions=<all ranges>)`), so the bytes of
+a shard do not depend on which process, worker or array job builds it, nor on what else was built. Ranges
+are sized to the shards' rows (the largest shard gets PARTITIONS_PER_LARGEST_SHARD partitions), so each
+shard, a small validation split included, takes about its share of the source and no more. The validation
+split (`OUT/val`) takes the first ranges (the first partitions get the documents left over when the count is
+not a multiple of the partitions), the training shards the rest, so it holds documents the training data
+does not.
 
 Shards are built in this process or in a pool of `--workers` forked processes. Each compresses on a second
 thread, which the OS runs on a core left free: for one worker on two cores, or for the last shards of a run.
@@ -43,6 +47,8 @@ PROGRESS_DIR = ".progress"
 BLOCK_TOKENS = 1 << 19  # default block: ~1 MiB of uint16 ids; the unit of shuffling and of random reads
 SHARD_TOKENS = 1 << 27  # default shard: 256 MiB of uint16 ids before compression
 DOCUMENTS_PER_BATCH = 256
+PARTITIONS_PER_LARGEST_SHARD = 64  # how finely shards' shares of the source follow their row counts
+LAYOUT = 2  # version of the assignment of documents to shards (1: one equal partition per shard)
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,11 @@ class PreprocessArgs:
     shard_tokens: int = SHARD_TOKENS
     val_tokens: int = 0
     seed: int = 0
+    layout: int = LAYOUT  # recorded so that a rerun refuses output that an older layout began
 
     def __post_init__(self) -> None:
+        if self.layout != LAYOUT:
+            raise ValueError(f"layout {self.layout}: this version builds layout {LAYOUT} only")
         row_len = self.seq_len + 1
         for option, value, minimum in [("--tokens", self.tokens, row_len), ("--seq-len", self.seq_len, 1),
                                        ("--rows-per-block", self.rows_per_block, 0),
@@ -77,7 +86,7 @@ class PreprocessArgs:
 class ShardJob:
     split: str  # "train" or "val"
     index: int  # shard number within its split
-    partition: int  # of the source, out of `partitions`
+    partition: range  # of the source's partitions, out of `partitions`
     partitions: int
     rows: int
 
@@ -89,17 +98,18 @@ class ShardJob:
 
 
 def plan_jobs(args: PreprocessArgs) -> list[ShardJob]:
-    """Every shard of the training and validation splits, in a fixed order."""
+    """Every shard of the training and validation splits, in a fixed order, each with a range of the source's
+    partitions as wide as its rows need (rounded up to whole partitions)."""
     row_len = args.seq_len + 1
     rows_per_shard = max(1, args.shard_tokens // row_len // args.rows_per_block) * args.rows_per_block
-    split_rows = {"train": args.tokens // row_len, "val": args.val_tokens // row_len}
-    counts = {split: math.ceil(rows / rows_per_shard) for split, rows in split_rows.items()}
-    partitions = sum(counts.values())
-    jobs = []
-    for split, rows in split_rows.items():
-        for index in range(counts[split]):
-            jobs.append(ShardJob(split, index, len(jobs), partitions, min(rows_per_shard, rows - index * rows_per_shard)))
-    return jobs
+    shards = [(split, index, min(rows_per_shard, rows - index * rows_per_shard))
+              for split, rows in {"val": args.val_tokens // row_len, "train": args.tokens // row_len}.items()
+              for index in range(math.ceil(rows / rows_per_shard))]
+    rows_per_partition = math.ceil(max(rows for *_, rows in shards) / PARTITIONS_PER_LARGEST_SHARD)
+    widths = [math.ceil(rows / rows_per_partition) for *_, rows in shards]
+    starts = itertools.accumulate(widths, initial=0)
+    return [ShardJob(split, index, range(start, start + width), sum(widths), rows)
+            for (split, index, rows), start, width in zip(shards, starts, widths)]
 
 
 def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -167,10 +177,20 @@ def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _Wr
         if rows_written == job.rows:
             break
     else:
-        found = f"ran out after {documents_read} documents ({rows_written} of {job.rows} sequences)" if documents_read else "yielded no documents"
-        raise ValueError(f"source {args.source}: partition {job.partition} of {job.partitions} {found}; "
-                         f"ask for fewer --tokens or use a larger --shard-tokens")
+        packed, needed = rows_written + pending_ids // row_len, sum(job.rows for job in plan_jobs(args)) * row_len
+        raise ValueError(
+            f"source {args.source}: {job.split} shard {job.index} (partitions {job.partition.start}-"
+            f"{job.partition.stop - 1} of {job.partitions}) ran out after {documents_read} documents ({packed} of "
+            f"{job.rows} sequences); the source holds {_source_tokens(args, tokenizer):,} tokens, --tokens plus "
+            f"--val-tokens need {needed:,}, and each shard reads only its share of the source; ask for fewer tokens")
     return writer.finish()
+
+
+def _source_tokens(args: PreprocessArgs, tokenizer: Tokenizer) -> int:
+    """Tokens (end-of-text included) of every document of the source, as packing counts them."""
+    documents = iter_documents(args.source, text_field=args.text_field, seed=args.seed)
+    dtype = token_dtype(tokenizer.vocab_size)
+    return sum(len(tokenizer.encode_documents(batch, dtype)) for batch in _batched(documents, DOCUMENTS_PER_BATCH))
 
 
 def _is_done(dataset_dir: Path, job: ShardJob) -> bool:

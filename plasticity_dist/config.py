@@ -7,6 +7,7 @@ checks types, choices, bounds and unknown keys, and raises `ConfigError` naming 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -312,13 +313,20 @@ def _check_bounds(value: Any, metadata: typing.Mapping[str, Any], key: str) -> N
         raise ConfigError(f"config key {key!r}: {value!r} is below the minimum {metadata['min']}")
 
 
+def _unknown_key(name: str, allowed: list[str], prefix: str) -> ConfigError:
+    """The error for a key `name` that is not a field of the section at `prefix`, naming the nearest field."""
+    where = f"{prefix}." if prefix else ""
+    near = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" did you mean {where}{near[0]}?" if near else ""
+    return ConfigError(f"unknown config key {where}{name};{hint} allowed: {', '.join(allowed)}")
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; allowed: {', '.join(fields)}")
+        raise _unknown_key(str(unknown[0]), list(fields), prefix)
     values = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name

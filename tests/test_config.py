@@ -29,7 +29,7 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
         ("curriculum.task_tokens=-5", "'curriculum.task_tokens': -5 is below the minimum 1"),
         ("data.seq_len=long", "'data.seq_len': expected int, got 'long'"),
         ("data.seq_len=3.5", "'data.seq_len': expected int, got 3.5"),
-        ("data.sequence_length=5", "unknown config key data.'sequence_length'"),
+        ("data.sequence_length=5", "unknown config key data.sequence_length; did you mean data.seq_len?"),
         ("data.micro_batch_size=3", "data.global_batch_size=8 is not a multiple of data.micro_batch_size=3"),
         ("launch.zero_stage=4", "'launch.zero_stage': 4 is not allowed; allowed: 1, 2, 3"),
         ("curriculum.tasks=[]", "curriculum.tasks is empty"),
@@ -42,6 +42,23 @@ def test_bad_values_fail_with_one_line_naming_the_key(override, message):
         load_config(None, [override])
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.lrr=1", "unknown config key optimizer.lrr; did you mean optimizer.lr? allowed: lr, betas, eps, "
+                            "weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"),
+        ("optimizer.zzz=1", "unknown config key optimizer.zzz; allowed: lr, betas, eps, weight_decay, grad_clip, "
+                            "schedule, warmup_steps, min_lr_ratio"),
+        ("probe.slurm.partion=gpu", "unknown config key probe.slurm.partion; did you mean probe.slurm.partition? "
+                                    "allowed: partition, account, time, nodes, gpus_per_node, extra_args"),
+    ],
+)
+def test_unknown_key_names_the_full_key_and_its_nearest_field(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert str(error.value) == message
 
 
 def test_missing_and_malformed_files_are_named(tmp_path):

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from plasticity_dist.config import ConfigError
+from plasticity_dist.logging import quiet_dependencies
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -34,10 +35,11 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from plasticity_dist.config import config_to_yaml, load_config
     from plasticity_dist.logging import get_logger
+
+    config = load_config(args.config, args.overrides)  # a bad config fails before DeepSpeed loads
+    get_logger().info("resolved config:\n" + config_to_yaml(config))
     from plasticity_dist.trainer import train
 
-    config = load_config(args.config, args.overrides)
-    get_logger().info("resolved config:\n" + config_to_yaml(config))
     return train(config)
 
 
@@ -207,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_dependencies()
     handler: Handler = args.handler
     try:
         return handler(args)

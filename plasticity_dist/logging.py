@@ -1,5 +1,6 @@
 """The package's one logger: on the main process, rich on a terminal and plain lines in log files;
 warnings only on the other ranks. Logs go to stderr, so stdout stays for a command's results.
+`quiet_dependencies` keeps our dependencies' known chatter out of them.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -36,3 +38,20 @@ def get_logger() -> logging.Logger:
         logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
         logger.propagate = False
     return logger
+
+
+def _not_accelerator_detection(record: logging.LogRecord) -> bool:
+    """False for DeepSpeed's messages about which accelerator it detected (its errors pass)."""
+    return record.module != "real_accelerator" or record.levelno >= logging.ERROR
+
+
+def quiet_dependencies() -> None:
+    """Drop what our dependencies print that no user of ours can act on, before they are imported.
+
+    DeepSpeed warns at import, on stdout, whenever it finds no GPU ("Setting accelerator to CPU"), and
+    DeepSpeed's collectives call torch.distributed functions that torch deprecates (a FutureWarning per
+    rank). Their other warnings, their errors and ours still show.
+    """
+    # a filter, not a level: DeepSpeed sets its logger's level when it creates the logger
+    logging.getLogger("DeepSpeed").addFilter(_not_accelerator_detection)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed\.")

@@ -3,7 +3,12 @@ import subprocess
 import sys
 
 from plasticity_dist.cli import main
+from plasticity_dist.demo import DEMO_CONFIG
 from plasticity_dist.presets import PRESETS
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "plasticity_dist.cli", *args], capture_output=True, text=True)
 
 
 def test_models_json_lists_every_preset_with_exact_counts(capsys):
@@ -17,11 +22,9 @@ def test_models_json_lists_every_preset_with_exact_counts(capsys):
 
 
 def test_console_script_help_and_bad_subcommand():
-    help_text = subprocess.run(
-        [sys.executable, "-m", "plasticity_dist.cli", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "models" in help_text
-    bad = subprocess.run([sys.executable, "-m", "plasticity_dist.cli", "nope"], capture_output=True, text=True)
+    help_run = run_cli("--help")
+    assert help_run.returncode == 0 and "models" in help_run.stdout
+    bad = run_cli("nope")
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
 
 
@@ -37,3 +40,49 @@ def test_every_subcommand_has_working_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0, command
         assert "usage: plasticity-dist" in capsys.readouterr().out
+
+
+def test_bad_train_override_fails_with_one_line_and_nothing_else():
+    failed = run_cli("train", "--config", str(DEMO_CONFIG), "optimizer.lrr=1")
+    assert failed.returncode == 2
+    assert failed.stdout == ""
+    assert failed.stderr.splitlines() == [
+        "plasticity-dist train: error: unknown config key optimizer.lrr; did you mean optimizer.lr? allowed: lr, "
+        "betas, eps, weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"
+    ]
+
+
+def test_train_error_after_deepspeed_loads_ends_the_log_without_dependency_chatter(tmp_path):
+    missing = tmp_path / "missing"
+    failed = run_cli("train", "--config", str(DEMO_CONFIG), f"run_dir={tmp_path / 'run'}", f"data.root={missing}")
+    assert failed.returncode == 2
+    assert failed.stdout == ""  # DeepSpeed logs to stdout
+    *log, error = failed.stderr.splitlines()
+    assert error.startswith(f"plasticity-dist train: error: {missing / 'en' / 'manifest.json'}")
+    assert not [line for line in log if "Warning" in line or "WARNING" in line]
+
+
+QUIETED_PROCESS = """
+import warnings
+
+import torch
+import torch.distributed as dist
+
+from plasticity_dist.logging import quiet_dependencies
+
+quiet_dependencies()
+import deepspeed  # detects the accelerator at import
+
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+dist.all_gather_into_tensor(torch.zeros(1), torch.zeros(1))  # what DeepSpeed's ZeRO calls; deprecated in torch
+deepspeed.utils.logger.warning("a DeepSpeed warning")
+warnings.warn("a warning of ours", FutureWarning)
+"""
+
+
+def test_quieted_process_drops_dependency_chatter_but_not_real_warnings():
+    quieted = subprocess.run([sys.executable, "-c", QUIETED_PROCESS], capture_output=True, text=True, check=True)
+    assert "Setting accelerator" not in quieted.stdout
+    assert "deprecated" not in quieted.stderr
+    assert "a DeepSpeed warning" in quieted.stdout
+    assert "FutureWarning: a warning of ours" in quieted.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from plasticity_dist.config import DiagnosticsSection
 from plasticity_dist.metrics import read_metrics
-from plasticity_dist.trainer import Trainer
+from plasticity_dist.trainer import train
 from trainer_overhead import one_task_config, parse_args
 
 WARMUP_STEPS = 3
@@ -24,7 +24,7 @@ def main() -> None:
     args = parse_args(__doc__, steps=3 * DiagnosticsSection.every_steps)
     work = Path(tempfile.mkdtemp(prefix="bench-diagnostics-"))
     config = one_task_config(args, work, "diagnostics.enabled=true")
-    Trainer(config).run()
+    train(config)
     metrics = read_metrics(work / "run" / "metrics.jsonl")
     measured = {r["step"] for r in metrics if r["event"] == "diagnostics"}
     tokens_per_step = args.batch * args.seq_len

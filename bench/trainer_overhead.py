@@ -99,6 +99,7 @@ def main() -> None:
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, work / "plain.pt")
     torch.load(work / "plain.pt", weights_only=False)
     plain_s = time.perf_counter() - started
+    trainer.close()
     print(f"checkpointer_save_load_s: {checkpointer_s:.3f}")
     print(f"torch_save_load_s: {plain_s:.3f}")
     print(f"checkpoint_ratio_vs_torch_save: {checkpointer_s / plain_s:.2f} (target <= 2)")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from plasticity_dist.config import ConfigError
+from plasticity_dist.run_lock import RunLockedError
 from plasticity_dist.logging import quiet_dependencies
 
 Handler = Callable[[argparse.Namespace], int]
@@ -213,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RunLockedError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"plasticity-dist {args.command}: error: {message}", file=sys.stderr)
         return 2

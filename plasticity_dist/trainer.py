@@ -31,6 +31,7 @@ from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkP
 from plasticity_dist.model import GPT
 from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import get_preset
+from plasticity_dist.run_lock import lock_run_directory
 from plasticity_dist.probe.scheduler import ProbeScheduler
 from plasticity_dist.steps import StepRunner
 from plasticity_dist.progress import TrainingProgress
@@ -69,6 +70,16 @@ class Trainer:
             self._loader(task)
         self.accelerator = build_accelerator(config, self.world)
         self.device = self.accelerator.device
+        self.run_lock = lock_run_directory(self.run_dir, self.accelerator.is_main_process)  # before anything is written
+        try:
+            self._build_components()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build_components(self) -> None:
+        """Model, engine, probes, checkpointer, metrics and callbacks (the run directory is ours by now)."""
+        config = self.config
         set_seed(config.seed)
         model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
         self.non_embedding_params = model.num_params()
@@ -90,6 +101,11 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process,
                                   self.run_dir / "tensorboard" if config.tensorboard else None)
         self.callbacks = Callbacks(self._callbacks(initial_weights))
+
+    def close(self) -> None:
+        """Give up the run directory (its lock): at the end of a run, on a stop signal or on an error."""
+        if self.run_lock is not None:
+            self.run_lock.release()
 
     def _callbacks(self, initial_weights: dict[str, torch.Tensor]) -> list[Callback]:
         """The optional behaviour this run's config turns on: diagnostics first, so they measure the
@@ -175,6 +191,8 @@ class Trainer:
         batches = iter(loader)
         progress.start_task(task, loader.num_steps, state.step_in_task)
         while state.step_in_task < loader.num_steps:
+            if self.run_lock is not None:
+                self.run_lock.check()
             started = time.perf_counter()
             at = self._position(task, state.step + 1, state.step_in_task + 1, loader.num_steps)
             if at.step_in_task == 1:
@@ -254,4 +272,8 @@ class Trainer:
 
 
 def train(config: ExperimentConfig) -> int:
-    return Trainer(config).run()
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -97,6 +97,27 @@ def kill_process_group(process: subprocess.Popen, signum: int = signal.SIGKILL) 
     process.wait(timeout=60)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (launchers start their ranks in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, frontier = [], [pid]
+    while frontier:
+        tree.append(frontier.pop())
+        frontier.extend(children.get(tree[-1], []))
+    return tree
+
+
+def signal_process_tree(process: subprocess.Popen, signum: int) -> None:
+    for pid in process_tree(process.pid):
+        os.kill(pid, signum)
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
 

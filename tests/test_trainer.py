@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE
+from plasticity_dist.run_lock import LOCK_FILE
 from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
-                  start_training, step_records, tiny_overrides, train, train_to_end, wait_for)
+                  signal_process_tree, start_training, step_records, tiny_overrides, train, train_to_end, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +69,40 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_root, zero3_referen
     wait_for(lambda: len(step_records(run_dir)) >= 45, what="step 45")  # mid-task 2, past the step-40 checkpoint
     kill_process_group(first)
     assert latest_checkpoint(run_dir).name.startswith("step000000040")
+    assert (run_dir / LOCK_FILE).is_file()  # left behind by the killed trainer: its resume takes it over
     train_to_end(run_dir, overrides)
+    assert not (run_dir / LOCK_FILE).exists()
     assert losses_by_step(run_dir) == losses_by_step(zero3_reference)
     assert_same_weights(final_weights(run_dir), final_weights(zero3_reference))
+
+
+def test_a_second_trainer_on_a_running_run_is_refused_and_changes_nothing(data_root, zero3_reference, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data_root, launch__zero_stage=3)
+    first = start_training(run_dir, overrides)
+    wait_for(lambda: len(step_records(run_dir)) >= 1, what="the first step")
+    signal_process_tree(first, signal.SIGSTOP)  # hold the first trainer mid-run while the second one starts
+    try:
+        holder = json.loads((run_dir / LOCK_FILE).read_text())
+        started = time.monotonic()
+        second = train(run_dir, overrides, processes=1)
+        refused_after_s = time.monotonic() - started
+    finally:
+        signal_process_tree(first, signal.SIGCONT)
+    assert second.returncode != 0 and refused_after_s < 60
+    refusal = [line for line in second.stderr.splitlines() if "is in use by" in line]
+    assert len(refusal) == 1, second.stderr[-3000:]
+    assert f"host {holder['host']}, pid {holder['pid']}" in refusal[0] and str(run_dir / LOCK_FILE) in refusal[0]
+    assert first.wait(timeout=300) == 0
+    assert (run_dir / "metrics.jsonl").read_text().count('"event": "step"') == 64
+    assert losses_by_step(run_dir) == losses_by_step(zero3_reference)
+    assert checkpoint_names(run_dir) == checkpoint_names(zero3_reference)
+    assert_same_weights(final_weights(run_dir), final_weights(zero3_reference))
+    assert not (run_dir / LOCK_FILE).exists()
+
+
+def checkpoint_names(run_dir):
+    return sorted(path.name for path in (run_dir / "checkpoints").iterdir())
 
 
 def test_kill_during_checkpoint_write_keeps_latest_complete_and_resumes(data_root, zero3_reference, tmp_path):

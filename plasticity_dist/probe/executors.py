@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from plasticity_dist.config import ProbeSection
+from plasticity_dist.processes import is_process_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Variables a launcher sets for the trainer's own process group; a probe must start a world of its own.
@@ -81,10 +82,7 @@ class LocalExecutor:
         child = self.children.get(handle["pid"])
         if child is not None:
             return child.poll() is None
-        try:  # a probe started before this process (a resumed trainer): alive unless gone or a zombie
-            return Path(f"/proc/{handle['pid']}/stat").read_text().split(")")[-1].split()[0] != "Z"
-        except (FileNotFoundError, IndexError):
-            return False
+        return is_process_alive(handle["pid"])  # a probe started before this process (a resumed trainer)
 
 
 class SlurmExecutor:

@@ -123,7 +123,8 @@ class SlurmProbeSection:
     account: str = ""
     time: str = "04:00:00"
     nodes: int = field(default=1, metadata=_at_least(1))
-    gpus_per_node: int = field(default=0, metadata=_at_least(0))
+    gpus_per_node: int = field(default=0, metadata=_at_least(0))  # the study configs ask for what a probe needs
+    cpus_per_task: int = field(default=0, metadata=_at_least(0))  # for all of a node's ranks and loader workers
     extra_args: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--qos=low"]
 
 

@@ -93,14 +93,18 @@ class SlurmExecutor:
     def __init__(self, probe: ProbeSection) -> None:
         self.slurm = probe.slurm
 
+    def sbatch_command(self, checkpoint: Path, config_path: Path, log_path: Path) -> list[str]:
+        """The submission of one probe; options left empty (or 0) in config take the cluster's default."""
+        slurm = self.slurm
+        settings = {"nodes": slurm.nodes, "time": slurm.time, "output": log_path, "job-name": f"probe-{checkpoint.name}",
+                    "partition": slurm.partition, "account": slurm.account, "gpus-per-node": slurm.gpus_per_node,
+                    "cpus-per-task": slurm.cpus_per_task}
+        options = [f"--{name}={value}" for name, value in settings.items() if value]
+        return ["sbatch", "--parsable", *options, *slurm.extra_args,
+                str(REPO_ROOT / "slurm" / "probe.sh"), str(checkpoint), str(config_path)]
+
     def submit(self, checkpoint: Path, config_path: Path, log_path: Path) -> dict[str, Any]:
-        options = [f"--nodes={self.slurm.nodes}", f"--time={self.slurm.time}", f"--output={log_path}",
-                   f"--job-name=probe-{checkpoint.name}"]
-        options += [f"--partition={self.slurm.partition}"] * bool(self.slurm.partition)
-        options += [f"--account={self.slurm.account}"] * bool(self.slurm.account)
-        options += [f"--gpus-per-node={self.slurm.gpus_per_node}"] * bool(self.slurm.gpus_per_node)
-        command = ["sbatch", "--parsable", *options, *self.slurm.extra_args,
-                   str(REPO_ROOT / "slurm" / "probe.sh"), str(checkpoint), str(config_path)]
+        command = self.sbatch_command(checkpoint, config_path, log_path)
         submitted = subprocess.run(command, capture_output=True, text=True, env=probe_environment(), check=False)
         if submitted.returncode != 0:
             raise RuntimeError(f"sbatch of the probe for {checkpoint} failed: {submitted.stderr.strip()}")

@@ -6,6 +6,7 @@
 #SBATCH --job-name=plasticity-preprocess
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=8
+#SBATCH --output=logs/%x-%A_%a.out
 source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/common.sh"
 out=""
 for ((i = 1; i <= $#; i++)); do

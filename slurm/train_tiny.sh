@@ -7,5 +7,6 @@
 #SBATCH --signal=USR1@60
 #SBATCH --requeue
 #SBATCH --open-mode=append
+#SBATCH --output=logs/%x-%j.out
 SIZE=tiny
 source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/train_size.sh" "$@"

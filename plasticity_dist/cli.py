@@ -34,11 +34,9 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from plasticity_dist.config import config_to_yaml, load_config
-    from plasticity_dist.logging import get_logger
+    from plasticity_dist.config import load_config
 
     config = load_config(args.config, args.overrides)  # a bad config fails before DeepSpeed loads
-    get_logger().info("resolved config:\n" + config_to_yaml(config))
     from plasticity_dist.trainer import train
 
     return train(config)

@@ -168,9 +168,11 @@ class Trainer:
 
     def run(self) -> int:
         """Train every remaining task; returns the process exit code (REQUEUE_EXIT_CODE when preempted)."""
+        log.info("resolved config:\n" + config_to_yaml(self.config))
         state = self._start_or_resume()
         log.info(f"{self.config.model.preset} model ({self.non_embedding_params:,} non-embedding params), "
-                 f"{len(self.tasks)} tasks, world size {self.world.world_size}, ZeRO-{self.config.launch.zero_stage}")
+                 f"{len(self.tasks)} tasks, world size {self.world.world_size} on {self.device.type}, "
+                 f"ZeRO-{self.config.launch.zero_stage}")
         with TrainingProgress(self.tasks, enabled=self.accelerator.is_main_process) as progress:
             for task in self.tasks[state.task_index:]:
                 if not self._train_task(task, state, progress):

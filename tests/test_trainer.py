@@ -90,9 +90,9 @@ def test_a_second_trainer_on_a_running_run_is_refused_and_changes_nothing(data_r
     finally:
         signal_process_tree(first, signal.SIGCONT)
     assert second.returncode != 0 and refused_after_s < 60
-    refusal = [line for line in second.stderr.splitlines() if "is in use by" in line]
-    assert len(refusal) == 1, second.stderr[-3000:]
-    assert f"host {holder['host']}, pid {holder['pid']}" in refusal[0] and str(run_dir / LOCK_FILE) in refusal[0]
+    [refusal] = second.stderr.splitlines()
+    assert refusal.startswith(f"plasticity-dist train: error: run directory {run_dir} is in use by host "
+                              f"{holder['host']}, pid {holder['pid']} (lock file {run_dir / LOCK_FILE}")
     assert first.wait(timeout=300) == 0
     assert (run_dir / "metrics.jsonl").read_text().count('"event": "step"') == 64
     assert losses_by_step(run_dir) == losses_by_step(zero3_reference)

@@ -18,6 +18,7 @@ setup(
         "rich>=13",
         "pyyaml>=6",
         "matplotlib>=3.8",
+        "scipy>=1.11",  # statistics of the report: t and normal distributions, censored likelihood
     ],
     extras_require={
         "tensorboard": ["tensorboard>=2.14"],

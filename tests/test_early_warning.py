@@ -36,7 +36,7 @@ def write_probe(run_dir: Path, cycle: int, auc: float) -> None:
     (run_dir / "probes").mkdir(exist_ok=True)
     (run_dir / "probes" / f"probe-cycle{cycle}.json").write_text(json.dumps({
         "checkpoint": f"probe-cycle{cycle}", "cycle": cycle, "tasks_trained": 2 * cycle, "tokens": 2000 * cycle,
-        "eval_tokens": [0, 10], "val_losses": [auc, auc], "auc": auc,
+        "eval_tokens": [0, 10], "val_losses": [auc, auc], "auc": auc, "config_hash": "abc",
     }))
 
 

@@ -13,7 +13,7 @@ from plasticity_dist.config import ExperimentConfig, load_config
 from plasticity_dist.metrics import read_metrics
 from plasticity_dist.model_table import preset_rows
 
-PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc")
+PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class ProbeResult:
     eval_tokens: list[int]
     val_losses: list[float]
     auc: float
+    config_hash: str  # of the probe settings that change its numbers
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def read_probe(path: Path) -> ProbeResult:
     missing = [name for name in PROBE_FIELDS if name not in record]
     if missing:
         raise ValueError(f"probe result {path} lacks field(s): {', '.join(missing)}")
-    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS})
+    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS}, path=path)
 
 
 def read_probes(run_dir: Path) -> list[ProbeResult]:
@@ -72,14 +74,31 @@ def read_probes(run_dir: Path) -> list[ProbeResult]:
     return sorted(probes, key=lambda probe: (probe.tokens, probe.cycle))
 
 
+def check_comparable(probes: Sequence[ProbeResult]) -> None:
+    """Refuse probes made under different probe configs or eval grids: their AUCs are not comparable."""
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for probe in probes:
+        groups.setdefault((probe.config_hash, tuple(probe.eval_tokens)), []).append(probe.path.name)
+    if len(groups) > 1:
+        described = "; ".join(f"{', '.join(files)} (config_hash {config_hash}, eval_tokens {list(grid)})"
+                              for (config_hash, grid), files in groups.items())
+        folder = probes[0].path.parent
+        raise ValueError(f"{folder} mixes probes made under different probe configs or eval grids, whose AUCs "
+                         f"are not comparable: {described}; re-probe them under one config (probe --force) "
+                         "or move the odd ones out")
+
+
 def load_run(run_dir: str | Path) -> Run:
-    """A run directory as written by the trainer and its probes; not a run (no config.yaml) is an error."""
+    """A run directory as written by the trainer and its probes; not a run (no config.yaml) is an error, and
+    so are probes that cannot be compared."""
     path = Path(run_dir)
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{path} is not a run directory: it has no config.yaml")
     config = load_config(config_path)
     metrics_path = path / "metrics.jsonl"
+    probes = read_probes(path)
+    check_comparable(probes)
     return Run(
         path=path,
         name=path.resolve().name,
@@ -88,7 +107,7 @@ def load_run(run_dir: str | Path) -> Run:
         problem=config.curriculum.problem,
         tasks_per_cycle=len(config.curriculum.tasks),
         task_tokens=config.curriculum.task_tokens,
-        probes=read_probes(path),
+        probes=probes,
         metrics=read_metrics(metrics_path) if metrics_path.is_file() else [],
         config=config,
     )

@@ -133,7 +133,8 @@ class ProbeSection:
     enabled: bool = True
     dataset: str = PROBE_LANGUAGE  # shard dataset folder, relative to data.root
     tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
-    eval_points: int = field(default=11, metadata=_at_least(2))  # evenly spaced, step 0 included
+    eval_points: int = field(default=11, metadata=_at_least(2))  # step 0 and the last step included
+    eval_spacing: str = field(default="linear", metadata=_choices("linear", "log"))  # linear: the study's
     eval_tokens: int = field(default=1_000_000, metadata=_at_least(1))
     lr: float = field(default=6e-4, metadata=_at_least(0.0))
     executor: str = field(default="local", metadata=_choices("inline", "local", "slurm"))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
 
+from plasticity_dist.analysis.auc import curve_auc
 from plasticity_dist.checkpoint import load_consolidated_weights
+from plasticity_dist.config import config_to_yaml, load_config
 from plasticity_dist.probe.queue import ProbeQueue
 from runs import (REPO, build_tiny_data, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
                   train_to_end, wait_for)
@@ -72,6 +75,20 @@ def test_rerun_is_a_no_op_and_another_config_is_refused_unless_forced(zero3_run,
     other.write_text((zero3_run / "config.yaml").read_text().replace("lr: 0.003\n  executor", "lr: 0.001\n  executor"))
     refused = probe(checkpoint, "--config", str(other))
     assert refused.returncode == 2 and "--force" in refused.stderr
+
+
+def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3_run, tmp_path):
+    run_copy = tmp_path / "run"
+    shutil.copytree(zero3_run, run_copy, ignore=shutil.ignore_patterns("probes"))
+    config = load_config(run_copy / "config.yaml", ["probe.eval_spacing=log"])
+    (run_copy / "config.yaml").write_text(config_to_yaml(config))
+    checkpoint = latest_checkpoint(run_copy)
+    finished = probe(checkpoint)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    result = json.loads((run_copy / "probes" / f"{checkpoint.name}.json").read_text())
+    # 16 steps of 256 tokens, 3 points: step 0, then geomspace(1, 16, 2) = steps 1 and 16
+    assert result["eval_tokens"] == [0, 256, 4096]
+    assert result["auc"] == pytest.approx(curve_auc(result["eval_tokens"], result["val_losses"]))
 
 
 def test_missing_and_partial_checkpoints_are_named(zero3_run, tmp_path):

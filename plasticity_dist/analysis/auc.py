@@ -1,7 +1,9 @@
 """AUC of a probe's validation curve: the trapezoid area over training tokens, divided by the token span.
 
-Dividing by the span makes the AUC read as a mean validation loss (a constant curve gives that constant),
-so probes with different budgets or eval points stay comparable.
+Dividing by the span makes the AUC read as a mean validation loss (a constant curve gives that constant).
+It does not make probes with different budgets or eval points comparable: a longer probe reaches lower
+losses and so has a lower mean, and the eval grid sets each loss's weight. Compare only probes made under
+one probe config (the report refuses to mix them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def curve_auc(tokens: Sequence[float], losses: Sequence[float]) -> float:
         raise ValueError(f"validation losses must be finite, got {list(losses)}")
     area = sum((t1 - t0) * (l0 + l1) / 2 for t0, t1, l0, l1 in zip(tokens, tokens[1:], losses, losses[1:]))
     return area / (tokens[-1] - tokens[0])
+
+
+def auc_without_step0(tokens: Sequence[float], losses: Sequence[float]) -> float | None:
+    """The AUC of the curve after its step-0 point, the loss before any probe training (which the study's
+    AUC weights by half its first interval, 5 % at 11 linear points); None with fewer than 2 points after it."""
+    if len(tokens) < 3:
+        return None
+    return curve_auc(tokens[1:], losses[1:])
 
 
 def auc_pct_change(auc: float, reference: float) -> float:

@@ -1,8 +1,9 @@
 """One probe: load a checkpoint's weights, train a copy on the probe language, write the curve and AUC.
 
 The copy gets a fresh AdamW and the probe's token budget; validation loss on the probe's held-out split
-(`<probe dataset>/val`) is measured at `probe.eval_points` evenly spaced steps, step 0 included. The
-checkpoint is only read. The result goes to `RUN/probes/<tag>.json`, written atomically.
+(`<probe dataset>/val`) is measured at `probe.eval_points` steps spaced by `probe.eval_spacing` (linear or
+log), step 0 and the last step included. The checkpoint is only read. The result goes to
+`RUN/probes/<tag>.json`, written atomically.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def probe_result_path(checkpoint: Path) -> Path:
 def probe_config_hash(config: ExperimentConfig) -> str:
     """Hash of everything that changes a probe's numbers (not where or how it is scheduled)."""
     probe = dataclasses.asdict(config.probe)
-    for scheduling_key in ("executor", "max_concurrent", "retries", "baseline"):
+    for scheduling_key in ("executor", "max_concurrent", "retries", "baseline", "local_cpus", "local_gpus", "slurm"):
         probe.pop(scheduling_key)
     data = config.data
     payload = {
@@ -54,9 +55,16 @@ def probe_config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def eval_steps(num_steps: int, points: int) -> list[int]:
-    """`points` evenly spaced steps from 0 to `num_steps` inclusive (fewer when steps are fewer)."""
-    return sorted({int(round(x)) for x in np.linspace(0, num_steps, points)})
+def eval_steps(num_steps: int, points: int, spacing: str = "linear") -> list[int]:
+    """`points` steps from 0 to `num_steps` inclusive, evenly spaced (`linear`) or step 0 and then evenly
+    spaced in log from step 1 (`log`); fewer when rounding makes some coincide."""
+    if spacing == "linear":
+        grid = np.linspace(0, num_steps, points)
+    elif spacing == "log":
+        grid = np.concatenate([[0], np.geomspace(1, num_steps, points - 1)])
+    else:
+        raise ValueError(f"eval spacing must be linear or log, got {spacing!r}")
+    return sorted({int(round(x)) for x in grid})
 
 
 def existing_result(result_path: Path, config_hash: str, force: bool) -> dict[str, Any] | None:
@@ -107,7 +115,7 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
         ))
 
     tokens_per_step = data.global_batch_size * data.seq_len
-    points = eval_steps(loader.num_steps, config.probe.eval_points)
+    points = eval_steps(loader.num_steps, config.probe.eval_points, config.probe.eval_spacing)
     curve_tokens, curve_losses = [0], [validation_loss()]
     batches = iter(loader)
     for step in range(loader.num_steps):

@@ -33,23 +33,42 @@ def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     return figure, axes
 
 
-def plot_auc_change(runs: Sequence[dict[str, Any]], problem: str, path: Path) -> Path:
-    """AUC % change against the first post-cycle probe, one line per run (cycle-0 baseline as a hollow mark)."""
+def run_label(run: dict[str, Any]) -> str:
+    """A legend entry that tells apart runs of one model size: the run's name, its model and size."""
+    return f"{run['run']}: {run['model']} ({run['non_embedding_params']:,} params)"
+
+
+def auc_change_figure(runs: Sequence[dict[str, Any]], problem: str) -> Figure:
+    """AUC % change against the first post-cycle probe, one colour per run: the study's AUC solid, the AUC
+    without step 0 dotted; the cycle-0 baseline on its own narrow axis, so its large change does not flatten
+    the post-cycle ones."""
     x_key, xlabel = ("cycle", "cycle") if problem == "continual" else ("tokens", "tokens trained")
-    figure, axes = _new_axes(f"Probe AUC change ({problem}; positive = less plasticity)", xlabel,
-                             "AUC % change vs first post-cycle probe")
+    figure = Figure(figsize=(8, 4.5))
+    baseline_axes, axes = figure.subplots(1, 2, width_ratios=[1, 6])
+    axes.set(title=f"Probe AUC change ({problem}; positive = less plasticity)", xlabel=xlabel,
+             ylabel="AUC % change vs first post-cycle probe")
+    baseline_axes.set(title="untrained\n(cycle 0)", xticks=[], ylabel="% change")
     colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(runs), 1)))
-    for run, color in zip(sorted(runs, key=lambda run: run["non_embedding_params"]), colors):
-        probes = [probe for probe in run["probes"] if probe["auc_pct_change"] is not None]
-        trained = [probe for probe in probes if probe["cycle"] >= 1]
-        axes.plot([p[x_key] for p in trained], [p["auc_pct_change"] for p in trained], "o-", color=color,
-                  label=f"{run['model']} ({run['non_embedding_params']:,} params)")
-        baseline = [probe for probe in probes if probe["cycle"] == 0]
-        axes.plot([p[x_key] for p in baseline], [p["auc_pct_change"] for p in baseline], "o", mfc="none", color=color)
-    axes.axhline(0, color="black", lw=0.8)
+    for run, color in zip(sorted(runs, key=lambda run: (run["non_embedding_params"], run["run"])), colors):
+        trained = [probe for probe in run["probes"] if probe["cycle"] >= 1]
+        for key, style, label in (("auc_pct_change", "o-", run_label(run)),
+                                  ("auc_without_step0_pct_change", ":", None)):
+            points = [(probe[x_key], probe[key]) for probe in trained if probe[key] is not None]
+            axes.plot([x for x, _ in points], [change for _, change in points], style, color=color, label=label)
+        baseline = [probe["auc_pct_change"] for probe in run["probes"]
+                    if probe["cycle"] == 0 and probe["auc_pct_change"] is not None]
+        baseline_axes.plot([0] * len(baseline), baseline, "o", mfc="none", color=color)
+    for panel in (axes, baseline_axes):
+        panel.axhline(0, color="black", lw=0.8)
+        panel.grid(alpha=0.3)
     if runs:
-        axes.legend(fontsize=8, title="hollow: untrained baseline", title_fontsize=8)
-    return _save(figure, path)
+        axes.legend(fontsize=8, title="dotted: AUC without step 0", title_fontsize=8)
+    return figure
+
+
+def plot_auc_change(runs: Sequence[dict[str, Any]], problem: str, path: Path) -> Path:
+    """`auc_change_figure` as a PNG."""
+    return _save(auc_change_figure(runs, problem), path)
 
 
 def plot_probe_curves(run: Run, path: Path) -> Path:
@@ -79,13 +98,12 @@ def plot_training_loss(run: Run, path: Path) -> Path:
 
 
 def _plot_probe_auc(run: Run, axes: Axes) -> None:
-    """Probe AUC against the tokens trained before the probe (the untrained baseline hollow)."""
+    """Probe AUC against the tokens trained before the probe; the untrained baseline's AUC in the title, so that
+    it does not flatten the post-cycle AUCs."""
     trained = [probe for probe in run.probes if probe.cycle >= 1]
-    baseline = [probe for probe in run.probes if probe.cycle == 0]
+    baseline = [f"{probe.auc:.3f}" for probe in run.probes if probe.cycle == 0]
     axes.plot([probe.tokens for probe in trained], [probe.auc for probe in trained], "o-", color="tab:red", ms=4)
-    axes.plot([probe.tokens for probe in baseline], [probe.auc for probe in baseline], "o", mfc="none",
-              color="tab:red", ms=4)
-    axes.set_title("probe AUC (hollow: untrained)", fontsize=9)
+    axes.set_title(f"probe AUC (untrained: {', '.join(baseline) or '–'})", fontsize=9)
 
 
 def plot_diagnostics(run: Run, path: Path) -> Path:

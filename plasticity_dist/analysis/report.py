@@ -17,7 +17,7 @@ from plasticity_dist.analysis.scaling import BOOTSTRAP_RESAMPLES, STUDY_LAW, Pow
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 
-AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change")
+AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "AUC w/o step 0", "% change w/o step 0")
 ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset (tasks)", "onset (tokens)")
 TRAINING_COLUMNS = ("run", "steps", "tokens", "tasks completed", "final loss", "last val loss", "tokens/s")
 WARNING_COLUMNS = ("run", "kind", "task", "cycle", "step", "tokens", "value", "reference", "threshold", "message")
@@ -36,7 +36,8 @@ def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
             rows.append((
                 run["run"], run["model"], "0 (baseline)" if probe["cycle"] == 0 else str(probe["cycle"]),
                 str(probe["tasks_trained"]), f"{probe['tokens']:,}", f"{probe['auc']:.4f}",
-                _number(probe["auc_pct_change"], "+.2f"),
+                _number(probe["auc_pct_change"], "+.2f"), _number(probe["auc_without_step0"], ".4f"),
+                _number(probe["auc_without_step0_pct_change"], "+.2f"),
             ))
     return rows
 
@@ -154,7 +155,10 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "## Probe AUC", "",
         "AUC is the probe's mean validation loss (trapezoid area over probe training tokens / span). "
         "% change is against the first post-cycle probe: positive = worse probing = less plasticity; cycle 0 is "
-        "the probe of the untrained initial weights. Stationary runs: cycles are probe intervals.", "",
+        "the probe of the untrained initial weights. Stationary runs: cycles are probe intervals. The AUC "
+        "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
+        "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
+        "probes share one probe config and eval grid (the report refuses to mix them).", "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",

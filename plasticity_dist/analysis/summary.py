@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from plasticity_dist.analysis.auc import auc_pct_change
+from plasticity_dist.analysis.auc import auc_pct_change, auc_without_step0
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
 from plasticity_dist.analysis.onset import find_onset
 from plasticity_dist.analysis.predictors import auc_spearman, mean_over_runs
@@ -23,17 +23,30 @@ def reference_probe(probes: Sequence[ProbeResult]) -> ProbeResult | None:
     return next((probe for probe in probes if probe.cycle >= 1), None)
 
 
+def _pct_change(auc: float | None, reference: float | None) -> float | None:
+    return None if auc is None or reference is None else auc_pct_change(auc, reference)
+
+
 def probe_records(probes: Sequence[ProbeResult]) -> list[dict[str, Any]]:
-    """One record per probe, the baseline included; % change is null while no post-cycle probe exists."""
+    """One record per probe, the baseline included: the study's AUC and the AUC without step 0, each with its
+    % change (null while no post-cycle probe exists, or without 2 eval points after step 0)."""
     reference = reference_probe(probes)
-    return [{
-        "cycle": probe.cycle,
-        "tokens": probe.tokens,
-        "auc": probe.auc,
-        "auc_pct_change": auc_pct_change(probe.auc, reference.auc) if reference else None,
-        "tasks_trained": probe.tasks_trained,
-        "checkpoint": probe.checkpoint,
-    } for probe in probes]
+    reference_auc = reference.auc if reference else None
+    reference_without_step0 = auc_without_step0(reference.eval_tokens, reference.val_losses) if reference else None
+    records = []
+    for probe in probes:
+        without_step0 = auc_without_step0(probe.eval_tokens, probe.val_losses)
+        records.append({
+            "cycle": probe.cycle,
+            "tokens": probe.tokens,
+            "auc": probe.auc,
+            "auc_pct_change": _pct_change(probe.auc, reference_auc),
+            "auc_without_step0": without_step0,
+            "auc_without_step0_pct_change": _pct_change(without_step0, reference_without_step0),
+            "tasks_trained": probe.tasks_trained,
+            "checkpoint": probe.checkpoint,
+        })
+    return records
 
 
 def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from plasticity_dist.analysis.predictors import DIAGNOSTICS, diagnostic_value
 from plasticity_dist.analysis.runs import Run, events
-from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, predict_onset
+from plasticity_dist.analysis.scaling import STUDY_LAW, fitted_runs, law_of, predict_onset
 
 DIAGNOSTIC_COLUMNS = 5  # panels per row of the diagnostics figure
 
@@ -138,19 +138,36 @@ def plot_diagnostics(run: Run, path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_scaling(runs: Sequence[dict[str, Any]], fit: PowerLaw | None, path: Path) -> Path:
-    """Onset (tasks) against non-embedding parameters, log-log: the runs, their fit and the published law."""
+def scaling_figure(summary: dict[str, Any]) -> Figure:
+    """Onset (tasks) against non-embedding parameters, log-log, over the runs the law is fit on: exact onsets
+    as dots, no onset yet as a lower bound (arrow up), a rise from the first probe as an upper bound (arrow
+    down); the fits that the runs support and the published law."""
     figure, axes = _new_axes("Onset of plasticity loss", "non-embedding parameters", "onset (tasks trained)")
-    with_onset = [run for run in runs if run["problem"] == "continual" and run["onset"] is not None]
-    sizes = [run["non_embedding_params"] for run in runs] + [1e9]
+    runs = fitted_runs(summary["runs"])
+    sizes = [run["non_embedding_params"] for run in summary["runs"]] + [1e9]
     grid = np.geomspace(min(sizes), max(sizes), 50)
-    axes.plot(grid, [predict_onset(p, STUDY_LAW) for p in grid], "--", color="grey",
-              label=f"published: T = {STUDY_LAW.a:.3g}·P^{STUDY_LAW.b:.4g}")
-    if fit is not None:
-        axes.plot(grid, [predict_onset(p, fit) for p in grid], color="tab:blue",
-                  label=f"fit: T = {fit.a:.3g}·P^{fit.b:.4g}")
-    axes.plot([run["non_embedding_params"] for run in with_onset], [run["onset"] for run in with_onset], "o",
-              color="tab:red", label=f"runs with an onset ({len(with_onset)})")
+    laws = [(STUDY_LAW, "--", "grey", "published")]
+    laws += [(law_of(summary[key]), style, color, f"{name} (n = {summary[key]['n']})")
+             for key, style, color, name in (("scaling_fit", "-", "tab:blue", "least squares"),
+                                             ("censored_fit", "-.", "tab:orange", "censored ML"))
+             if summary[key] is not None]
+    for law, style, color, name in laws:
+        axes.plot(grid, [predict_onset(p, law) for p in grid], style, color=color,
+                  label=f"{name}: T = {law.a:.3g}·P^{law.b:.4g}")
+    for censoring, arrow, label in (("exact", {}, "onset"), ("right", {"lolims": True}, "no onset yet: lower bound"),
+                                    ("left", {"uplims": True}, "rise from the first probe: upper bound")):
+        points = [(run["non_embedding_params"], run["onset_observation"]["tasks"]) for run in runs
+                  if run["onset_observation"]["censoring"] == censoring]
+        if points:
+            params, tasks = np.array(points, float).T
+            axes.errorbar(params, tasks, yerr=0.5 * tasks if arrow else None, fmt="o", color="tab:red",
+                          mfc="tab:red" if censoring == "exact" else "none", capsize=3, **arrow,
+                          label=f"{label} (n = {len(points)})")
     axes.set(xscale="log", yscale="log")
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return figure
+
+
+def plot_scaling(summary: dict[str, Any], path: Path) -> Path:
+    """`scaling_figure` as a PNG."""
+    return _save(scaling_figure(summary), path)

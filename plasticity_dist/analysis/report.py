@@ -13,7 +13,8 @@ from plasticity_dist.analysis import plots
 from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
 from plasticity_dist.analysis.runs import Run, events, load_run
-from plasticity_dist.analysis.scaling import BOOTSTRAP_RESAMPLES, STUDY_LAW, PowerLaw, predict_onset
+from plasticity_dist.analysis.censoring import BOUND_SIGNS
+from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, predict_onset
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 
@@ -42,9 +43,17 @@ def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def _onset_cells(observation: dict[str, Any] | None) -> tuple[str, str]:
+    """Tasks and tokens of an onset: "16", "> 24" (right-censored), "≤ 8" (left-censored) or "–"."""
+    if observation is None:
+        return "–", "–"
+    sign = BOUND_SIGNS[observation["censoring"]]
+    return f"{sign}{observation['tasks']}", f"{sign}{_number(observation['tokens'], ',')}"
+
+
 def onset_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    return [(run["run"], run["model"], f"{run['non_embedding_params']:,}", run["problem"], _number(run["onset"], "d"),
-             _number(run["onset_tokens"], ",")) for run in summary["runs"]]
+    return [(run["run"], run["model"], f"{run['non_embedding_params']:,}", run["problem"],
+             *_onset_cells(run["onset_observation"])) for run in summary["runs"]]
 
 
 def training_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -131,17 +140,44 @@ def _law_text(law: PowerLaw, task_tokens: int) -> str:
             f"({tasks * task_tokens:.3g} tokens at {task_tokens:.3g} tokens per task)")
 
 
-def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
+def _interval(bounds: Sequence[float | None]) -> str:
+    low, high = bounds
+    return f"{'(−∞' if low is None else f'[{low:.4f}'}, {'∞)' if high is None else f'{high:.4f}]'}"
+
+
+def fit_statements(summary: dict[str, Any]) -> list[str]:
+    """One line per fit, stating n; a fit the runs cannot support says why."""
+    statements = []
     fit = summary["scaling_fit"]
-    lines = ["## Scaling law of the onset", "",
-             "Least squares of log T = log a + b log P over the continual runs with an onset (T in tasks, P the "
-             f"non-embedding parameters); 95 % intervals from {BOOTSTRAP_RESAMPLES} bootstrap resamples of the runs.", ""]
     if fit is None:
-        lines.append("No fit: it needs continual runs with an onset at two or more model sizes.")
+        statements.append(f"no least-squares fit: {summary['scaling_fit_reason']}")
     else:
-        law = PowerLaw(a=fit["a"], b=fit["b"])
-        lines += [f"- fit over {fit['runs']} runs: {_law_text(law, task_tokens)}",
-                  f"- a in [{fit['a_ci'][0]:.4g}, {fit['a_ci'][1]:.4g}], b in [{fit['b_ci'][0]:.4f}, {fit['b_ci'][1]:.4f}]"]
+        statements.append(
+            f"least squares over exact onsets, n = {fit['n']} runs at {fit['sizes']} sizes: T = {fit['a']:.4g} · "
+            f"P^{fit['b']:.4f}, b in {_interval(fit['b_ci'])}, a in [{fit['a_ci'][0]:.4g}, {fit['a_ci'][1]:.4g}] "
+            f"({fit['confidence']:.0%} t-intervals, n − 2 = {fit['n'] - 2} degrees of freedom), σ(log T) = {fit['sigma']:.3g}")
+    fit = summary["censored_fit"]
+    if fit is None:
+        statements.append(f"no censored fit: {summary['censored_fit_reason']}")
+    else:
+        statements.append(
+            f"censored maximum likelihood, n = {fit['n']} runs at {fit['sizes']} sizes ({fit['exact']} exact, "
+            f"{fit['right_censored']} right-censored, {fit['left_censored']} left-censored): T = {fit['a']:.4g} · "
+            f"P^{fit['b']:.4f}, b in {_interval(fit['b_ci'])} ({fit['confidence']:.0%} profile likelihood), "
+            f"σ(log T) = {fit['sigma']:.3g}")
+    return statements
+
+
+def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
+    lines = ["## Scaling law of the onset", "",
+             "Fits of log T = log a + b log P over the continual runs without mitigations (T in tasks, P the "
+             "non-embedding parameters), each only from onsets at 3 or more model sizes. Least squares uses the "
+             "exact onsets, with t-intervals on n − 2 degrees of freedom. The censored maximum-likelihood fit "
+             "(Gaussian errors in log T) also takes runs without an onset as lower bounds (> X) and rises from "
+             "the first probe as upper bounds (≤ X), with a profile-likelihood interval on b.", ""]
+    lines += [f"- {statement}" for statement in fit_statements(summary)]
+    lines += [f"- {name} prediction (n = {summary[key]['n']}): {_law_text(law_of(summary[key]), task_tokens)}"
+              for key, name in (("scaling_fit", "least-squares"), ("censored_fit", "censored")) if summary[key]]
     lines.append(f"- published law: {_law_text(STUDY_LAW, task_tokens)}")
     return "\n".join(lines)
 
@@ -163,6 +199,9 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",
         _markdown_table(ONSET_COLUMNS, onset_rows(summary)), "",
+        "\"> X\": no onset yet; the onset lies after the last probe the rule can judge (right-censored). "
+        "\"≤ X\": the rise starts at the first post-cycle probe, so the onset lies at or before it "
+        "(left-censored); neither is fit as an exact onset.", "",
         scaling_section(summary, task_tokens), "",
         "## Training", "",
         _markdown_table(TRAINING_COLUMNS, training_rows(summary)), "",
@@ -182,9 +221,7 @@ def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> lis
         records = [run for run in summary["runs"] if run["problem"] == problem and run["probes"]]
         if records:
             figures.append(plots.plot_auc_change(records, problem, out / f"auc_change_{problem}.png"))
-    fit = summary["scaling_fit"]
-    law = None if fit is None else PowerLaw(a=fit["a"], b=fit["b"])
-    figures.append(plots.plot_scaling(summary["runs"], law, out / "onset_scaling.png"))
+    figures.append(plots.plot_scaling(summary, out / "onset_scaling.png"))
     for run in runs:
         if run.probes:
             figures.append(plots.plot_probe_curves(run, out / f"probe_curves_{run.name}.png"))
@@ -208,10 +245,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(_rich_table("Probe AUC per run and cycle (% change vs first post-cycle probe)", AUC_COLUMNS,
                               auc_rows(summary)))
     console.print(_rich_table("Onset of plasticity loss", ONSET_COLUMNS, onset_rows(summary)))
-    fit = summary["scaling_fit"]
-    if fit is not None:
-        console.print(f"scaling fit: T = {fit['a']:.4g} · P^{fit['b']:.4f} (b in [{fit['b_ci'][0]:.4f}, "
-                      f"{fit['b_ci'][1]:.4f}])")
+    for statement in fit_statements(summary):
+        console.print(f"scaling fit: {statement}", highlight=False)
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, k: float = 3.0,

@@ -1,17 +1,30 @@
 """Scaling law of the onset: T = a · P^b (tasks against non-embedding parameters), fit in log space.
 
-`fit_power_law` solves log T = log a + b log P by least squares across runs and bootstraps a confidence
-interval by resampling runs with replacement. `STUDY_LAW` is the study's published fit.
+Two fits over the continual runs without mitigations, each only from onsets at `MIN_SIZES` or more model
+sizes (fewer leave a line with no scatter to give it an interval):
+- `fit_power_law`: least squares over the exact onsets, with t-intervals (n − 2 degrees of freedom);
+- `fit_censored_power_law`: maximum likelihood with Gaussian errors in log T that also takes runs without an
+  onset (right-censored) and runs rising from their first probe (left-censored) as the bounds they are, with
+  a profile-likelihood interval on b.
+`STUDY_LAW` is the study's published fit.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy import stats
+
+from plasticity_dist.analysis.censoring import NoFit, OnsetObservation, fit_censored_line
+
+MIN_SIZES = 3
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -19,41 +32,61 @@ class PowerLaw:
     a: float
     b: float
     a_ci: tuple[float, float] | None = None
-    b_ci: tuple[float, float] | None = None
-    runs: int = 0  # how many runs it was fit on (0: given, not fit)
+    b_ci: tuple[float | None, float | None] | None = None  # None at an end the data leave open
+    n: int = 0  # how many runs it was fit on (0: given, not fit)
+    sigma: float | None = None  # scatter of log T about the law
 
 
 STUDY_LAW = PowerLaw(a=1.3e-5, b=0.8269)
-BOOTSTRAP_RESAMPLES = 1000
 
 
-def _least_squares(log_params: np.ndarray, log_onsets: np.ndarray) -> tuple[float, float]:
-    """(log a, b) of the line through the points."""
-    b, log_a = np.polyfit(log_params, log_onsets, 1)
-    return float(log_a), float(b)
-
-
-def fit_power_law(params: Sequence[float], onsets: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
-                  confidence: float = 0.95, seed: int = 0) -> PowerLaw:
-    """Least-squares fit of log T = log a + b log P, with percentile bootstrap intervals over runs."""
+def _log_points(params: Sequence[float], onsets: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     if len(params) != len(onsets):
         raise ValueError(f"scaling fit needs one onset per run: {len(params)} sizes, {len(onsets)} onsets")
-    if min(params, default=0) <= 0 or min(onsets, default=0) <= 0:
+    if min(params, default=1) <= 0 or min(onsets, default=1) <= 0:
         raise ValueError(f"scaling fit needs positive sizes and onsets, got sizes {list(params)}, onsets {list(onsets)}")
-    log_params, log_onsets = np.log(np.asarray(params, float)), np.log(np.asarray(onsets, float))
-    if len(np.unique(log_params)) < 2:
-        raise ValueError(f"scaling fit needs runs of at least 2 model sizes, got sizes {sorted(set(params))}")
-    log_a, b = _least_squares(log_params, log_onsets)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        picked = rng.integers(0, len(log_params), len(log_params))
-        if len(np.unique(log_params[picked])) >= 2:  # a resample of one size has no slope
-            draws.append(_least_squares(log_params[picked], log_onsets[picked]))
-    tail = 100 * (1 - confidence) / 2
-    (log_a_lo, b_lo), (log_a_hi, b_hi) = np.percentile(np.array(draws), [tail, 100 - tail], axis=0)
-    return PowerLaw(a=float(np.exp(log_a)), b=b, a_ci=(float(np.exp(log_a_lo)), float(np.exp(log_a_hi))),
-                    b_ci=(float(b_lo), float(b_hi)), runs=len(log_params))
+    return np.log(np.asarray(params, float)), np.log(np.asarray(onsets, float))
+
+
+def _require_sizes(params: Sequence[float], what: str) -> None:
+    sizes = sorted(set(params))
+    if len(sizes) < MIN_SIZES:
+        listed = f" ({', '.join(f'{size:,.0f}' for size in sizes)} params)" if sizes else ""
+        raise NoFit(f"{what} at {len(sizes)} model size{'s' * (len(sizes) != 1)}{listed}; a fit needs "
+                    f"{MIN_SIZES} or more")
+
+
+def fit_power_law(params: Sequence[float], onsets: Sequence[float], confidence: float = CONFIDENCE) -> PowerLaw:
+    """Least squares of log T = log a + b log P over exact onsets, with t-intervals on log a and b."""
+    log_params, log_onsets = _log_points(params, onsets)
+    _require_sizes(params, "exact onsets")
+    line = stats.linregress(log_params, log_onsets)
+    degrees_of_freedom = len(log_params) - 2
+    t = stats.t.ppf((1 + confidence) / 2, degrees_of_freedom)
+    residuals = log_onsets - line.intercept - line.slope * log_params
+    return PowerLaw(
+        a=float(np.exp(line.intercept)), b=float(line.slope),
+        a_ci=(float(np.exp(line.intercept - t * line.intercept_stderr)),
+              float(np.exp(line.intercept + t * line.intercept_stderr))),
+        b_ci=(float(line.slope - t * line.stderr), float(line.slope + t * line.stderr)),
+        n=len(log_params), sigma=float(np.sqrt(residuals @ residuals / degrees_of_freedom)))
+
+
+def fit_censored_power_law(params: Sequence[float], observations: Sequence[OnsetObservation],
+                           confidence: float = CONFIDENCE) -> PowerLaw:
+    """Maximum likelihood of log T = log a + b log P + ε, ε ~ N(0, σ²), over exact and censored onsets."""
+    log_params, log_bounds = _log_points(params, [observation.tasks for observation in observations])
+    _require_sizes([p for p, o in zip(params, observations) if o.censoring != "right"], "onsets")
+    line = fit_censored_line(log_params, log_bounds, [observation.censoring for observation in observations],
+                             confidence)
+    return PowerLaw(a=float(np.exp(line.intercept)), b=line.slope, b_ci=line.slope_ci, n=len(log_params),
+                    sigma=line.sigma)
+
+
+def law_of(fit: dict[str, Any]) -> PowerLaw:
+    """A fit as summary.json stores it, back as a `PowerLaw`."""
+    return PowerLaw(a=float(fit["a"]), b=float(fit["b"]), a_ci=fit.get("a_ci"), b_ci=fit.get("b_ci"),
+                    n=fit.get("n", 0), sigma=fit.get("sigma"))
 
 
 def predict_onset(params: float, law: PowerLaw = STUDY_LAW) -> float:
@@ -63,18 +96,54 @@ def predict_onset(params: float, law: PowerLaw = STUDY_LAW) -> float:
     return law.a * params ** law.b
 
 
+def fitted_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary's run records the law is fit on: continual, without mitigations, with an onset observation."""
+    return [run for run in records
+            if run["problem"] == "continual" and not run["mitigations"] and run["onset_observation"] is not None]
+
+
+def _fit_record(law: PowerLaw, params: Sequence[float], observations: Sequence[OnsetObservation]) -> dict[str, Any]:
+    counts = Counter(observation.censoring for observation in observations)
+    return {**asdict(law), "sizes": len(set(params)), "confidence": CONFIDENCE, "exact": counts["exact"],
+            "right_censored": counts["right"], "left_censored": counts["left"]}
+
+
+def _fit_entry(key: str, fit: Callable[[], PowerLaw], params: Sequence[float],
+               observations: Sequence[OnsetObservation]) -> dict[str, Any]:
+    try:
+        return {key: _fit_record(fit(), params, observations), f"{key}_reason": None}
+    except NoFit as reason:
+        return {key: None, f"{key}_reason": str(reason)}
+
+
+def scaling_fits(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's fits: `scaling_fit` (least squares over exact onsets) and `censored_fit` (maximum
+    likelihood), each null with its `_reason` when the runs cannot support it."""
+    runs = fitted_runs(records)
+    params = [run["non_embedding_params"] for run in runs]
+    observations = [OnsetObservation(**run["onset_observation"]) for run in runs]
+    exact_params = [p for p, o in zip(params, observations) if o.censoring == "exact"]
+    exact = [o for o in observations if o.censoring == "exact"]
+    return {
+        **_fit_entry("scaling_fit", lambda: fit_power_law(exact_params, [o.tasks for o in exact]), exact_params, exact),
+        **_fit_entry("censored_fit", lambda: fit_censored_power_law(params, observations), params, observations),
+    }
+
+
 def law_from_summary(path: str | Path) -> PowerLaw:
     """The `scaling_fit` of a report's `summary.json`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"fit file {path} does not exist")
     try:
-        fit = json.loads(path.read_text()).get("scaling_fit")
+        summary = json.loads(path.read_text())
+        fit = summary.get("scaling_fit")
     except (json.JSONDecodeError, AttributeError):
         raise ValueError(f"fit file {path} is not a report's summary.json") from None
     if not fit:
-        raise ValueError(f"{path} has no scaling fit (it needs onsets from runs of at least 2 model sizes)")
+        reason = summary.get("scaling_fit_reason") or "the report states no reason"
+        raise ValueError(f"{path} has no scaling fit: {reason}")
     try:
-        return PowerLaw(a=float(fit["a"]), b=float(fit["b"]))
-    except (KeyError, TypeError, ValueError):
+        return law_of(fit)
+    except (AttributeError, KeyError, TypeError, ValueError):
         raise ValueError(f"{path}: scaling_fit must hold numbers 'a' and 'b', got {fit!r}") from None

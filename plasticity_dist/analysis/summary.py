@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from plasticity_dist.analysis.auc import auc_pct_change, auc_without_step0
+from plasticity_dist.analysis.censoring import observe_onset
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
 from plasticity_dist.analysis.onset import find_onset
 from plasticity_dist.analysis.predictors import auc_spearman, mean_over_runs
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
-from plasticity_dist.analysis.scaling import PowerLaw, fit_power_law
+from plasticity_dist.analysis.scaling import scaling_fits
 
 
 def reference_probe(probes: Sequence[ProbeResult]) -> ProbeResult | None:
@@ -68,8 +70,10 @@ def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def run_summary(run: Run, k: float) -> dict[str, Any]:
     post_cycle = [probe for probe in run.probes if probe.cycle >= 1]
-    onset = find_onset([probe.tasks_trained for probe in post_cycle], [probe.auc for probe in post_cycle], k=k)
+    tasks = [probe.tasks_trained for probe in post_cycle]
+    onset = find_onset(tasks, [probe.auc for probe in post_cycle], k=k)
     onset_tokens = next((probe.tokens for probe in post_cycle if probe.tasks_trained == onset), None)
+    observation = observe_onset(tasks, [probe.tokens for probe in post_cycle], onset)
     probes = probe_records(run.probes)
     return {
         "run": run.name,
@@ -79,6 +83,7 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
         "probes": probes,
         "onset": onset,
         "onset_tokens": onset_tokens,
+        "onset_observation": None if observation is None else asdict(observation),
         "path": str(run.path),
         "tasks_per_cycle": run.tasks_per_cycle,
         "task_tokens": run.task_tokens,
@@ -90,27 +95,15 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
     }
 
 
-def scaling_fit(runs: Sequence[dict[str, Any]], seed: int = 0) -> PowerLaw | None:
-    """Onset against size over the continual runs without mitigations that have an onset; None without 2
-    sizes to fit."""
-    fitted = [run for run in runs if run["problem"] == "continual" and not run["mitigations"] and run["onset"] is not None]
-    if len({run["non_embedding_params"] for run in fitted}) < 2:
-        return None
-    return fit_power_law([run["non_embedding_params"] for run in fitted], [run["onset"] for run in fitted], seed=seed)
-
-
 def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
     names = [run.name for run in runs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"runs must have distinct folder names; several are called {', '.join(duplicates)}")
     records = [run_summary(run, k) for run in runs]
-    fit = scaling_fit(records)
     return {
         "runs": records,
-        "scaling_fit": None if fit is None else {
-            "a": fit.a, "b": fit.b, "b_ci": list(fit.b_ci), "a_ci": list(fit.a_ci), "runs": fit.runs,
-        },
+        **scaling_fits(records),
         "onset_k": k,
         "diagnostics_auc_spearman_mean": mean_over_runs([record["diagnostics_auc_spearman"] for record in records]),
         "mitigation_groups": mitigation_groups(runs),

@@ -72,7 +72,6 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
     post_cycle = [probe for probe in run.probes if probe.cycle >= 1]
     tasks = [probe.tasks_trained for probe in post_cycle]
     onset = find_onset(tasks, [probe.auc for probe in post_cycle], k=k)
-    onset_tokens = next((probe.tokens for probe in post_cycle if probe.tasks_trained == onset), None)
     observation = observe_onset(tasks, [probe.tokens for probe in post_cycle], onset)
     probes = probe_records(run.probes)
     return {
@@ -82,7 +81,7 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
         "problem": run.problem,
         "probes": probes,
         "onset": onset,
-        "onset_tokens": onset_tokens,
+        "onset_tokens": observation.tokens if onset is not None else None,
         "onset_observation": None if observation is None else asdict(observation),
         "path": str(run.path),
         "tasks_per_cycle": run.tasks_per_cycle,

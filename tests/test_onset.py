@@ -47,8 +47,8 @@ def test_a_smooth_u_has_its_onset_at_its_minimum_wherever_it_lies():
         assert find_onset(TASKS, list(3 + 0.01 * (cycles - minimum) ** 2)) == 8 * minimum
 
 
-def test_interval_is_the_onset_itself_without_noise_and_holds_a_noisy_onset():
-    assert onset_interval(TASKS, FLAT_THEN_RISE_AT_64) == (64, 64)
+def test_interval_reaches_the_probes_around_a_noise_free_break_and_holds_a_noisy_onset():
+    assert onset_interval(TASKS, FLAT_THEN_RISE_AT_64) == (56, 72)
     rng = np.random.default_rng(2)
     aucs = list(dip_then_rise(64) + rng.normal(0, 0.003, len(TASKS)))
     low, high = onset_interval(TASKS, aucs, seed=3)
@@ -60,6 +60,16 @@ def test_interval_is_none_without_an_onset_and_refuses_a_bad_confidence():
     assert onset_interval(TASKS, [3.0] * len(TASKS)) is None
     with pytest.raises(ValueError, match="confidence"):
         onset_interval(TASKS, FLAT_THEN_RISE_AT_64, confidence=1.5)
+
+
+def test_a_straight_rise_from_the_first_probe_is_put_at_the_first_probe():
+    rng = np.random.default_rng(4)
+    draws = 200
+    rise = 3.0 * (1 + 0.005 * np.arange(len(TASKS)))
+    estimates = [find_onset(TASKS, list(rise + rng.normal(0, 0.003, len(TASKS)))) for _ in range(draws)]
+    assert find_onset(TASKS, list(rise)) == TASKS[0]
+    assert estimates.count(TASKS[0]) >= 0.75 * draws
+    assert onset_interval(TASKS, list(rise)) == (0, TASKS[1])
 
 
 def test_rule_text_names_k_and_the_hinge():

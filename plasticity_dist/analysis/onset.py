@@ -16,7 +16,11 @@ The rule, over the post-cycle probes in training order (the cycle-0 baseline is 
 
 `onset_interval` resamples the fit's residuals (a residual bootstrap: the probes' task counts are fixed by
 the design, so resampling whole probes, as scipy.stats.bootstrap does, would drop the ones that place the
-break) and gives a percentile interval of the onset.
+break) and gives the probes around a percentile interval of the break.
+
+A straight rise from the first probe is one line, not a hinge: a hinge whose extra slope does not beat one
+line by an F test (level LINE_TEST_LEVEL) gives way to the line, whose break is the first probe (a
+left-censored onset, "at or before the first probe").
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 MIN_PROBES = 4
 MIN_RISE = 1e-3
 PROBES_AFTER_ONSET = 2
 BOOTSTRAP_RESAMPLES = 1000
 PARABOLA_MARGIN = 0.5
+LINE_TEST_LEVEL = 0.05
 _RULE = (
     "the onset is the task count of the break of the least-squares hinge fit of AUC on tasks (two lines meeting "
     "at a probe; a parabola's minimum instead where a parabola halves the residual sum of squares), provided "
@@ -82,14 +88,25 @@ def _last_argmin(fitted: np.ndarray) -> np.ndarray:
     return len(fitted) - 1 - np.argmin(fitted[::-1], axis=0)
 
 
+def _beats_line(hinge_rss: np.ndarray, line_rss: np.ndarray, aucs: np.ndarray) -> np.ndarray:
+    """Whether a hinge's extra slope improves on one straight line (the hinge at the first probe) by an F test
+    at LINE_TEST_LEVEL, and by more than rounding; where it does not, the curve is one straight line."""
+    degrees_of_freedom = len(aucs) - 3
+    improvement = line_rss - hinge_rss
+    critical = stats.f.ppf(1 - LINE_TEST_LEVEL, 1, degrees_of_freedom)
+    return (improvement > critical * hinge_rss / degrees_of_freedom) & (improvement > 1e-12 * (aucs ** 2).sum(axis=0))
+
+
 def _best_fits(designs: list[np.ndarray], aucs: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """For each column of `aucs`: the index of the best design, its candidate onset, and every design's
     coefficients (one array per design, a column per curve)."""
     coefficients = [np.linalg.lstsq(design, aucs, rcond=None)[0] for design in designs]
     rss = np.stack([((aucs - design @ coef) ** 2).sum(axis=0) for design, coef in zip(designs, coefficients)])
     parabola = len(designs) - 1
+    curves = np.arange(aucs.shape[1])
     best = np.argmin(rss[:parabola], axis=0)
-    best = np.where(rss[parabola] < PARABOLA_MARGIN * rss[best, np.arange(aucs.shape[1])], parabola, best)
+    best = np.where(_beats_line(rss[best, curves], rss[0], aucs), best, 0)
+    best = np.where(rss[parabola] < PARABOLA_MARGIN * rss[best, curves], parabola, best)
     parabola_minimum = _last_argmin(designs[-1] @ coefficients[-1])
     candidates = np.where(best == parabola, parabola_minimum, best)
     return best, candidates, coefficients
@@ -146,10 +163,13 @@ def find_onset(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_
 def onset_interval(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_rise: float = MIN_RISE,
                    confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
                    seed: int = 0) -> tuple[int, int] | None:
-    """Residual-bootstrap percentile interval (task counts of probes) of the onset; None without an onset.
+    """Interval of task counts holding the onset: from the probe before to the probe after the residual-bootstrap
+    percentile interval of the break (0 before the first probe); None without an onset.
 
     Each resample adds the fit's residuals, drawn with replacement and inflated by √(n / degrees of freedom),
-    to the fitted curve and takes the candidate onset of the refit.
+    to the fitted curve and takes the candidate onset of the refit. The break sits on a probe while a true
+    onset lies anywhere between probes, so the interval reaches to the neighbouring probes on both sides
+    (`bench/onset_accuracy.py` measures its coverage).
     """
     _check_probes(tasks, aucs)
     if not 0 < confidence < 1:
@@ -162,7 +182,7 @@ def onset_interval(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, 
     residuals = (observed - fit.fitted) * math.sqrt(len(observed) / (len(observed) - fit.design.shape[1]))
     rng = np.random.default_rng(seed)
     draws = fit.fitted[:, None] + rng.choice(residuals, size=(len(observed), resamples))
-    onsets = task_counts[_best_fits(designs, draws)[1]]
+    breaks = _best_fits(designs, draws)[1]
     tail = (1 - confidence) / 2
-    low, high = np.quantile(onsets, [tail, 1 - tail], method="inverted_cdf")
-    return int(low), int(high)
+    low, high = np.quantile(breaks, [tail, 1 - tail], method="inverted_cdf")
+    return (int(tasks[low - 1]) if low else 0), int(tasks[min(high + 1, len(tasks) - 1)])

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from fabricated_runs import TASKS, make_run
-from plasticity_dist.analysis.correlation import average_ranks, spearman
+from plasticity_dist.analysis.correlation import spearman
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
 from plasticity_dist.cli import main
 
@@ -72,10 +72,6 @@ def report(tmp_path_factory):
     out = root / "report"
     markdown, summary = report_on(runs, out)
     return out, markdown, {run["run"]: run for run in summary["runs"]}, summary
-
-
-def test_average_ranks_share_the_mean_rank_of_a_tie():
-    assert average_ranks([10, 20, 20, 5, 20]).tolist() == [2.0, 4.0, 4.0, 1.0, 4.0]
 
 
 def test_spearman_of_monotone_reversed_and_tied_values():

@@ -20,13 +20,19 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from plasticity_dist.analysis.onset import find_onset, noise_level, onset_interval
+from plasticity_dist.analysis.onset import find_onset, onset_interval
 
 TASKS_PER_CYCLE = 8
 NOISE_PCT = (0.05, 0.1, 0.2, 0.5)
 PROBE_COUNTS = (8, 15, 30)
 HEADLINE_NOISE_PCT = 0.1
 Rule = Callable[[Sequence[int], Sequence[float]], "int | None"]
+
+
+def noise_level(values: Sequence[float]) -> float:
+    """The old rule's noise: standard deviation from second differences (independent noise gives them 6σ²)."""
+    second_differences = [a - 2 * b + c for a, b, c in zip(values, values[1:], values[2:])]
+    return (statistics.fmean(d * d for d in second_differences) / 6) ** 0.5
 
 
 def old_rule(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_rise: float = 1e-3) -> int | None:

@@ -123,7 +123,9 @@ def test_runs_differing_only_in_mitigations_are_compared(report):
     comparison = markdown.split("### Runs that differ only in their mitigations: baseline, shrink, redo")[1]
     comparison = comparison.split("\n## ")[0]
     assert "cycle 5 AUC (%)" in comparison and "other-seed" not in comparison
-    redo_changes = " | ".join(f"{probe['auc']:.4f} ({probe['auc_pct_change']:+.2f})" for probe in runs["redo"]["probes"][1:])
+    redo_changes = " | ".join(
+        f"{probe['auc']:.4f} ({probe['auc_pct_change']:+.2f}{' (within noise)' if probe['auc_pct_change_within_noise'] else ''})"
+        for probe in runs["redo"]["probes"][1:])
     onset = 2 * len(TASKS)  # the default probe AUCs of a 100K run are lowest after cycle 2
     assert f"| redo | redo(every_steps=1000, threshold=0.05) | {redo_changes} | {onset} | 4.0000 |" in comparison
     assert markdown.count("### Runs that differ only in their mitigations") == 1

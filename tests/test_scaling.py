@@ -33,11 +33,12 @@ def report_on(runs, out):
 
 @pytest.fixture(scope="module")
 def censored_report(tmp_path_factory):
-    """Exact onsets at 3 sizes (4, 8 and 10 tasks), a 250K run without an onset and one rising from its first probe."""
+    """Exact onsets at 3 sizes (4, 8 and 10 tasks), a 250K run without an onset and one rising from its first
+    probe (at another learning rate: runs that differ only in seeds would be one replicate group)."""
     root = tmp_path_factory.mktemp("runs")
     runs = [make_run(root, "100K", cycles=6), make_run(root, "600K", cycles=8),
             make_run(root, "5M", cycles=8, aucs=u_shaped(5)),
-            make_run(root, "250K", cycles=6, name="flat", aucs=lambda cycle: 3.0),
+            make_run(root, "250K", cycles=6, name="flat", aucs=lambda cycle: 3.0, overrides=["optimizer.lr=5e-4"]),
             make_run(root, "250K", cycles=6, name="rising", aucs=rising_from_the_first_probe)]
     out = root / "report"
     return out, *report_on(runs, out)
@@ -51,8 +52,9 @@ def test_a_two_size_fit_is_refused_and_says_why(tmp_path, capsys):
     reason = summary["scaling_fit_reason"]
     assert "exact onsets at 2 model sizes (98,624, 603,120 params)" in reason and "3 or more" in reason
     assert f"no least-squares fit: {reason}" in markdown
-    assert [line for line in markdown.splitlines() if "· P^" in line] == [
-        line for line in markdown.splitlines() if line.startswith("- published law: T = ")]
+    law_lines = [line for line in markdown.splitlines() if "· P^" in line]
+    assert len(law_lines) == 1 and law_lines[0].startswith("- published law (the study's tasks): T = ")
+    assert "360 tasks (1.8e+12 tokens at 5e+09 tokens per task)" in law_lines[0]  # not the runs' 1000-token tasks
     assert "no least-squares fit" in " ".join(printed.split())
     with pytest.raises(NoFit, match="2 model sizes"):
         fit_power_law([1e6, 1e6, 1e7], [10, 11, 30])
@@ -103,9 +105,9 @@ def test_censored_runs_show_as_bounds_in_the_onset_table(censored_report):
     assert runs["flat"]["onset"] is None
     assert runs["flat"]["onset_observation"] == {"tasks": 8, "tokens": 8000, "censoring": "right"}
     assert runs["rising"]["onset_observation"] == {"tasks": 2, "tokens": 2000, "censoring": "left"}
-    assert "| flat | 250K | 249,480 | continual | > 8 | > 8,000 |" in markdown
-    assert "| rising | 250K | 249,480 | continual | ≤ 2 | ≤ 2,000 |" in markdown
-    assert "| continual-5M | 5M | 4,979,808 | continual | 10 | 10,000 |" in markdown
+    assert "| flat | 250K | 249,480 | continual | > 8 | > 8,000 | – |" in markdown
+    assert "| rising | 250K | 249,480 | continual | ≤ 2 | ≤ 2,000 | [0, 4] tasks |" in markdown
+    assert "| continual-5M | 5M | 4,979,808 | continual | 10 | 10,000 | [8, 12] tasks |" in markdown
 
 
 def test_only_exact_onsets_enter_least_squares_and_the_censored_fit_takes_every_bound(censored_report):
@@ -115,8 +117,9 @@ def test_only_exact_onsets_enter_least_squares_and_the_censored_fit_takes_every_
     assert least_squares["n"] == 3 and least_squares["b"] == pytest.approx(exact.b)
     assert least_squares["b_ci"] == pytest.approx(list(exact.b_ci))
     assert (censored["n"], censored["exact"], censored["right_censored"], censored["left_censored"]) == (5, 3, 1, 1)
-    assert "least squares over exact onsets, n = 3 runs at 3 sizes" in markdown
-    assert "censored maximum likelihood, n = 5 runs at 4 sizes (3 exact, 1 right-censored, 1 left-censored)" in markdown
+    assert "least squares over exact onsets, n = 3 replicate groups (3 runs) at 3 sizes" in markdown
+    assert ("censored maximum likelihood, n = 5 replicate groups (5 runs) at 4 sizes (3 exact, 1 right-censored, "
+            "1 left-censored)") in markdown
 
 
 def test_the_scaling_plot_marks_censored_runs_as_bounds(censored_report):

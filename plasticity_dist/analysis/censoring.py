@@ -34,26 +34,46 @@ class NoFit(ValueError):
 
 @dataclass(frozen=True)
 class OnsetObservation:
-    """What a run's probes say about its onset: the task count (and tokens) of the bounding probe."""
+    """What probes say about an onset: the tasks and tokens trained before the bounding probe (a geometric mean
+    over a replicate group's runs; tasks None for a stationary run, whose onsets are in tokens)."""
 
-    tasks: int
-    tokens: int | None
+    tasks: float | None
+    tokens: float | None
     censoring: Censoring
 
     def describe(self) -> str:
-        """"16", "> 24" (no onset after 24 tasks) or "≤ 8" (rising from the first probe at 8 tasks)."""
-        return f"{BOUND_SIGNS[self.censoring]}{self.tasks}"
+        """"16", "> 24" (no onset after 24 tasks) or "≤ 8" (rising from the first probe at 8 tasks); in tokens
+        when the observation has no task count."""
+        value = f"{self.tokens:,.0f} tokens" if self.tasks is None else f"{self.tasks:g}"
+        return f"{BOUND_SIGNS[self.censoring]}{value}"
 
 
-def observe_onset(tasks: Sequence[int], tokens: Sequence[int], onset: int | None) -> OnsetObservation | None:
-    """The onset found among post-cycle probes at `tasks` (None: none yet) as an exact or censored observation;
-    None when fewer than 3 probes leave no probe judgeable."""
-    if onset is not None:
-        onset_tokens = next((count for task, count in zip(tasks, tokens) if task == onset), None)
-        return OnsetObservation(onset, onset_tokens, "left" if onset <= tasks[0] else "exact")
-    if len(tasks) < 3:
+def observe_onset(tasks: Sequence[int] | None, tokens: Sequence[int], onset_index: int | None) -> OnsetObservation | None:
+    """The onset at post-cycle probe `onset_index` (None: none yet) as an exact or censored observation;
+    None when fewer than 3 probes leave no probe judgeable. `tasks` is None for a stationary run."""
+    if onset_index is None:
+        if len(tokens) < 3:
+            return None
+        index, censoring = len(tokens) - 3, "right"
+    else:
+        index, censoring = onset_index, "left" if onset_index == 0 else "exact"
+    return OnsetObservation(None if tasks is None else tasks[index], tokens[index], censoring)
+
+
+def combine_observations(observations: Sequence[OnsetObservation]) -> OnsetObservation | None:
+    """One observation of a replicate group's mean log onset: the geometric mean of its runs' task counts (and
+    tokens). With right-censored runs among exact ones it is a lower bound (each onset lies above its value,
+    so their mean does too), with left-censored ones an upper bound; with both, or none, it bounds nothing:
+    None."""
+    kinds = {observation.censoring for observation in observations}
+    if not observations or {"right", "left"} <= kinds:
         return None
-    return OnsetObservation(tasks[-3], tokens[-3], "right")
+    censoring = "right" if "right" in kinds else "left" if "left" in kinds else "exact"
+
+    def geometric_mean(values: list[float | None]) -> float | None:
+        return None if None in values else float(stats.gmean(values))
+    return OnsetObservation(geometric_mean([o.tasks for o in observations]),
+                            geometric_mean([o.tokens for o in observations]), censoring)
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,16 @@ Learning-rate re-warming is not a `mitigations` section but `optimizer.schedule=
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from plasticity_dist.analysis.runs import Run
+from plasticity_dist.analysis.settings import settings_key
 from plasticity_dist.config import ExperimentConfig, config_to_dict
 
 REWARMING_SCHEDULE = "rewarm_cosine"
-# Config keys that do not make runs incomparable: where a run lives and runs its probes, what it measures
-# and logs (neither changes training), and the mitigations themselves.
-NOT_COMPARED = ("run_dir", "resume", "tensorboard", "log_every", "diagnostics", "early_warning", "mitigations",
-                "optimizer.schedule", "probe.executor", "probe.slurm", "probe.local_cpus", "probe.local_gpus",
-                "probe.max_concurrent", "probe.retries")
+MITIGATION_KEYS = ("mitigations", "optimizer.schedule")
 
 
 def _label(name: str, settings: dict[str, Any]) -> str:
@@ -38,23 +34,11 @@ def active_mitigations(config: ExperimentConfig) -> list[str]:
     return labels
 
 
-def _compared_settings(config: ExperimentConfig) -> str:
-    """The config without the `NOT_COMPARED` keys, as canonical JSON."""
-    settings = config_to_dict(config)
-    for key in NOT_COMPARED:
-        *sections, leaf = key.split(".")
-        node = settings
-        for section in sections:
-            node = node[section]
-        node.pop(leaf, None)
-    return json.dumps(settings, sort_keys=True)
-
-
 def mitigation_groups(runs: Sequence[Run]) -> list[list[str]]:
     """Names of the runs that differ only in their mitigations, one list per group (groups of 2+ runs with
     at least two different sets of mitigations)."""
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[_compared_settings(run.config)].append(run)
+        groups[settings_key(run.config, MITIGATION_KEYS)].append(run)
     return [[run.name for run in group] for group in groups.values()
             if len({tuple(active_mitigations(run.config)) for run in group}) > 1]

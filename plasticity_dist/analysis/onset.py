@@ -26,7 +26,6 @@ left-censored onset, "at or before the first probe").
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,17 +51,6 @@ _RULE = (
 def describe_onset_rule(k: float) -> str:
     """The rule in one sentence, for the report."""
     return _RULE.format(k=k, min_rise=MIN_RISE, after=PROBES_AFTER_ONSET, min_probes=MIN_PROBES)
-
-
-def noise_level(values: Sequence[float]) -> float:
-    """Standard deviation of independent noise on a smooth curve, from second differences (0 for < 3 values).
-
-    A second difference of independent noise has variance 6σ²; a smooth trend barely moves it.
-    """
-    second_differences = [a - 2 * b + c for a, b, c in zip(values, values[1:], values[2:])]
-    if not second_differences:
-        return 0.0
-    return math.sqrt(statistics.fmean(d * d for d in second_differences) / 6)
 
 
 def _hinge_design(tasks: np.ndarray, break_index: int) -> np.ndarray:
@@ -158,6 +146,16 @@ def find_onset(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_
     observed = np.asarray(aucs, float)
     fit = CurveFit.of(_designs(np.asarray(tasks, float)), observed)
     return int(tasks[fit.candidate]) if fit.is_sustained_rise(observed, k, min_rise) else None
+
+
+def residual_noise(tasks: Sequence[float], aucs: Sequence[float]) -> tuple[float, int] | None:
+    """The residual standard deviation of the rule's best fit and its degrees of freedom; None below
+    MIN_PROBES probes."""
+    _check_probes(tasks, aucs)
+    if len(aucs) < MIN_PROBES:
+        return None
+    fit = CurveFit.of(_designs(np.asarray(tasks, float)), np.asarray(aucs, float))
+    return math.sqrt(fit.residual_variance), len(aucs) - fit.design.shape[1]
 
 
 def onset_interval(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_rise: float = MIN_RISE,

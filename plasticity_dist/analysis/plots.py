@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from plasticity_dist.analysis.predictors import DIAGNOSTICS, diagnostic_value
 from plasticity_dist.analysis.runs import Run, events
-from plasticity_dist.analysis.scaling import STUDY_LAW, fitted_runs, law_of, predict_onset
+from plasticity_dist.analysis.scaling import STUDY_LAW, fitted_groups, law_of, predict_onset
 
 DIAGNOSTIC_COLUMNS = 5  # panels per row of the diagnostics figure
 
@@ -69,6 +69,33 @@ def auc_change_figure(runs: Sequence[dict[str, Any]], problem: str) -> Figure:
 def plot_auc_change(runs: Sequence[dict[str, Any]], problem: str, path: Path) -> Path:
     """`auc_change_figure` as a PNG."""
     return _save(auc_change_figure(runs, problem), path)
+
+
+def group_label(group: dict[str, Any]) -> str:
+    return f"{group['model']} ({group['non_embedding_params']:,} params), n = {group['n']}: {', '.join(group['runs'])}"
+
+
+def group_auc_change_figure(groups: Sequence[dict[str, Any]], problem: str) -> Figure:
+    """Each replicate group's mean AUC % change per post-cycle probe with a band of ± one standard error."""
+    x_key, xlabel = ("cycle", "cycle") if problem == "continual" else ("tokens", "tokens trained")
+    figure, axes = _new_axes(f"Probe AUC change of replicate groups ({problem}; band: ± 1 standard error)", xlabel,
+                             "mean AUC % change vs first post-cycle probe")
+    colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(groups), 1)))
+    for group, color in zip(groups, colors):
+        cycles = [cycle for cycle in group["cycles"] if cycle["cycle"] >= 1 and cycle["auc_pct_change_mean"] is not None]
+        x = np.array([cycle[x_key] for cycle in cycles], float)
+        mean = np.array([cycle["auc_pct_change_mean"] for cycle in cycles])
+        se = np.array([cycle["auc_pct_change_se"] or 0.0 for cycle in cycles])
+        axes.plot(x, mean, "o-", color=color, label=group_label(group))
+        axes.fill_between(x, mean - se, mean + se, color=color, alpha=0.25)
+    axes.axhline(0, color="black", lw=0.8)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def plot_group_auc_change(groups: Sequence[dict[str, Any]], problem: str, path: Path) -> Path:
+    """`group_auc_change_figure` as a PNG."""
+    return _save(group_auc_change_figure(groups, problem), path)
 
 
 def plot_probe_curves(run: Run, path: Path) -> Path:
@@ -139,11 +166,11 @@ def plot_diagnostics(run: Run, path: Path) -> Path:
 
 
 def scaling_figure(summary: dict[str, Any]) -> Figure:
-    """Onset (tasks) against non-embedding parameters, log-log, over the runs the law is fit on: exact onsets
-    as dots, no onset yet as a lower bound (arrow up), a rise from the first probe as an upper bound (arrow
-    down); the fits that the runs support and the published law."""
+    """Onset (tasks) against non-embedding parameters, log-log, one point per replicate group the law is fit on
+    (its runs' geometric-mean onset): exact onsets as dots, no onset yet as a lower bound (arrow up), a rise
+    from the first probe as an upper bound (arrow down); the fits that the groups support and the published law."""
     figure, axes = _new_axes("Onset of plasticity loss", "non-embedding parameters", "onset (tasks trained)")
-    runs = fitted_runs(summary["runs"])
+    groups = fitted_groups(summary["replicate_groups"])
     sizes = [run["non_embedding_params"] for run in summary["runs"]] + [1e9]
     grid = np.geomspace(min(sizes), max(sizes), 50)
     laws = [(STUDY_LAW, "--", "grey", "published")]
@@ -156,8 +183,8 @@ def scaling_figure(summary: dict[str, Any]) -> Figure:
                   label=f"{name}: T = {law.a:.3g}·P^{law.b:.4g}")
     for censoring, arrow, label in (("exact", {}, "onset"), ("right", {"lolims": True}, "no onset yet: lower bound"),
                                     ("left", {"uplims": True}, "rise from the first probe: upper bound")):
-        points = [(run["non_embedding_params"], run["onset_observation"]["tasks"]) for run in runs
-                  if run["onset_observation"]["censoring"] == censoring]
+        points = [(group["non_embedding_params"], group["onset_observation"]["tasks"]) for group in groups
+                  if group["onset_observation"]["censoring"] == censoring]
         if points:
             params, tasks = np.array(points, float).T
             axes.errorbar(params, tasks, yerr=0.5 * tasks if arrow else None, fmt="o", color="tab:red",

@@ -18,8 +18,14 @@ from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, predic
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 
-AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "AUC w/o step 0", "% change w/o step 0")
-ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset (tasks)", "onset (tokens)")
+AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "σ (% change)", "AUC w/o step 0",
+               "% change w/o step 0", "σ (% change w/o step 0)")
+TERMINAL_AUC_COLUMNS = ("run", "cycle", "tasks", "AUC", "% change", "σ (% change)")  # report.md has them all
+ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset (tasks)", "onset (tokens)",
+                 "95 % interval")
+GROUP_ONSET_COLUMNS = ("group", "model", "n", "onset: mean ± SE", "exact", "> (no onset yet)",
+                       "≤ (from the first probe)", "fit point (geometric mean)")
+STUDY_TASK_TOKENS = 5_000_000_000  # the study's task size: the published law's tasks are of this many tokens
 TRAINING_COLUMNS = ("run", "steps", "tokens", "tasks completed", "final loss", "last val loss", "tokens/s")
 WARNING_COLUMNS = ("run", "kind", "task", "cycle", "step", "tokens", "value", "reference", "threshold", "message")
 PREDICTION_PARAMS = 1e9
@@ -29,31 +35,100 @@ def _number(value: float | int | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _change_cell(change: float | None, within: bool | None) -> str:
+    """A % change, marked when it lies within noise of zero."""
+    return _number(change, "+.2f") + (" (within noise)" if within else "")
+
+
+def _sigma_cell(noise: dict[str, Any] | None) -> str:
+    return "–" if noise is None else f"{noise['sigma_pct_change']:.2f}"
+
+
 def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The AUC table: one row per probe of every run, baseline (cycle 0) first."""
+    """The AUC table: one row per probe of every run, baseline (cycle 0) first, each % change beside the
+    noise σ of the run's % changes."""
     rows = []
     for run in summary["runs"]:
+        noise = run["noise"]
         for probe in run["probes"]:
             rows.append((
                 run["run"], run["model"], "0 (baseline)" if probe["cycle"] == 0 else str(probe["cycle"]),
                 str(probe["tasks_trained"]), f"{probe['tokens']:,}", f"{probe['auc']:.4f}",
-                _number(probe["auc_pct_change"], "+.2f"), _number(probe["auc_without_step0"], ".4f"),
-                _number(probe["auc_without_step0_pct_change"], "+.2f"),
+                _change_cell(probe["auc_pct_change"], probe["auc_pct_change_within_noise"]), _sigma_cell(noise["auc"]),
+                _number(probe["auc_without_step0"], ".4f"),
+                _change_cell(probe["auc_without_step0_pct_change"], probe["auc_without_step0_pct_change_within_noise"]),
+                _sigma_cell(noise["auc_without_step0"]),
             ))
     return rows
 
 
-def _onset_cells(observation: dict[str, Any] | None) -> tuple[str, str]:
-    """Tasks and tokens of an onset: "16", "> 24" (right-censored), "≤ 8" (left-censored) or "–"."""
-    if observation is None:
-        return "–", "–"
-    sign = BOUND_SIGNS[observation["censoring"]]
-    return f"{sign}{observation['tasks']}", f"{sign}{_number(observation['tokens'], ',')}"
+def _bounded(observation: dict[str, Any] | None, key: str, spec: str) -> str:
+    """An observation's tasks or tokens with its bound: "16", "> 24" (right-censored), "≤ 8" (left-censored)."""
+    if observation is None or observation[key] is None:
+        return "–"
+    return f"{BOUND_SIGNS[observation['censoring']]}{format(observation[key], spec)}"
+
+
+def _interval_cell(run: dict[str, Any]) -> str:
+    if run["onset_interval"] is None:
+        return "–"
+    low, high = run["onset_interval"]
+    return f"[{low:,}, {high:,}] {run['onset_unit']}"
 
 
 def onset_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per run; a stationary run's onset is in tokens only."""
     return [(run["run"], run["model"], f"{run['non_embedding_params']:,}", run["problem"],
-             *_onset_cells(run["onset_observation"])) for run in summary["runs"]]
+             _bounded(run["onset_observation"], "tasks", "g"), _bounded(run["onset_observation"], "tokens", ",.0f"),
+             _interval_cell(run)) for run in summary["runs"]]
+
+
+def _mean_cell(mean: float | None, se: float | None, spec: str) -> str:
+    """"mean ± SE", or the mean alone when one value leaves no standard error."""
+    if mean is None:
+        return "–"
+    return format(mean, spec) + ("" if se is None else f" ± {format(se, spec.lstrip('+'))}")
+
+
+def group_onset_rows(groups: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows = []
+    for group in groups:
+        unit = group["onset_unit"]
+        rows.append((", ".join(group["runs"]), group["model"], str(group["n"]),
+                     _mean_cell(group["onset_mean"], group["onset_se"], ",.4g") + f" {unit}",
+                     str(group["onset_exact_n"]), str(group["onset_right_censored"]), str(group["onset_left_censored"]),
+                     _bounded(group["onset_observation"], "tasks" if unit == "tasks" else "tokens", ",.4g")))
+    return rows
+
+
+def _group_change_table(group: dict[str, Any]) -> str:
+    rows = [("0 (baseline)" if cycle["cycle"] == 0 else str(cycle["cycle"]), str(cycle["tasks_trained"]),
+             f"{cycle['tokens']:,}", str(cycle["n"]),
+             *(_mean_cell(cycle[f"{change}_mean"], cycle[f"{change}_se"], "+.2f")
+               + (" (within noise)" if cycle[f"{change}_within_noise"] and cycle["cycle"] > 1 else "")
+               for change in ("auc_pct_change", "auc_without_step0_pct_change")))
+            for cycle in group["cycles"]]
+    return _markdown_table(("cycle", "tasks", "tokens", "n", "% change: mean ± SE", "% change w/o step 0: mean ± SE"),
+                           rows)
+
+
+def replicates_section(summary: dict[str, Any]) -> str:
+    """Groups of runs that differ only in their seeds: per-cycle % changes and onsets as mean ± SE with n."""
+    groups = summary["replicate_groups"]
+    replicated = [group for group in groups if group["n"] > 1]
+    lines = ["## Replicate groups", "",
+             "Runs that differ only in `seed` and `data.seed` form a group. Each % change is against the run's own "
+             "first post-cycle probe; a group's is the mean ± standard error over its runs with that probe (n), "
+             "\"within noise\" when the mean lies within 2 standard errors of zero. A group's onset is the mean ± "
+             "SE of its runs' exact onsets, censored runs counted beside it; it enters the scaling fits once, at "
+             "the geometric mean of its runs' onsets (a bound when some runs are censored).", "",
+             _markdown_table(GROUP_ONSET_COLUMNS, group_onset_rows(groups))]
+    if not replicated:
+        lines += ["", "No run has a replicate, so no % change has a standard error: the σ in the AUC table is each "
+                      "run's probe noise. Runs with other seeds (`seed=`, `data.seed=`) give standard errors."]
+    for group in replicated:
+        lines += ["", f"### {group['model']}: {', '.join(group['runs'])}", "", _group_change_table(group)]
+    return "\n".join(lines)
 
 
 def training_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -81,16 +156,18 @@ def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
     for run in group:
         probes = {probe["cycle"]: probe for probe in run["probes"]}
         rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
-                     *(_auc_cell(probes.get(cycle)) for cycle in cycles), _number(run["onset"], "d"),
+                     *(_auc_cell(probes.get(cycle)) for cycle in cycles),
+                     _bounded(run["onset_observation"], "tasks" if run["onset_unit"] == "tasks" else "tokens", ",.0f"),
                      _number(run["training"].get("last_val_loss"), ".4f")))
-    columns = ("run", "mitigations", *(f"cycle {cycle} AUC (%)" for cycle in cycles), "onset (tasks)", "last val loss")
+    columns = ("run", "mitigations", *(f"cycle {cycle} AUC (%)" for cycle in cycles), f"onset ({group[0]['onset_unit']})",
+               "last val loss")
     return _markdown_table(columns, rows)
 
 
 def _auc_cell(probe: dict[str, Any] | None) -> str:
     if probe is None:
         return "–"
-    return f"{probe['auc']:.4f} ({_number(probe['auc_pct_change'], '+.2f')})"
+    return f"{probe['auc']:.4f} ({_change_cell(probe['auc_pct_change'], probe['auc_pct_change_within_noise'])})"
 
 
 def mitigations_section(summary: dict[str, Any]) -> str:
@@ -145,6 +222,10 @@ def _interval(bounds: Sequence[float | None]) -> str:
     return f"{'(−∞' if low is None else f'[{low:.4f}'}, {'∞)' if high is None else f'{high:.4f}]'}"
 
 
+def _points(fit: dict[str, Any]) -> str:
+    return f"n = {fit['n']} replicate group{'s' * (fit['n'] != 1)} ({fit['runs']} runs) at {fit['sizes']} sizes"
+
+
 def fit_statements(summary: dict[str, Any]) -> list[str]:
     """One line per fit, stating n; a fit the runs cannot support says why."""
     statements = []
@@ -153,32 +234,33 @@ def fit_statements(summary: dict[str, Any]) -> list[str]:
         statements.append(f"no least-squares fit: {summary['scaling_fit_reason']}")
     else:
         statements.append(
-            f"least squares over exact onsets, n = {fit['n']} runs at {fit['sizes']} sizes: T = {fit['a']:.4g} · "
-            f"P^{fit['b']:.4f}, b in {_interval(fit['b_ci'])}, a in [{fit['a_ci'][0]:.4g}, {fit['a_ci'][1]:.4g}] "
-            f"({fit['confidence']:.0%} t-intervals, n − 2 = {fit['n'] - 2} degrees of freedom), σ(log T) = {fit['sigma']:.3g}")
+            f"least squares over exact onsets, {_points(fit)}: T = {fit['a']:.4g} · P^{fit['b']:.4f}, b in "
+            f"{_interval(fit['b_ci'])}, a in [{fit['a_ci'][0]:.4g}, {fit['a_ci'][1]:.4g}] ({fit['confidence']:.0%} "
+            f"t-intervals, n − 2 = {fit['n'] - 2} degrees of freedom), σ(log T) = {fit['sigma']:.3g}")
     fit = summary["censored_fit"]
     if fit is None:
         statements.append(f"no censored fit: {summary['censored_fit_reason']}")
     else:
         statements.append(
-            f"censored maximum likelihood, n = {fit['n']} runs at {fit['sizes']} sizes ({fit['exact']} exact, "
-            f"{fit['right_censored']} right-censored, {fit['left_censored']} left-censored): T = {fit['a']:.4g} · "
-            f"P^{fit['b']:.4f}, b in {_interval(fit['b_ci'])} ({fit['confidence']:.0%} profile likelihood), "
-            f"σ(log T) = {fit['sigma']:.3g}")
+            f"censored maximum likelihood, {_points(fit)} ({fit['exact']} exact, {fit['right_censored']} "
+            f"right-censored, {fit['left_censored']} left-censored): T = {fit['a']:.4g} · P^{fit['b']:.4f}, b in "
+            f"{_interval(fit['b_ci'])} ({fit['confidence']:.0%} profile likelihood), σ(log T) = {fit['sigma']:.3g}")
     return statements
 
 
 def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
+    """The fits with their n, their predictions at the runs' task size, and the published law at the study's."""
     lines = ["## Scaling law of the onset", "",
-             "Fits of log T = log a + b log P over the continual runs without mitigations (T in tasks, P the "
-             "non-embedding parameters), each only from onsets at 3 or more model sizes. Least squares uses the "
-             "exact onsets, with t-intervals on n − 2 degrees of freedom. The censored maximum-likelihood fit "
-             "(Gaussian errors in log T) also takes runs without an onset as lower bounds (> X) and rises from "
-             "the first probe as upper bounds (≤ X), with a profile-likelihood interval on b.", ""]
+             "Fits of log T = log a + b log P over the replicate groups of continual runs without mitigations (T "
+             "in tasks, P the non-embedding parameters; a group is one point, at its runs' geometric-mean onset), "
+             "each only from onsets at 3 or more model sizes. Least squares uses the exact onsets, with "
+             "t-intervals on n − 2 degrees of freedom. The censored maximum-likelihood fit (Gaussian errors in "
+             "log T) also takes groups without an onset as lower bounds (> X) and rises from the first probe as "
+             "upper bounds (≤ X), with a profile-likelihood interval on b.", ""]
     lines += [f"- {statement}" for statement in fit_statements(summary)]
     lines += [f"- {name} prediction (n = {summary[key]['n']}): {_law_text(law_of(summary[key]), task_tokens)}"
               for key, name in (("scaling_fit", "least-squares"), ("censored_fit", "censored")) if summary[key]]
-    lines.append(f"- published law: {_law_text(STUDY_LAW, task_tokens)}")
+    lines.append(f"- published law (the study's tasks): {_law_text(STUDY_LAW, STUDY_TASK_TOKENS)}")
     return "\n".join(lines)
 
 
@@ -194,14 +276,21 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "the probe of the untrained initial weights. Stationary runs: cycles are probe intervals. The AUC "
         "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
-        "probes share one probe config and eval grid (the report refuses to mix them).", "",
+        "probes share one probe config and eval grid (the report refuses to mix them). σ is the noise of the "
+        "run's % changes: the scatter of its post-cycle AUCs about their trend (from second differences, 3 or "
+        "more post-cycle probes), times √2 for the two AUCs a change compares; \"within noise\" marks a change "
+        "within 2σ of zero.", "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",
         _markdown_table(ONSET_COLUMNS, onset_rows(summary)), "",
         "\"> X\": no onset yet; the onset lies after the last probe the rule can judge (right-censored). "
         "\"≤ X\": the rise starts at the first post-cycle probe, so the onset lies at or before it "
-        "(left-censored); neither is fit as an exact onset.", "",
+        "(left-censored); neither is fit as an exact onset. Continual onsets are in tasks, stationary ones in "
+        "tokens (their probe intervals are not tasks). The interval runs from the probe before to the probe after "
+        "the 95 % residual-bootstrap interval of the break (a break sits on a probe, an onset anywhere between "
+        "probes).", "",
+        replicates_section(summary), "",
         scaling_section(summary, task_tokens), "",
         "## Training", "",
         _markdown_table(TRAINING_COLUMNS, training_rows(summary)), "",
@@ -221,6 +310,9 @@ def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> lis
         records = [run for run in summary["runs"] if run["problem"] == problem and run["probes"]]
         if records:
             figures.append(plots.plot_auc_change(records, problem, out / f"auc_change_{problem}.png"))
+        groups = [group for group in summary["replicate_groups"] if group["problem"] == problem and group["n"] > 1]
+        if groups:
+            figures.append(plots.plot_group_auc_change(groups, problem, out / f"auc_change_replicates_{problem}.png"))
     figures.append(plots.plot_scaling(summary, out / "onset_scaling.png"))
     for run in runs:
         if run.probes:
@@ -242,9 +334,13 @@ def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
-    console.print(_rich_table("Probe AUC per run and cycle (% change vs first post-cycle probe)", AUC_COLUMNS,
-                              auc_rows(summary)))
+    shown = [AUC_COLUMNS.index(column) for column in TERMINAL_AUC_COLUMNS]
+    console.print(_rich_table("Probe AUC per run and cycle (% change vs first post-cycle probe)", TERMINAL_AUC_COLUMNS,
+                              [tuple(row[index] for index in shown) for row in auc_rows(summary)]))
     console.print(_rich_table("Onset of plasticity loss", ONSET_COLUMNS, onset_rows(summary)))
+    groups = summary["replicate_groups"]
+    if any(group["n"] > 1 for group in groups):
+        console.print(_rich_table("Onset per replicate group", GROUP_ONSET_COLUMNS, group_onset_rows(groups)))
     for statement in fit_statements(summary):
         console.print(f"scaling fit: {statement}", highlight=False)
 

@@ -1,6 +1,7 @@
 """Scaling law of the onset: T = a · P^b (tasks against non-embedding parameters), fit in log space.
 
-Two fits over the continual runs without mitigations, each only from onsets at `MIN_SIZES` or more model
+Two fits over the replicate groups of continual runs without mitigations (a group, its runs' geometric-mean
+onset, is one point; a run alone is a group of one), each only from onsets at `MIN_SIZES` or more model
 sizes (fewer leave a line with no scatter to give it an interval):
 - `fit_power_law`: least squares over the exact onsets, with t-intervals (n − 2 degrees of freedom);
 - `fit_censored_power_law`: maximum likelihood with Gaussian errors in log T that also takes runs without an
@@ -33,7 +34,7 @@ class PowerLaw:
     b: float
     a_ci: tuple[float, float] | None = None
     b_ci: tuple[float | None, float | None] | None = None  # None at an end the data leave open
-    n: int = 0  # how many runs it was fit on (0: given, not fit)
+    n: int = 0  # how many points (replicate groups) it was fit on (0: given, not fit)
     sigma: float | None = None  # scatter of log T about the law
 
 
@@ -96,37 +97,42 @@ def predict_onset(params: float, law: PowerLaw = STUDY_LAW) -> float:
     return law.a * params ** law.b
 
 
-def fitted_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The summary's run records the law is fit on: continual, without mitigations, with an onset observation."""
-    return [run for run in records
-            if run["problem"] == "continual" and not run["mitigations"] and run["onset_observation"] is not None]
+def fitted_groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary's replicate groups the law is fit on: continual, without mitigations, with an onset
+    observation (each group one point, however many runs it has)."""
+    return [group for group in groups
+            if group["problem"] == "continual" and not group["mitigations"] and group["onset_observation"] is not None]
 
 
-def _fit_record(law: PowerLaw, params: Sequence[float], observations: Sequence[OnsetObservation]) -> dict[str, Any]:
+def _fit_record(law: PowerLaw, groups: Sequence[dict[str, Any]], observations: Sequence[OnsetObservation]) -> dict[str, Any]:
     counts = Counter(observation.censoring for observation in observations)
-    return {**asdict(law), "sizes": len(set(params)), "confidence": CONFIDENCE, "exact": counts["exact"],
-            "right_censored": counts["right"], "left_censored": counts["left"]}
+    return {**asdict(law), "runs": sum(group["n"] for group in groups),
+            "sizes": len({group["non_embedding_params"] for group in groups}), "confidence": CONFIDENCE,
+            "exact": counts["exact"], "right_censored": counts["right"], "left_censored": counts["left"]}
 
 
-def _fit_entry(key: str, fit: Callable[[], PowerLaw], params: Sequence[float],
+def _fit_entry(key: str, fit: Callable[[], PowerLaw], groups: Sequence[dict[str, Any]],
                observations: Sequence[OnsetObservation]) -> dict[str, Any]:
     try:
-        return {key: _fit_record(fit(), params, observations), f"{key}_reason": None}
+        return {key: _fit_record(fit(), groups, observations), f"{key}_reason": None}
     except NoFit as reason:
         return {key: None, f"{key}_reason": str(reason)}
 
 
-def scaling_fits(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json's fits: `scaling_fit` (least squares over exact onsets) and `censored_fit` (maximum
-    likelihood), each null with its `_reason` when the runs cannot support it."""
-    runs = fitted_runs(records)
-    params = [run["non_embedding_params"] for run in runs]
-    observations = [OnsetObservation(**run["onset_observation"]) for run in runs]
-    exact_params = [p for p, o in zip(params, observations) if o.censoring == "exact"]
-    exact = [o for o in observations if o.censoring == "exact"]
+def scaling_fits(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's fits over replicate groups: `scaling_fit` (least squares over exact onsets) and
+    `censored_fit` (maximum likelihood), each null with its `_reason` when the groups cannot support it; `n`
+    counts groups (the points), `runs` the runs in them."""
+    fitted = fitted_groups(groups)
+    observations = [OnsetObservation(**group["onset_observation"]) for group in fitted]
+    params = [group["non_embedding_params"] for group in fitted]
+    exact = [(group, o) for group, o in zip(fitted, observations) if o.censoring == "exact"]
+    exact_groups, exact_observations = [group for group, _ in exact], [o for _, o in exact]
     return {
-        **_fit_entry("scaling_fit", lambda: fit_power_law(exact_params, [o.tasks for o in exact]), exact_params, exact),
-        **_fit_entry("censored_fit", lambda: fit_censored_power_law(params, observations), params, observations),
+        **_fit_entry("scaling_fit", lambda: fit_power_law([g["non_embedding_params"] for g in exact_groups],
+                                                          [o.tasks for o in exact_observations]),
+                     exact_groups, exact_observations),
+        **_fit_entry("censored_fit", lambda: fit_censored_power_law(params, observations), fitted, observations),
     }
 
 

@@ -1,5 +1,6 @@
 """The numbers of a report: per-run probe AUCs and their % change, the onset, the training, the mitigations,
-how well each diagnostic predicts the AUC rise, the early warnings; the scaling fit and the mitigation groups.
+how well each diagnostic predicts the AUC rise, the early warnings; the replicate groups, the scaling fits on
+them and the mitigation groups.
 
 `build_summary` returns what `summary.json` holds (keys fixed in DESIGN.md; extra keys only add).
 """
@@ -14,8 +15,10 @@ from typing import Any
 from plasticity_dist.analysis.auc import auc_pct_change, auc_without_step0
 from plasticity_dist.analysis.censoring import observe_onset
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
-from plasticity_dist.analysis.onset import find_onset
+from plasticity_dist.analysis.noise import change_noise, within_noise
+from plasticity_dist.analysis.onset import find_onset, onset_interval
 from plasticity_dist.analysis.predictors import auc_spearman, mean_over_runs
+from plasticity_dist.analysis.replicates import group_record, replicate_groups
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import scaling_fits
 
@@ -29,26 +32,30 @@ def _pct_change(auc: float | None, reference: float | None) -> float | None:
     return None if auc is None or reference is None else auc_pct_change(auc, reference)
 
 
-def probe_records(probes: Sequence[ProbeResult]) -> list[dict[str, Any]]:
+def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One record per probe, the baseline included: the study's AUC and the AUC without step 0, each with its
-    % change (null while no post-cycle probe exists, or without 2 eval points after step 0)."""
+    % change (null while no post-cycle probe exists, or without 2 eval points after step 0) and whether that
+    change is within the run's probe noise (null for the baseline, the reference itself, or an unknown σ);
+    and that noise per AUC (null with too few post-cycle probes). `positions`: the post-cycle probes' tasks
+    (continual) or tokens (stationary)."""
     reference = reference_probe(probes)
-    reference_auc = reference.auc if reference else None
-    reference_without_step0 = auc_without_step0(reference.eval_tokens, reference.val_losses) if reference else None
-    records = []
-    for probe in probes:
-        without_step0 = auc_without_step0(probe.eval_tokens, probe.val_losses)
-        records.append({
-            "cycle": probe.cycle,
-            "tokens": probe.tokens,
-            "auc": probe.auc,
-            "auc_pct_change": _pct_change(probe.auc, reference_auc),
-            "auc_without_step0": without_step0,
-            "auc_without_step0_pct_change": _pct_change(without_step0, reference_without_step0),
-            "tasks_trained": probe.tasks_trained,
-            "checkpoint": probe.checkpoint,
-        })
-    return records
+    series = {"auc": [probe.auc for probe in probes],
+              "auc_without_step0": [auc_without_step0(probe.eval_tokens, probe.val_losses) for probe in probes]}
+    records = [{"cycle": probe.cycle, "tokens": probe.tokens, "tasks_trained": probe.tasks_trained,
+                "checkpoint": probe.checkpoint} for probe in probes]
+    noise: dict[str, Any] = {}
+    for name, values in series.items():
+        reference_value = values[probes.index(reference)] if reference else None
+        trained = [value for probe, value in zip(probes, values) if probe.cycle >= 1]
+        known = None not in trained and reference_value is not None
+        noise[name] = change_noise(positions, trained, reference_value) if known else None
+        sigma = noise[name].sigma_pct_change if noise[name] else None
+        for probe, value, record in zip(probes, values, records):
+            change = _pct_change(value, reference_value)
+            judged = probe.cycle >= 1 and probe is not reference
+            record |= {name: value, f"{name}_pct_change": change,
+                       f"{name}_pct_change_within_noise": within_noise(change, sigma) if judged else None}
+    return records, {name: None if figures is None else asdict(figures) for name, figures in noise.items()}
 
 
 def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -69,18 +76,26 @@ def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_summary(run: Run, k: float) -> dict[str, Any]:
+    """A run's record in summary.json; onsets of stationary runs are in tokens, of continual runs in tasks."""
     post_cycle = [probe for probe in run.probes if probe.cycle >= 1]
     tasks = [probe.tasks_trained for probe in post_cycle]
-    onset = find_onset(tasks, [probe.auc for probe in post_cycle], k=k)
-    observation = observe_onset(tasks, [probe.tokens for probe in post_cycle], onset)
-    probes = probe_records(run.probes)
+    tokens = [probe.tokens for probe in post_cycle]
+    unit, positions = ("tokens", tokens) if run.problem == "stationary" else ("tasks", tasks)
+    aucs = [probe.auc for probe in post_cycle]
+    onset = find_onset(positions, aucs, k=k)
+    observation = observe_onset(None if unit == "tokens" else tasks, tokens,
+                                None if onset is None else positions.index(onset))
+    probes, noise = probe_records(run.probes, positions)
     return {
         "run": run.name,
         "model": run.model,
         "non_embedding_params": run.non_embedding_params,
         "problem": run.problem,
         "probes": probes,
+        "noise": noise,
         "onset": onset,
+        "onset_unit": unit,
+        "onset_interval": onset_interval(positions, aucs, k=k),
         "onset_tokens": observation.tokens if onset is not None else None,
         "onset_observation": None if observation is None else asdict(observation),
         "path": str(run.path),
@@ -99,11 +114,14 @@ def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"runs must have distinct folder names; several are called {', '.join(duplicates)}")
-    records = [run_summary(run, k) for run in runs]
+    records = {run.name: run_summary(run, k) for run in runs}
+    groups = [group_record([records[name] for name in names]) for names in replicate_groups(runs)]
     return {
-        "runs": records,
-        **scaling_fits(records),
+        "runs": list(records.values()),
+        "replicate_groups": groups,
+        **scaling_fits(groups),
         "onset_k": k,
-        "diagnostics_auc_spearman_mean": mean_over_runs([record["diagnostics_auc_spearman"] for record in records]),
+        "diagnostics_auc_spearman_mean": mean_over_runs([record["diagnostics_auc_spearman"]
+                                                         for record in records.values()]),
         "mitigation_groups": mitigation_groups(runs),
     }

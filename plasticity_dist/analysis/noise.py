@@ -1,0 +1,44 @@
+"""Probe noise: the scatter of a run's post-cycle AUCs about the onset rule's fit, and which % changes it explains.
+
+σ is the residual standard deviation of the rule's best fit (a hinge, one line or a parabola) of AUC on tasks,
+on n − p degrees of freedom, so it needs the rule's MIN_PROBES post-cycle probes. A % change compares two
+AUCs, each with noise σ, so its own noise is √2·σ in % of the reference AUC; a change within
+WITHIN_NOISE_SIGMAS of those of zero is "within noise".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from plasticity_dist.analysis.onset import residual_noise
+
+WITHIN_NOISE_SIGMAS = 2.0
+
+
+@dataclass(frozen=True)
+class ChangeNoise:
+    sigma: float  # noise of one AUC
+    sigma_pct_change: float  # noise of a % change against the reference AUC: √2·σ / reference, in %
+    degrees_of_freedom: int  # of the fit σ comes from
+
+
+def change_noise(positions: Sequence[float], values: Sequence[float], reference: float) -> ChangeNoise | None:
+    """The noise of post-cycle AUCs `values` at `positions` (tasks or tokens, in training order) and of their %
+    changes against `reference`; None with too few probes for the onset rule's fit."""
+    if reference <= 0:
+        raise ValueError(f"reference AUC must be positive, got {reference}")
+    noise = residual_noise(positions, values)
+    if noise is None:
+        return None
+    sigma, degrees_of_freedom = noise
+    return ChangeNoise(sigma=sigma, sigma_pct_change=100 * math.sqrt(2) * sigma / reference,
+                       degrees_of_freedom=degrees_of_freedom)
+
+
+def within_noise(change: float | None, sigma: float | None) -> bool | None:
+    """Whether a change lies within WITHIN_NOISE_SIGMAS σ of zero; None when either is unknown."""
+    if change is None or sigma is None:
+        return None
+    return abs(change) <= WITHIN_NOISE_SIGMAS * sigma

@@ -1,0 +1,26 @@
+"""Which runs share their settings: a run's resolved config as canonical JSON, less the keys a comparison ignores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from plasticity_dist.config import ExperimentConfig, config_to_dict
+
+# Where a run lives and runs its probes, and what it measures and logs: none of these change its numbers.
+PLACEMENT_KEYS = ("run_dir", "resume", "tensorboard", "log_every", "diagnostics", "early_warning",
+                  "probe.executor", "probe.slurm", "probe.local_cpus", "probe.local_gpus", "probe.max_concurrent",
+                  "probe.retries")
+
+
+def settings_key(config: ExperimentConfig, ignored: Sequence[str]) -> str:
+    """The config without PLACEMENT_KEYS and the dotted `ignored` keys, as canonical JSON: equal keys mean runs
+    that differ only in what was ignored."""
+    settings = config_to_dict(config)
+    for key in (*PLACEMENT_KEYS, *ignored):
+        *sections, leaf = key.split(".")
+        node = settings
+        for section in sections:
+            node = node[section]
+        node.pop(leaf, None)
+    return json.dumps(settings, sort_keys=True)

@@ -39,8 +39,9 @@ BOOTSTRAP_RESAMPLES = 1000
 PARABOLA_MARGIN = 0.5
 LINE_TEST_LEVEL = 0.05
 _RULE = (
-    "the onset is the task count of the break of the least-squares hinge fit of AUC on tasks (two lines meeting "
-    "at a probe; a parabola's minimum instead where a parabola halves the residual sum of squares), provided "
+    "the onset is the task count (tokens for stationary runs) of the break of the least-squares hinge fit of AUC "
+    "on tasks (two lines meeting at a probe; the first probe where one straight line fits as well by an F test "
+    "at level {line_level:g}; a parabola's minimum where a parabola halves the residual sum of squares), provided "
     "the fitted rise from there to the last probe exceeds max(k standard errors, {min_rise:.1%} of the fitted "
     "minimum) with k = {k:g}, at least {after} probes follow it and the last two probes lie more than k residual "
     "standard deviations above the fitted minimum; otherwise (flat, still falling, a lone spike, fewer than "
@@ -50,7 +51,8 @@ _RULE = (
 
 def describe_onset_rule(k: float) -> str:
     """The rule in one sentence, for the report."""
-    return _RULE.format(k=k, min_rise=MIN_RISE, after=PROBES_AFTER_ONSET, min_probes=MIN_PROBES)
+    return _RULE.format(k=k, min_rise=MIN_RISE, after=PROBES_AFTER_ONSET, min_probes=MIN_PROBES,
+                        line_level=LINE_TEST_LEVEL)
 
 
 def _hinge_design(tasks: np.ndarray, break_index: int) -> np.ndarray:

@@ -136,7 +136,7 @@ class ProbeSection:
     eval_points: int = field(default=11, metadata=_at_least(2))  # step 0 and the last step included
     eval_spacing: str = field(default="linear", metadata=_choices("linear", "log"))  # linear: the study's
     eval_tokens: int = field(default=1_000_000, metadata=_at_least(1))
-    lr: float = field(default=6e-4, metadata=_at_least(0.0))
+    lr: float | None = field(default=None, metadata=_at_least(0.0))  # None: the run's optimizer.lr
     executor: str = field(default="local", metadata=_choices("inline", "local", "slurm"))
     max_concurrent: int = field(default=1, metadata=_at_least(1))
     retries: int = field(default=2, metadata=_at_least(0))
@@ -257,6 +257,12 @@ class ExperimentConfig:
     diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
     mitigations: MitigationsSection = field(default_factory=MitigationsSection)
     early_warning: EarlyWarningSection = field(default_factory=EarlyWarningSection)
+
+    def __post_init__(self) -> None:
+        """A probe without its own `probe.lr` trains at the run's `optimizer.lr`: filled in here, so the
+        written config, the probe job and its config hash all hold the learning rate the probe uses."""
+        if self.probe.lr is None:
+            self.probe = dataclasses.replace(self.probe, lr=self.optimizer.lr)
 
 
 def _type_name(tp: Any) -> str:

@@ -1,0 +1,13 @@
+#!/bin/bash
+#SBATCH --job-name=plasticity-stationary-5M
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=1
+#SBATCH --cpus-per-task=8
+#SBATCH --time=2-00:00:00
+#SBATCH --signal=USR1@300
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=logs/%x-%j.out
+SIZE=5M PROBLEM=stationary
+source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/train_size.sh" "$@"

@@ -16,7 +16,8 @@ from plasticity_dist.probe.executors import SlurmExecutor
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STUDY_CONFIGS = ["continual.yaml", "stationary.yaml",
-                 *(f"continual-{size}.yaml" for size in ("5M", "12M", "27M", "53M", "106M", "314M", "1B"))]
+                 *(f"continual-{size}.yaml" for size in ("5M", "12M", "27M", "53M", "106M", "314M", "1B")),
+                 *(f"stationary-{size}.yaml" for size in ("5M", "12M", "27M"))]
 # The time rule: 20% of an A100's dense bf16 peak per GPU, an output layer of up to 64K tokens, x1.5.
 A100_PEAK_FLOPS, ASSUMED_MFU, MAX_VOCAB, MARGIN = 312e12, 0.2, 65536, 1.5
 

@@ -1,8 +1,8 @@
 # The body of every slurm/train_<size>.sh and slurm/train_stationary_<size>.sh: they differ only in their
-# #SBATCH lines, SIZE and PROBLEM (continual unless set: stationary for the stationary control).
+# #SBATCH lines, SIZE and PROBLEM (continual, or stationary for the stationary control).
 # Usage inside one: SIZE=314M; source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/train_size.sh" "$@"
 # Extra arguments are config overrides (sbatch slurm/train_314M.sh optimizer.lr=3e-4); RUN_DIR and
 # CONFIG may be set in the environment (sbatch --export=ALL,RUN_DIR=...).
 source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/common.sh"
-PROBLEM=${PROBLEM:-continual}
+PROBLEM=${PROBLEM:-continual}  # each train_<size>.sh sets it, so an exported PROBLEM does not leak in
 train_and_requeue "${CONFIG:-configs/$PROBLEM-$SIZE.yaml}" "${RUN_DIR:-runs/$PROBLEM-$SIZE}" "$@"

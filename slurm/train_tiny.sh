@@ -8,5 +8,5 @@
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=logs/%x-%j.out
-SIZE=tiny
+SIZE=tiny PROBLEM=continual
 source "${PLASTICITY_REPO:-$SLURM_SUBMIT_DIR}/slurm/train_size.sh" "$@"

@@ -97,7 +97,7 @@ def test_a_single_run_shows_its_probe_noise_and_marks_changes_within_it(tmp_path
     # the wiggle's changes of -0.17, -0.07, -0.03, -0.10 % lie within 2σ = 0.18 %, its -0.20 % and the rise do not
     assert [flags[cycle] for cycle in range(2, 11)] == [True, True, False, True, True, False, False, False, False]
     change = record["probes"][2]["auc_pct_change"]
-    assert f"| {change:+.2f} (within noise) | {noise['sigma_pct_change']:.2f} |" in markdown
+    assert f"| {change:+.2f} (within noise) | {noise['sigma_pct_change']:.2f} (7 df) |" in markdown
     assert record["onset"] == 6 * len(TASKS) and record["onset_interval"][0] <= 12 <= record["onset_interval"][1]
 
 

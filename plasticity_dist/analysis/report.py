@@ -41,7 +41,8 @@ def _change_cell(change: float | None, within: bool | None) -> str:
 
 
 def _sigma_cell(noise: dict[str, Any] | None) -> str:
-    return "–" if noise is None else f"{noise['sigma_pct_change']:.2f}"
+    """σ of a run's % changes with the degrees of freedom it rests on (few make σ itself uncertain)."""
+    return "–" if noise is None else f"{noise['sigma_pct_change']:.2f} ({noise['degrees_of_freedom']} df)"
 
 
 def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -95,7 +96,7 @@ def group_onset_rows(groups: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     for group in groups:
         unit = group["onset_unit"]
         rows.append((", ".join(group["runs"]), group["model"], str(group["n"]),
-                     _mean_cell(group["onset_mean"], group["onset_se"], ",.4g") + f" {unit}",
+                     _mean_cell(group["onset_mean"], group["onset_se"], ",.4g") + (f" {unit}" if group["onset_mean"] else ""),
                      str(group["onset_exact_n"]), str(group["onset_right_censored"]), str(group["onset_left_censored"]),
                      _bounded(group["onset_observation"], "tasks" if unit == "tasks" else "tokens", ",.4g")))
     return rows
@@ -278,8 +279,8 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
         "probes share one probe config and eval grid (the report refuses to mix them). σ is the noise of the "
         "run's % changes: the scatter of its post-cycle AUCs about their trend (from second differences, 3 or "
-        "more post-cycle probes), times √2 for the two AUCs a change compares; \"within noise\" marks a change "
-        "within 2σ of zero.", "",
+        "more post-cycle probes), times √2 for the two AUCs a change compares, with the degrees of freedom of "
+        "that fit (with few, σ is itself uncertain); \"within noise\" marks a change within 2σ of zero.", "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",

@@ -217,6 +217,15 @@ class MitigationsSection:
 
 
 @dataclass
+class ForgettingSection:
+    """At every task end, the validation loss of every training language (forgetting and transfer) and,
+    zero-shot, of the probe language: `val_losses` and `probe_val_loss` in the `task_end` record."""
+
+    enabled: bool = True
+    val_tokens: int = field(default=262_144, metadata=_at_least(1))  # per language and task end
+
+
+@dataclass
 class EarlyWarningSection:
     """Warn during training when learning stagnates (a `warning` record in metrics.jsonl and a log line).
 
@@ -257,6 +266,7 @@ class ExperimentConfig:
     diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
     mitigations: MitigationsSection = field(default_factory=MitigationsSection)
     early_warning: EarlyWarningSection = field(default_factory=EarlyWarningSection)
+    forgetting: ForgettingSection = field(default_factory=ForgettingSection)
 
     def __post_init__(self) -> None:
         """A probe without its own `probe.lr` trains at the run's `optimizer.lr`: filled in here, so the

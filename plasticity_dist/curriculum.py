@@ -38,6 +38,11 @@ def _task_dataset(config: ExperimentConfig, spec: TaskSpec) -> str:
     return dataset_path(config.data.root, spec.dataset or spec.name)
 
 
+def languages(config: ExperimentConfig) -> dict[str, str]:
+    """Every training language (a task spec's name) and its dataset folder, in curriculum order."""
+    return {spec.name: _task_dataset(config, spec) for spec in config.curriculum.tasks}
+
+
 def _continual_tasks(config: ExperimentConfig) -> list[Task]:
     curriculum = config.curriculum
     tasks = []

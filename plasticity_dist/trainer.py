@@ -1,7 +1,8 @@
 """The continual-learning trainer: the composition root that wires config, data, engine and checkpoints.
 
 One `Trainer.run()` walks the run's tasks (see `curriculum.py`). A task ends exactly at its token budget
-on every rank; at each task end the trainer evaluates on the task's validation split and checkpoints.
+on every rank; at each task end the trainer evaluates on the task's validation split and on every
+language's (forgetting, and the probe language zero-shot), then checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from accelerate.utils import set_seed
 from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
 from plasticity_dist.checkpoint import Checkpointer
 from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
-from plasticity_dist.curriculum import Task, build_tasks, dataset_path
+from plasticity_dist.curriculum import Task, build_tasks, dataset_path, languages
 from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
 from plasticity_dist.diagnostics import Diagnostics, heldout_batch
 from plasticity_dist.early_warning import StagnationMonitor
@@ -235,11 +236,13 @@ class Trainer:
         self.metrics.write(record)
 
     def _finish_task(self, task: Task, state: TrainerState) -> None:
-        val_loss = self.evaluate(task)
-        self.metrics.write({
+        record = {
             "event": "task_end", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
-            "step": state.step, "tokens": state.tokens_seen, "val_loss": val_loss,
-        })
+            "step": state.step, "tokens": state.tokens_seen, "val_loss": self.evaluate(task),
+        }
+        if self.config.forgetting.enabled:
+            record |= self.evaluate_languages()
+        self.metrics.write(record)
         self.callbacks.on_task_end(self._position(task, state.step, state.step_in_task, state.step_in_task))
         state.task_index += 1
         state.step_in_task = 0
@@ -251,13 +254,26 @@ class Trainer:
 
     def evaluate(self, task: Task) -> float | None:
         """Mean loss on the task's validation split (`<dataset>/val`), the same batches on every rank."""
-        val_dirs = [Path(dataset) / "val" for dataset in task.datasets]
+        return self._validation_loss(task.datasets, self.config.data.val_tokens)
+
+    def evaluate_languages(self) -> dict[str, Any]:
+        """`val_losses`: the loss on every training language's validation split, and `probe_val_loss`: on the
+        probe language's, zero-shot (no update); `forgetting.val_tokens` each, null where a split is missing."""
+        tokens = self.config.forgetting.val_tokens
+        probe_dataset = dataset_path(self.config.data.root, self.config.probe.dataset)
+        return {"val_losses": {name: self._validation_loss((dataset,), tokens)
+                               for name, dataset in languages(self.config).items()},
+                "probe_val_loss": self._validation_loss((probe_dataset,), tokens)}
+
+    def _validation_loss(self, datasets: tuple[str, ...], tokens: int) -> float | None:
+        """Mean loss over the first `tokens` of the datasets' validation splits, split evenly between them."""
+        val_dirs = [Path(dataset) / "val" for dataset in datasets]
         if not all(path.is_dir() for path in val_dirs):
             return None
         data = self.config.data
-        budget = data.val_tokens // len(val_dirs)
         return self.steps.evaluate(itertools.chain.from_iterable(
-            iter_eval_batches(val_dir, seq_len=data.seq_len, batch_size=data.micro_batch_size, max_tokens=budget)
+            iter_eval_batches(val_dir, seq_len=data.seq_len, batch_size=data.micro_batch_size,
+                              max_tokens=tokens // len(val_dirs))
             for val_dir in val_dirs
         ))
 

@@ -17,6 +17,8 @@ BASELINE_AUC = 3.5
 
 # (cycle, task_index, task_end) -> the diagnostics of a `diagnostics` record (logged every 2 steps and at task ends)
 Diagnostics = Callable[[int, int, bool], dict[str, Any]]
+# task_index -> the `val_losses` and `probe_val_loss` of that task end (every language evaluated)
+LanguageLosses = Callable[[int], dict[str, Any]]
 
 
 def probe_auc(preset: str, cycle: int) -> float:
@@ -25,7 +27,8 @@ def probe_auc(preset: str, cycle: int) -> float:
     return 3.0 + 0.05 * (cycle - best_cycle) ** 2
 
 
-def training_records(cycles: int, diagnostics: Diagnostics | None) -> list[dict[str, Any]]:
+def training_records(cycles: int, diagnostics: Diagnostics | None,
+                     language_losses: LanguageLosses | None = None) -> list[dict[str, Any]]:
     """`step`, `diagnostics` and `task_end` records of a continual run over TASKS."""
     records, step = [], 0
     for cycle in range(1, cycles + 1):
@@ -42,13 +45,14 @@ def training_records(cycles: int, diagnostics: Diagnostics | None) -> list[dict[
                                     "tokens": step * TOKENS_PER_STEP, "task_end": task_end,
                                     **diagnostics(cycle, index, task_end)})
             records.append({"event": "task_end", **where, "step": step, "tokens": step * TOKENS_PER_STEP,
-                            "val_loss": 4.0})
+                            "val_loss": 4.0, **(language_losses(index) if language_losses else {})})
     return records
 
 
 def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", with_probes: bool = True, *,
              name: str | None = None, overrides: Sequence[str] = (), aucs: Callable[[int], float] | None = None,
-             diagnostics: Diagnostics | None = None, warnings: Sequence[dict[str, Any]] = ()) -> Path:
+             diagnostics: Diagnostics | None = None, warnings: Sequence[dict[str, Any]] = (),
+             language_losses: LanguageLosses | None = None) -> Path:
     """A run folder as the trainer and its probes leave it: config.yaml, metrics.jsonl, probes/*.json.
 
     Probes after every cycle have `aucs(cycle)` (default: `probe_auc`); the cycle-0 baseline has BASELINE_AUC.
@@ -59,7 +63,7 @@ def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", w
                         f"curriculum.task_tokens={TASK_TOKENS}", f"curriculum.cycles={cycles}",
                         "curriculum.tasks=[{name: en}, {name: zh}]", *overrides]
     (run_dir / "config.yaml").write_text(config_to_yaml(load_config(overrides=config_overrides)))
-    records = training_records(cycles, diagnostics) + [{"event": "warning", **warning} for warning in warnings]
+    records = training_records(cycles, diagnostics, language_losses) + [{"event": "warning", **warning} for warning in warnings]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
     aucs = aucs or (lambda cycle: probe_auc(preset, cycle))
     for cycle in range(cycles + 1) if with_probes else ():

@@ -113,6 +113,42 @@ def plot_probe_curves(run: Run, path: Path) -> Path:
     return _save(figure, path)
 
 
+def forgetting_figure(run: dict[str, Any]) -> Figure:
+    """A run's task × language validation loss matrix as a heatmap (rows: task ends; columns: the training
+    languages, then the probe language zero-shot)."""
+    forgetting = run["forgetting"]
+    columns = [*forgetting["languages"], f"{forgetting['probe_language']} (probe, zero-shot)"]
+    matrix = np.array([[row["val_losses"].get(language) for language in forgetting["languages"]]
+                       + [row["probe_val_loss"]] for row in forgetting["task_ends"]], dtype=float)
+    figure = Figure(figsize=(1.2 * len(columns) + 3, 0.3 * len(matrix) + 2.5))
+    axes = figure.subplots()
+    image = axes.imshow(matrix, aspect="auto", cmap="viridis", interpolation="nearest")
+    figure.colorbar(image, ax=axes, label="validation loss")
+    axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
+    rows = forgetting["task_ends"]
+    step = max(1, len(rows) // 30)
+    axes.set_yticks(range(0, len(rows), step),
+                    [f"{rows[i]['task']} (cycle {rows[i]['cycle']})" for i in range(0, len(rows), step)], fontsize=7)
+    axes.set(title=f"Loss on every language at each task end: {run['run']} ({run['model']})",
+             xlabel="evaluated language", ylabel="task just trained")
+    return figure
+
+
+def plot_forgetting(run: dict[str, Any], path: Path) -> Path:
+    """`forgetting_figure` as a PNG."""
+    return _save(forgetting_figure(run), path)
+
+
+def plot_probe_zero_shot(runs: Sequence[dict[str, Any]], path: Path) -> Path:
+    """The probe language's zero-shot validation loss at every task end, over tokens trained, one line per run."""
+    figure, axes = _new_axes("Probe language, zero-shot (no probe training)", "tokens trained", "validation loss")
+    for run in runs:
+        rows = [row for row in run["forgetting"]["task_ends"] if row["probe_val_loss"] is not None]
+        axes.plot([row["tokens"] for row in rows], [row["probe_val_loss"] for row in rows], ".-", label=run_label(run))
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
 def plot_training_loss(run: Run, path: Path) -> Path:
     """Training loss over tokens seen, with a dotted line at every task end."""
     figure, axes = _new_axes(f"Training loss: {run.name} ({run.model})", "tokens trained", "training loss")

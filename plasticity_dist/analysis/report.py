@@ -202,6 +202,22 @@ def diagnostics_section(summary: dict[str, Any]) -> str:
     ])
 
 
+def forgetting_section(summary: dict[str, Any]) -> str:
+    """Backward transfer per cycle of every run that evaluated every language at its task ends."""
+    runs = [run for run in summary["runs"] if run["forgetting"]]
+    lines = ["## Forgetting", "",
+             "At every task end the trainer evaluates every training language and, zero-shot, the probe language "
+             "(`forgetting_<run>.png`: the task × language loss matrix; `probe_zero_shot.png`). Backward transfer "
+             "of a cycle: for each language trained in it (but the last), its loss at the cycle's end minus its "
+             "loss right after its own task; positive = forgotten, negative = helped by the languages after it.", ""]
+    rows = [(run["run"], str(cycle["cycle"]), _number(cycle["mean_loss_change"], "+.4f"),
+             ", ".join(f"{language} {_number(change, '+.3f')}" for language, change in cycle["loss_change"].items()))
+            for run in runs for cycle in run["forgetting"]["backward_transfer"]]
+    lines.append(_markdown_table(("run", "cycle", "mean loss change", "per language"), rows) if rows else
+                 "no run evaluated every language over a whole cycle")
+    return "\n".join(lines)
+
+
 def warnings_section(summary: dict[str, Any]) -> str:
     """The early-warning records the trainer logged, or "none"."""
     rows = [(run["run"], warning["kind"], warning["task"], str(warning["cycle"]), f"{warning['step']:,}",
@@ -295,6 +311,7 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         scaling_section(summary, task_tokens), "",
         "## Training", "",
         _markdown_table(TRAINING_COLUMNS, training_rows(summary)), "",
+        forgetting_section(summary), "",
         mitigations_section(summary), "",
         diagnostics_section(summary), "",
         warnings_section(summary), "",
@@ -315,6 +332,10 @@ def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> lis
         if groups:
             figures.append(plots.plot_group_auc_change(groups, problem, out / f"auc_change_replicates_{problem}.png"))
     figures.append(plots.plot_scaling(summary, out / "onset_scaling.png"))
+    evaluated = [run for run in summary["runs"] if run["forgetting"]]
+    if evaluated:
+        figures.append(plots.plot_probe_zero_shot(evaluated, out / "probe_zero_shot.png"))
+    figures += [plots.plot_forgetting(run, out / f"forgetting_{run['run']}.png") for run in evaluated]
     for run in runs:
         if run.probes:
             figures.append(plots.plot_probe_curves(run, out / f"probe_curves_{run.name}.png"))

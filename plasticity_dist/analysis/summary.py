@@ -1,6 +1,6 @@
-"""The numbers of a report: per-run probe AUCs and their % change, the onset, the training, the mitigations,
-how well each diagnostic predicts the AUC rise, the early warnings; the replicate groups, the scaling fits on
-them and the mitigation groups.
+"""The numbers of a report: per-run probe AUCs and their % change, the onset, the training, forgetting, the
+mitigations, how well each diagnostic predicts the AUC rise, the early warnings; the replicate groups, the
+scaling fits on them and the mitigation groups.
 
 `build_summary` returns what `summary.json` holds (keys fixed in DESIGN.md; extra keys only add).
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from plasticity_dist.analysis.auc import auc_pct_change, auc_without_step0
 from plasticity_dist.analysis.censoring import observe_onset
+from plasticity_dist.analysis.forgetting import forgetting_summary
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
 from plasticity_dist.analysis.noise import change_noise, within_noise
 from plasticity_dist.analysis.onset import find_onset, onset_interval
@@ -102,6 +103,7 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
         "tasks_per_cycle": run.tasks_per_cycle,
         "task_tokens": run.task_tokens,
         "training": training_summary(run.metrics),
+        "forgetting": forgetting_summary(run),
         "mitigations": active_mitigations(run.config),
         "diagnostics_auc_spearman": auc_spearman(run.metrics, probes),
         "warnings": [{key: value for key, value in record.items() if key != "event"}

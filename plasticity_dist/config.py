@@ -207,6 +207,20 @@ class ContinualBackpropSection:
 
 
 @dataclass
+class ReplaySection:
+    """Each continual task draws `fraction` of its rows, in equal shares, from the languages trained before it
+    (by the loader's seeded weighted mix), the rest from its own language (Ibrahim et al. 2024)."""
+
+    enabled: bool = False
+    fraction: float = field(default=0.05, metadata=_at_least(0.0))
+
+    def check(self) -> None:
+        if self.fraction >= 1.0:
+            raise ConfigError(f"mitigations.replay.fraction={self.fraction} must be in [0, 1): the share of a "
+                              "task's rows replayed from earlier languages")
+
+
+@dataclass
 class MitigationsSection:
     """Remedies for plasticity loss, all off by default. LR re-warming is `optimizer.schedule=rewarm_cosine`."""
 
@@ -214,6 +228,7 @@ class MitigationsSection:
     l2_init: L2InitSection = field(default_factory=L2InitSection)
     redo: ReDoSection = field(default_factory=ReDoSection)
     cbp: ContinualBackpropSection = field(default_factory=ContinualBackpropSection)
+    replay: ReplaySection = field(default_factory=ReplaySection)
 
 
 @dataclass

@@ -18,10 +18,11 @@ class Task:
     index: int  # position in the whole run, from 0
     cycle: int  # continual: the cycle, from 1; stationary: the probe interval, from 1
     name: str
-    datasets: tuple[str, ...]
+    datasets: tuple[str, ...]  # what it trains on: its own language first, then any replayed ones
     weights: tuple[float, ...] | None
     tokens: int
     probe_after: bool  # cycle end (continual) or every probe_every_tokens (stationary)
+    val_datasets: tuple[str, ...]  # whose validation splits measure it: its own language (continual), all (stationary)
 
     def checkpoint_tag(self, step: int) -> str:
         """Checkpoint name at optimizer step `step` of the run: sorts by time, reads well in a listing."""
@@ -43,20 +44,36 @@ def languages(config: ExperimentConfig) -> dict[str, str]:
     return {spec.name: _task_dataset(config, spec) for spec in config.curriculum.tasks}
 
 
+def _replay_mix(config: ExperimentConfig, own: str, earlier: list[str]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """A task's datasets and mixing weights: its own alone, or with `mitigations.replay` its own at 1 − fraction
+    and each earlier language at an equal share of the fraction."""
+    replay = config.mitigations.replay
+    if not replay.enabled or not earlier or replay.fraction == 0:
+        return (own,), None
+    share = replay.fraction / len(earlier)
+    return (own, *earlier), (1 - replay.fraction, *(share for _ in earlier))
+
+
 def _continual_tasks(config: ExperimentConfig) -> list[Task]:
     curriculum = config.curriculum
-    tasks = []
+    tasks: list[Task] = []
+    trained: list[str] = []  # datasets trained so far, in first-trained order
     for cycle in range(1, curriculum.cycles + 1):
         for position, spec in enumerate(curriculum.tasks):
+            own = _task_dataset(config, spec)
+            datasets, weights = _replay_mix(config, own, [dataset for dataset in trained if dataset != own])
             tasks.append(Task(
                 index=len(tasks),
                 cycle=cycle,
                 name=spec.name,
-                datasets=(_task_dataset(config, spec),),
-                weights=None,
+                datasets=datasets,
+                weights=weights,
                 tokens=spec.tokens or curriculum.task_tokens,
                 probe_after=position == len(curriculum.tasks) - 1,
+                val_datasets=(own,),
             ))
+            if own not in trained:
+                trained.append(own)
     return tasks
 
 
@@ -64,6 +81,9 @@ def _stationary_tasks(config: ExperimentConfig) -> list[Task]:
     curriculum = config.curriculum
     if curriculum.total_tokens is None or curriculum.probe_every_tokens is None:
         raise ConfigError("curriculum.problem=stationary needs curriculum.total_tokens and curriculum.probe_every_tokens")
+    if config.mitigations.replay.enabled:
+        raise ConfigError("mitigations.replay replays earlier tasks of a continual run; curriculum.problem=stationary "
+                          "already mixes every language")
     datasets = tuple(_task_dataset(config, spec) for spec in curriculum.tasks)
     weights = tuple(curriculum.mix_weights) if curriculum.mix_weights else None
     intervals = math.ceil(curriculum.total_tokens / curriculum.probe_every_tokens)
@@ -76,6 +96,7 @@ def _stationary_tasks(config: ExperimentConfig) -> list[Task]:
             weights=weights,
             tokens=min(curriculum.probe_every_tokens, curriculum.total_tokens - i * curriculum.probe_every_tokens),
             probe_after=True,
+            val_datasets=datasets,
         )
         for i in range(intervals)
     ]

@@ -254,7 +254,7 @@ class Trainer:
 
     def evaluate(self, task: Task) -> float | None:
         """Mean loss on the task's validation split (`<dataset>/val`), the same batches on every rank."""
-        return self._validation_loss(task.datasets, self.config.data.val_tokens)
+        return self._validation_loss(task.val_datasets, self.config.data.val_tokens)
 
     def evaluate_languages(self) -> dict[str, Any]:
         """`val_losses`: the loss on every training language's validation split, and `probe_val_loss`: on the

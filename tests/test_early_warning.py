@@ -16,7 +16,7 @@ TASK_NAMES = ("en", "zh")  # two tasks per cycle: task index = 2 * (cycle - 1) +
 
 def task(index: int) -> Task:
     return Task(index=index, cycle=index // 2 + 1, name=TASK_NAMES[index % 2], datasets=(), weights=None,
-                tokens=1000, probe_after=index % 2 == 1)
+                tokens=1000, probe_after=index % 2 == 1, val_datasets=())
 
 
 def improving_losses(improvement: float) -> list[float]:

@@ -32,7 +32,7 @@ from plasticity_dist.steps import StepRunner
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ, MICRO = 16, 2
-TASK = Task(index=1, cycle=1, name="en", datasets=(), weights=None, tokens=1, probe_after=False)
+TASK = Task(index=1, cycle=1, name="en", datasets=(), weights=None, tokens=1, probe_after=False, val_datasets=())
 
 
 def batch_for(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,64 @@
+"""Cost of evaluating every language at every task end (`forgetting`), as a share of a task's training time.
+
+Two one-cycle trainer runs (1 process, ZeRO-1) of the demo config (100K, seq 64, 32,768-token tasks over the
+eight study languages, Vietnamese zero-shot), forgetting off (the baseline) and on, in this process. A task
+end's evaluation time is its `task_end` record's time minus its last step's; a task's training time is the
+sum of its steps' times (log_every=1). Share = (evaluation time with - without) / training time. At study
+scale the share follows from the tokens: 9 languages x `forgetting.val_tokens` forward-only tokens against a
+5e9-token task (printed too). Target: within ~1 % of a task at study scale; the demo's is stated, not targeted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+from plasticity_dist.cli import main as cli_main
+from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES, ForgettingSection, load_config
+from plasticity_dist.metrics import read_metrics
+from plasticity_dist.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_TASK_TOKENS = 5e9
+
+
+def run(work: Path, name: str, forgetting: bool) -> tuple[float, float]:
+    """Mean evaluation seconds per task end and mean training seconds per task of one run."""
+    config = load_config(REPO / "configs" / "demo.yaml", [
+        f"run_dir={work / name}", f"data.root={work / 'data'}", "curriculum.cycles=1", "probe.enabled=false",
+        "diagnostics.enabled=false", "early_warning.enabled=false", "log_every=1", "launch.zero_stage=1",
+        "data.num_workers=1", f"forgetting.enabled={str(forgetting).lower()}"])
+    train(config)
+    metrics = read_metrics(work / name / "metrics.jsonl")
+    tokens_per_step = config.data.global_batch_size * config.data.seq_len
+    evaluations, trainings = [], []
+    for end in (record for record in metrics if record["event"] == "task_end"):
+        steps = [r for r in metrics if r["event"] == "step" and r["task_index"] == end["task_index"]]
+        evaluations.append(end["time"] - steps[-1]["time"])
+        trainings.append(sum(tokens_per_step / r["tokens_per_s"] for r in steps))
+    return statistics.fmean(evaluations), statistics.fmean(trainings)
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-forgetting-"))
+    for language in (*STUDY_LANGUAGES, PROBE_LANGUAGE):
+        assert cli_main(["preprocess", "--source", f"synthetic:{language}", "--out", str(work / "data" / language),
+                         "--tokens", "80000", "--seq-len", "64", "--val-tokens", "16384"]) == 0
+    without_eval, without_train = run(work, "without", forgetting=False)
+    with_eval, with_train = run(work, "with", forgetting=True)
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    share = (with_eval - without_eval) / statistics.fmean([without_train, with_train])
+    print(f"demo_task_train_s: {with_train:.3f} (without forgetting {without_train:.3f})")
+    print(f"demo_task_end_eval_s_without_forgetting: {without_eval:.3f}")
+    print(f"demo_task_end_eval_s_with_forgetting: {with_eval:.3f}")
+    print(f"demo_forgetting_eval_ratio_with_vs_without: {with_eval / without_eval:.2f}")
+    print(f"demo_forgetting_share_of_task_pct: {100 * share:.2f} "
+          f"({len(STUDY_LANGUAGES) + 1} x {demo.forgetting.val_tokens} tokens per {demo.curriculum.task_tokens}-token task)")
+    study_tokens = (len(STUDY_LANGUAGES) + 1) * ForgettingSection.val_tokens
+    print(f"study_forgetting_tokens_share_pct: {100 * study_tokens / STUDY_TASK_TOKENS:.4f} "
+          f"(forward only; {study_tokens:,} tokens per 5e9-token task; target <= ~1)")
+
+
+if __name__ == "__main__":
+    main()

@@ -103,8 +103,9 @@ def test_truncated_tar_is_named_by_verify_and_by_the_reader(tmp_path: Path) -> N
     manifest = write_dataset(tmp_path, numbered_rows(40), 5, 20)
     path = tmp_path / shard_name(1)
     path.write_bytes(path.read_bytes()[:manifest.shards[1].blocks[2].offset + 10])
-    with pytest.raises(ShardError, match=f"{shard_name(1)} block 2"):
+    with pytest.raises(ShardError, match=f"{shard_name(1)} block 2") as error:
         verify_dataset(tmp_path)
+    assert " object at 0x" not in str(error.value)  # names files and blocks, never object reprs
     with pytest.raises(ShardError, match=f"{shard_name(1)}: .* bytes, manifest says"):
         BlockReader(tmp_path, manifest)
 

@@ -296,10 +296,14 @@ class BlockReader:
 
 
 class _HashingReader:
-    """A read-only file wrapper that hashes every byte read through it."""
+    """A read-only file wrapper that hashes every byte read through it; named by its file in messages (the
+    tar reader appends its file object's repr to its errors)."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle, self.digest = handle, hashlib.sha256()
+    def __init__(self, handle: Any, path: Path) -> None:
+        self.handle, self.path, self.digest = handle, path, hashlib.sha256()
+
+    def __repr__(self) -> str:
+        return str(self.path)
 
     def read(self, size: int = -1) -> bytes:
         data = self.handle.read(size)
@@ -322,7 +326,7 @@ def iter_shard_blocks(dataset_dir: str | Path, manifest: Manifest, shard_index: 
     dtype = np.dtype(manifest.dtype)
     decompressor = zstandard.ZstdDecompressor()
     with open(path, "rb") as handle:
-        reader = _HashingReader(handle)
+        reader = _HashingReader(handle, path)
         members = tar_file_iterator(reader)
         for index, block in enumerate(shard.blocks):
             where = f"{path} block {index}"

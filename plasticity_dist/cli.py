@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plasticity-dist", description="Measure loss of plasticity in GPT-style language models."
     )
+    # The deepspeed launcher (and torch.distributed.launch) put --local_rank=N before the subcommand; the rank
+    # is read from LOCAL_RANK, which every launcher also sets, so the argument is accepted and not used.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_subcommand in SUBCOMMANDS:
         add_subcommand(subparsers)

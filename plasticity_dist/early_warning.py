@@ -18,7 +18,6 @@ from typing import Any
 
 from plasticity_dist.analysis.auc import auc_pct_change
 from plasticity_dist.analysis.runs import events, read_probes
-from plasticity_dist.analysis.summary import reference_probe
 from plasticity_dist.callbacks import Callback, LoopPosition
 from plasticity_dist.config import EarlyWarningSection
 from plasticity_dist.logging import get_logger
@@ -84,6 +83,11 @@ class StagnationMonitor(Callback):
 
     def _check_probes(self, at: LoopPosition) -> None:
         probes = read_probes(self.run_dir)
+        if not probes:
+            return
+        # imported only now: the analysis brings scipy, ~2 s of CPU at the start of every trainer process
+        from plasticity_dist.analysis.summary import reference_probe
+
         reference = reference_probe(probes)
         if reference is None:
             return

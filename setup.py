@@ -22,6 +22,7 @@ setup(
     ],
     extras_require={
         "tensorboard": ["tensorboard>=2.14"],
+        "eval": ["lm_eval>=0.4.9"],  # downstream evaluation of exported checkpoints
         "dev": ["pytest>=8", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:main"]},

@@ -67,6 +67,24 @@ def _add_probe(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_probe)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from plasticity_dist.export import export_all, export_checkpoint
+
+    exported = export_all(args.all, args.out) if args.all else [export_checkpoint(args.checkpoint, args.out)]
+    for folder in exported:
+        print(folder)
+    return 0
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("export", help="a checkpoint as a Hugging Face folder (transformers, lm-eval)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint folder RUN/checkpoints/<tag>")
+    source.add_argument("--all", metavar="RUN", help="every kept checkpoint of RUN, each to OUT/<tag>")
+    parser.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    parser.set_defaults(handler=_export)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -192,7 +210,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_models, _add_preprocess, _add_verify, _add_train, _add_probe, _add_report, _add_predict, _add_demo,
+    _add_models, _add_preprocess, _add_verify, _add_train, _add_probe, _add_report, _add_predict, _add_export,
+    _add_demo,
 )
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from plasticity_dist.analysis.onset import MIN_PROBES, PROBES_AFTER_ONSET
+from plasticity_dist.analysis.runs import non_embedding_params  # exact, as `models` lists them; cached
 from plasticity_dist.analysis.scaling import predict_onset
 from plasticity_dist.config import config_to_dict, config_to_yaml, load_config
 from plasticity_dist.curriculum import build_tasks
-from plasticity_dist.model_table import preset_rows
 from plasticity_dist.probe.job import probe_config_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,11 +27,6 @@ ONSET_MARGIN = 1.5
 # The toy run for tests and CPUs: 131K-token tasks, not the 5e9-token tasks the law counts.
 NOT_STUDY_SCALE = {"continual-tiny.yaml"}
 CONTINUAL_CONFIGS = sorted(path.name for path in CONFIGS.glob("continual*.yaml") if path.name not in NOT_STUDY_SCALE)
-
-
-def non_embedding_params(preset: str) -> int:
-    """Exact count, as `plasticity-dist models` lists it (it does not depend on vocabulary or context)."""
-    return {row["name"]: row["non_embedding_params"] for row in preset_rows(257, 2048)}[preset]
 
 
 def test_every_study_size_ships_a_continual_config():

@@ -2,8 +2,31 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 pytest_plugins = ["slurm_cluster"]  # the `local_slurm` fixture: a real two-node Slurm cluster on localhost
 
 # Every process the tests start (trainers, probes, Slurm jobs) sees the virtual environment's tools first,
 # as an activated environment would; DeepSpeed rebuilds its JIT ops whenever the `ninja` it finds changes.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+# Processes started elsewhere (a `make demo` without that PATH, another checkout) share ~/.cache/torch_extensions
+# and rebuild the op their way, so the next test process rebuilds it again (1-2 min each): the tests keep a
+# build folder of this environment's own.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """Tiny en, zh and vi datasets made by the real preprocessing tool, read by every test that trains."""
+    from runs import build_tiny_data  # here, not above: runs imports torch, which most test files never need
+
+    return build_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def zero3_reference(data_root, tmp_path_factory):
+    """An uninterrupted 2-rank ZeRO-3 run of the tiny curriculum: the yardstick of the resume tests, and the
+    checkpoints that the probe tests probe (its config carries their probe settings, with probes off)."""
+    from runs import reference_overrides, train_to_end
+
+    return train_to_end(tmp_path_factory.mktemp("zero3-reference") / "run", reference_overrides(data_root))

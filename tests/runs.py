@@ -45,6 +45,19 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
     return [f"{key}={value}" for key, value in settings.items()]
 
 
+# The probe tests' settings: 16 steps of 8 x 32 tokens on en, evaluated on 2048 tokens at steps 0, 8 and 16.
+TINY_PROBE = {"probe__dataset": "en", "probe__tokens": 4096, "probe__eval_points": 3, "probe__eval_tokens": 2048,
+              "probe__executor": "local"}
+
+
+def reference_overrides(data_root: Path, **extra: object) -> list[str]:
+    """The tiny run on 2 ranks with ZeRO-3 and, with probes off, the probe tests' settings: the config of
+    `zero3_reference` (conftest.py) and of the runs compared with it. Its task ends evaluate the probe
+    language on as many tokens as a probe does, so a probe's first point can be checked against them."""
+    settings = {"launch__zero_stage": 3, **TINY_PROBE, "forgetting__val_tokens": TINY_PROBE["probe__eval_tokens"]}
+    return tiny_overrides(data_root, **{**settings, **extra})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,26 +14,15 @@ import pytest
 
 from plasticity_dist.analysis.auc import curve_auc
 from plasticity_dist.checkpoint import load_consolidated_weights
+from plasticity_dist.cli import main
 from plasticity_dist.config import config_to_yaml, load_config
 from plasticity_dist.probe.queue import ProbeQueue
-from runs import (REPO, build_tiny_data, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
+from runs import (REPO, TINY_PROBE, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
                   train_to_end, wait_for)
 
-PROBE = {"probe__enabled": "true", "probe__dataset": "en", "probe__tokens": 4096, "probe__eval_points": 3, "probe__eval_tokens": 2048,
-         "probe__executor": "local"}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh", "vi"))
-
-
-@pytest.fixture(scope="module")
-def zero3_run(data_root, tmp_path_factory):
-    """One task on 2 ranks with ZeRO-3, no probes of its own; its checkpoint is probed by hand below."""
-    run_dir = tmp_path_factory.mktemp("zero3") / "run"
-    overrides = tiny_overrides(data_root, launch__zero_stage=3, curriculum__tasks="[{name: en}]", **PROBE)
-    return train_to_end(run_dir, [*overrides, "probe.enabled=false"])
+PROBE = {**TINY_PROBE, "probe__enabled": "true"}
+# The tests that probe by hand take the last checkpoint of `zero3_reference` (conftest.py): a 2-rank ZeRO-3 run
+# without probes of its own.
 
 
 def probe(checkpoint, *args):
@@ -46,40 +35,40 @@ def tree_digest(folder):
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def test_probe_of_a_two_rank_zero3_checkpoint_starts_from_exactly_the_saved_weights(zero3_run):
-    checkpoint = latest_checkpoint(zero3_run)
+def test_probe_of_a_two_rank_zero3_checkpoint_starts_from_exactly_the_saved_weights(zero3_reference):
+    checkpoint = latest_checkpoint(zero3_reference)
     before = tree_digest(checkpoint)
     finished = probe(checkpoint)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    result = json.loads((zero3_run / "probes" / f"{checkpoint.name}.json").read_text())
-    task_end = [json.loads(line) for line in (zero3_run / "metrics.jsonl").read_text().splitlines()
+    result = json.loads((zero3_reference / "probes" / f"{checkpoint.name}.json").read_text())
+    task_end = [json.loads(line) for line in (zero3_reference / "metrics.jsonl").read_text().splitlines()
                 if '"task_end"' in line][-1]
-    # the trainer evaluated the same weights on the same split (probe.dataset = en) at its task end
-    assert result["val_losses"][0] == pytest.approx(task_end["val_loss"], rel=1e-6)
+    # the trainer evaluated the same weights on the same split and tokens (probe.dataset = en) at its last task end
+    assert result["val_losses"][0] == pytest.approx(task_end["probe_val_loss"], rel=1e-6)
     assert result["eval_tokens"] == [0, 2048, 4096]
-    assert result["world_size"] == 1 and result["tasks_trained"] == 1
+    assert result["world_size"] == 1 and result["tasks_trained"] == 2
     weights = load_consolidated_weights(checkpoint, expected_keys=["tok_emb.weight", "lm_head.weight"])
     assert weights["lm_head.weight"].equal(weights["tok_emb.weight"])
     assert tree_digest(checkpoint) == before  # the probe only reads
 
 
-def test_rerun_is_a_no_op_and_another_config_is_refused_unless_forced(zero3_run, tmp_path):
-    checkpoint = latest_checkpoint(zero3_run)
+def test_rerun_is_a_no_op_and_another_config_is_refused_unless_forced(zero3_reference, tmp_path):
+    checkpoint = latest_checkpoint(zero3_reference)
     assert probe(checkpoint).returncode == 0  # makes the result if the test above did not run
-    result_path = zero3_run / "probes" / f"{checkpoint.name}.json"
+    result_path = zero3_reference / "probes" / f"{checkpoint.name}.json"
     first = result_path.read_bytes()
     again = probe(checkpoint)
     assert again.returncode == 0 and "already done" in again.stderr + again.stdout
     assert result_path.read_bytes() == first
     other = tmp_path / "other.yaml"
-    other.write_text((zero3_run / "config.yaml").read_text().replace("lr: 0.003\n  executor", "lr: 0.001\n  executor"))
+    other.write_text((zero3_reference / "config.yaml").read_text().replace("lr: 0.003\n  executor", "lr: 0.001\n  executor"))
     refused = probe(checkpoint, "--config", str(other))
     assert refused.returncode == 2 and "--force" in refused.stderr
 
 
-def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3_run, tmp_path):
+def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3_reference, tmp_path):
     run_copy = tmp_path / "run"
-    shutil.copytree(zero3_run, run_copy, ignore=shutil.ignore_patterns("probes"))
+    shutil.copytree(zero3_reference, run_copy, ignore=shutil.ignore_patterns("probes"))
     config = load_config(run_copy / "config.yaml", ["probe.eval_spacing=log"])
     (run_copy / "config.yaml").write_text(config_to_yaml(config))
     checkpoint = latest_checkpoint(run_copy)
@@ -91,14 +80,16 @@ def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3
     assert result["auc"] == pytest.approx(curve_auc(result["eval_tokens"], result["val_losses"]))
 
 
-def test_missing_and_partial_checkpoints_are_named(zero3_run, tmp_path):
-    missing = probe(tmp_path / "checkpoints" / "nope")
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
-    partial = zero3_run / "checkpoints" / "step000000099-partial"
+def test_missing_and_partial_checkpoints_are_named(zero3_reference, tmp_path, capsys):
+    # in this process: both are refused before any work, so a process start of its own would only add time
+    assert main(["probe", "--checkpoint", str(tmp_path / "checkpoints" / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    partial = zero3_reference / "checkpoints" / "step000000099-partial"
     partial.mkdir()
     try:
-        refused = probe(partial)
-        assert refused.returncode == 2 and "incomplete" in refused.stderr and str(partial) in refused.stderr
+        assert main(["probe", "--checkpoint", str(partial)]) == 2
+        refused = capsys.readouterr().err
+        assert "incomplete" in refused and str(partial) in refused
     finally:
         partial.rmdir()
 

@@ -19,17 +19,11 @@ import pytest
 import torch
 
 from plasticity_dist.cli import main as cli_main
-from runs import (REPO, assert_same_weights, build_tiny_data, final_weights, latest_checkpoint, step_records,
-                  tiny_overrides, wait_for)
+from runs import REPO, assert_same_weights, final_weights, latest_checkpoint, step_records, tiny_overrides, wait_for
 from slurm_cluster import LocalSlurm
 
 JOB_TIMEOUT_S = 300  # generous: the first DeepSpeed job on a machine compiles its CPU communication op
 TASK_STEPS = 128  # per task (2 tasks): long enough for a signal to land mid-task
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh", "vi"))
 
 
 def slurm_overrides(data_root: Path, **extra: object) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 
@@ -11,19 +12,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE
 from plasticity_dist.run_lock import LOCK_FILE
-from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
+from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, reference_overrides,
                   signal_process_tree, start_training, step_records, tiny_overrides, train, train_to_end, wait_for)
 
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh"))
-
-
-@pytest.fixture(scope="module")
-def zero3_reference(data_root, tmp_path_factory):
-    """An uninterrupted 2-rank ZeRO-3 run, the yardstick of the resume tests."""
-    return train_to_end(tmp_path_factory.mktemp("reference") / "run", tiny_overrides(data_root, launch__zero_stage=3))
+# `data_root` and `zero3_reference` (the yardstick of the resume tests) are shared fixtures: see conftest.py
 
 
 def losses_by_step(run_dir):
@@ -33,6 +25,12 @@ def losses_by_step(run_dir):
 @pytest.fixture(scope="module")
 def zero1_two_ranks(data_root, tmp_path_factory):
     return train_to_end(tmp_path_factory.mktemp("zero1") / "run", tiny_overrides(data_root, launch__zero_stage=1))
+
+
+@pytest.fixture(scope="module")
+def zero1_one_rank(data_root, tmp_path_factory):
+    return train_to_end(tmp_path_factory.mktemp("zero1-one-rank") / "run", tiny_overrides(data_root, launch__zero_stage=1),
+                        processes=1)
 
 
 def test_zero1_trains_two_tasks_and_the_loss_falls(zero1_two_ranks):
@@ -64,7 +62,7 @@ def test_zero3_trains_two_tasks_and_the_loss_falls(zero3_reference):
 
 def test_resume_after_sigkill_matches_uninterrupted_run(data_root, zero3_reference, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(data_root, launch__zero_stage=3, checkpoint__every_steps=10)
+    overrides = reference_overrides(data_root, checkpoint__every_steps=10)
     first = start_training(run_dir, overrides)
     wait_for(lambda: len(step_records(run_dir)) >= 45, what="step 45")  # mid-task 2, past the step-40 checkpoint
     kill_process_group(first)
@@ -78,7 +76,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_root, zero3_referen
 
 def test_a_second_trainer_on_a_running_run_is_refused_and_changes_nothing(data_root, zero3_reference, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(data_root, launch__zero_stage=3)
+    overrides = reference_overrides(data_root)
     first = start_training(run_dir, overrides)
     wait_for(lambda: len(step_records(run_dir)) >= 1, what="the first step")
     signal_process_tree(first, signal.SIGSTOP)  # hold the first trainer mid-run while the second one starts
@@ -107,7 +105,7 @@ def checkpoint_names(run_dir):
 
 def test_kill_during_checkpoint_write_keeps_latest_complete_and_resumes(data_root, zero3_reference, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(data_root, launch__zero_stage=3, checkpoint__every_steps=1)
+    overrides = reference_overrides(data_root, checkpoint__every_steps=1)
     first = start_training(run_dir, overrides)
     checkpoints = run_dir / "checkpoints"
     wait_for(lambda: (checkpoints / "latest").exists() and any(checkpoints.glob("*.tmp/pytorch_model")),
@@ -134,10 +132,8 @@ def test_sigusr1_checkpoints_exits_with_requeue_code_and_resume_finishes(data_ro
     assert sorted(losses_by_step(run_dir)) == list(range(1, 65))
 
 
-def test_one_rank_and_two_ranks_follow_the_same_loss_curve(data_root, zero1_two_ranks, tmp_path):
-    run_dir = tmp_path / "run"
-    train_to_end(run_dir, tiny_overrides(data_root, launch__zero_stage=1), processes=1)
-    one_rank, two_ranks = losses_by_step(run_dir), losses_by_step(zero1_two_ranks)
+def test_one_rank_and_two_ranks_follow_the_same_loss_curve(zero1_one_rank, zero1_two_ranks):
+    one_rank, two_ranks = losses_by_step(zero1_one_rank), losses_by_step(zero1_two_ranks)
     assert one_rank.keys() == two_ranks.keys()
     for step, loss in one_rank.items():
         assert loss == pytest.approx(two_ranks[step], rel=1e-3), step
@@ -155,10 +151,10 @@ def test_manifest_that_disagrees_with_the_config_is_refused(data_root, tmp_path)
     assert "manifest" in finished.stderr and "64" in finished.stderr
 
 
-def test_corrupt_checkpoint_gives_one_clear_error_and_leaves_no_partial_checkpoint(data_root, tmp_path):
+def test_corrupt_checkpoint_gives_one_clear_error_and_leaves_no_partial_checkpoint(data_root, zero1_one_rank, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(data_root, launch__zero_stage=1, curriculum__tasks="[{name: en}]")
-    train_to_end(run_dir, overrides, processes=1)
+    shutil.copytree(zero1_one_rank, run_dir)  # a finished run: a second cycle resumes from its last checkpoint
+    overrides = tiny_overrides(data_root, launch__zero_stage=1)
     checkpoint = latest_checkpoint(run_dir)
     for shard in (checkpoint / "pytorch_model").glob("*.pt"):
         shard.write_bytes(shard.read_bytes()[:100])

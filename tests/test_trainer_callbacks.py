@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from runs import (assert_same_weights, build_tiny_data, final_weights, kill_process_group, latest_checkpoint,
-                  start_training, step_records, tiny_overrides, train_to_end, wait_for)
+from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, start_training,
+                  step_records, tiny_overrides, train_to_end, wait_for)
 from test_zero_callbacks import DIAGNOSTIC_KEYS
 
 MITIGATIONS = dict(
@@ -17,11 +17,6 @@ MITIGATIONS = dict(
     mitigations__l2_init__enabled="true", mitigations__redo__enabled="true", mitigations__redo__every_steps=6,
     mitigations__cbp__enabled="true", mitigations__cbp__maturity=4, mitigations__cbp__replacement_rate=0.01,
 )
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return build_tiny_data(tmp_path_factory.mktemp("data"), languages=("en", "zh"))
 
 
 @pytest.fixture(scope="module")

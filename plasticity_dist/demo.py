@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from plasticity_dist.analysis.report import write_report
 from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES, load_config
+from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
 from plasticity_dist.logging import get_logger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +39,11 @@ def _run(command: list[str], what: str) -> None:
         raise RuntimeError(f"demo step failed ({what}, exit code {finished.returncode})")
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "plasticity_dist.cli", *args]
+def _preprocess(lang: str, out: Path, tokens: int, seq_len: int, val_tokens: int) -> None:
+    """`plasticity-dist preprocess` in this process (a short job: an interpreter start would cost more)."""
+    log.info(f"preprocess {lang}: plasticity-dist preprocess --source synthetic:{lang} --out {out} --tokens {tokens} "
+             f"--seq-len {seq_len} --val-tokens {val_tokens}")
+    print(preprocess(PreprocessArgs(f"synthetic:{lang}", tokens, seq_len=seq_len, val_tokens=val_tokens), out))
 
 
 def _train_command(processes: int, overrides: list[str]) -> list[str]:
@@ -57,13 +62,10 @@ def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = Non
     task_tokens = task_tokens or config.curriculum.task_tokens
     cycles = cycles or config.curriculum.cycles
     data_root = out / "data"
-    seq_len = str(config.data.seq_len)
     for lang in (*STUDY_LANGUAGES, PROBE_LANGUAGE):
         if not (data_root / lang / "manifest.json").is_file():
             budget = config.probe.tokens if lang == PROBE_LANGUAGE else task_tokens * 2
-            _run(_cli("preprocess", "--source", f"synthetic:{lang}", "--out", str(data_root / lang), "--tokens",
-                      str(budget), "--seq-len", seq_len, "--val-tokens", str(config.data.val_tokens)),
-                 f"preprocess {lang}")
+            _preprocess(lang, data_root / lang, budget, config.data.seq_len, config.data.val_tokens)
     processes = 2 if (os.cpu_count() or 1) >= 2 else 1
     run_dirs = []
     for name, preset, extra in DEMO_RUNS:
@@ -73,7 +75,8 @@ def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = Non
         _run(_train_command(processes, overrides), f"train {name}")
         run_dirs.append(str(run_dir))
     report_dir = out / "report"
-    _run(_cli("report", *run_dirs, "--out", str(report_dir)), "report")
+    log.info(f"report: plasticity-dist report {' '.join(run_dirs)} --out {report_dir}")
+    write_report(run_dirs, report_dir)
     log.info(f"report: {report_dir / 'report.md'}")
     log.info(f"plots: {', '.join(sorted(p.name for p in report_dir.glob('*.png')))} in {report_dir}")
     return report_dir

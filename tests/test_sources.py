@@ -3,8 +3,11 @@ and every bad input."""
 
 from __future__ import annotations
 
+import collections
+import difflib
 import itertools
 import json
+import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +20,8 @@ import pytest
 
 from plasticity_dist.data import sources
 from plasticity_dist.data.sources import corpus_source, iter_documents
-from plasticity_dist.data.synthetic import LANGUAGES, NUM_TOPICS, NUM_VERBS, _lexicon, _sentence_slots
+from plasticity_dist.data.synthetic import LANGUAGES, _lexicon, _sentence_slots
+from plasticity_dist.data.synthetic_world import NUM_NAMES, NUM_TOPICS, NUM_VERBS, proto_syllables, world, write_name
 
 NINE = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru", "vi")
 
@@ -172,11 +176,12 @@ def _vietnamese(char: str) -> bool:
 
 
 SCRIPT_CHECKS: dict[str, tuple[Callable[[str], bool], float, str]] = {
-    # language: (letter predicate, minimum share of letters, characters that must occur)
+    # language: (letter predicate, minimum share of letters, characters that must occur); Chinese, Japanese
+    # and Russian keep some names in Latin script (measured: 94 %, 96 % and 98 % of the letters their own)
     "en": (lambda c: c.isascii(), 1.0, ""),
-    "zh": (_cjk, 0.99, "的。"),
-    "ja": (lambda c: _cjk(c) or _kana(c), 1.0, "はを。"),
-    "ru": (lambda c: "CYRILLIC" in unicodedata.name(c), 1.0, "ё"),
+    "zh": (_cjk, 0.92, "的。"),
+    "ja": (lambda c: _cjk(c) or _kana(c), 0.94, "はを。"),
+    "ru": (lambda c: "CYRILLIC" in unicodedata.name(c), 0.96, "ё"),
     "vi": (lambda c: "LATIN" in unicodedata.name(c), 1.0, "đươ"),
     "fr": (lambda c: "LATIN" in unicodedata.name(c), 1.0, "éèê"),
     "es": (lambda c: "LATIN" in unicodedata.name(c), 1.0, "ñáú"),
@@ -197,9 +202,20 @@ def test_synthetic_writes_each_language_in_its_own_script(lang: str) -> None:
         assert 0.1 < _share(text, _kana) < 0.6  # kanji words with kana particles and endings
 
 
+def _names(lang: str) -> list[str]:
+    """The shared names as `lang` writes them, by name id."""
+    roots = world().roots["name"]
+    return [write_name(proto_syllables(roots, name), LANGUAGES[lang].name_script) for name in range(NUM_NAMES)]
+
+
 def test_synthetic_languages_have_their_own_words_and_word_lengths() -> None:
+    """Apart from the names and numbers they share, each language's word forms are its own (cognates are
+    spelled by each language's sound changes, so few come out identical)."""
     spaced = [lang for lang in NINE if LANGUAGES[lang].word_sep]
-    vocabularies = {lang: set(" ".join(_take(f"synthetic:{lang}", 200)).split()) for lang in spaced}
+    vocabularies = {}
+    for lang in spaced:
+        words = set(" ".join(_take(f"synthetic:{lang}", 200)).split()) - set(_names(lang))
+        vocabularies[lang] = {word for word in words if not word.rstrip(".!?").isdigit()}
     for one, other in itertools.combinations(spaced, 2):
         shared = vocabularies[one] & vocabularies[other]
         assert len(shared) < 0.05 * min(len(vocabularies[one]), len(vocabularies[other])), (one, other)
@@ -222,6 +238,67 @@ def test_synthetic_languages_share_concept_frequencies() -> None:
         other = verb_frequencies(lang)
         assert 0.5 * np.abs(english - other).sum() < 0.05  # total variation: ~0.025 for equal laws, ~0.4 shuffled
         assert np.argmax(other) == np.argmax(english)
+
+
+def test_synthetic_languages_share_numerals_in_every_script() -> None:
+    texts = {lang: " ".join(_take(f"synthetic:{lang}", 200)) for lang in NINE}
+    numbers = {lang: collections.Counter(re.findall(r"[0-9]+", text)) for lang, text in texts.items()}
+    for lang in NINE:
+        assert sum(numbers[lang].values()) > 300  # a count before ~15 % of the objects
+        assert len(set(numbers[lang]) & set(numbers["en"])) > 0.6 * len(numbers[lang])
+        by_digits = collections.Counter()
+        for number, count in numbers[lang].items():
+            by_digits[len(number)] += count / numbers[lang].total()
+        assert by_digits[1] > 0.15 and by_digits[3] == 0 and 0.35 < by_digits[4] < 0.65  # counts 2..99, years
+
+
+def test_synthetic_languages_share_names_written_in_their_own_scripts() -> None:
+    """The Latin-script languages write the same names the same way; the others transliterate them, and
+    every language names the same people about as often."""
+    texts = {lang: " ".join(_take(f"synthetic:{lang}", 200)) for lang in NINE}
+    capitalized = {lang: set(re.findall(r"\b[A-Z][a-z]+\b", texts[lang])) for lang in ("en", "vi", "de")}
+    assert len(capitalized["en"] & capitalized["vi"] & capitalized["de"]) > 100
+    assert _names("en") == _names("vi") == _names("fr")
+    assert all(name.isalpha() and "CYRILLIC" in unicodedata.name(name[0]) for name in _names("ru"))
+    assert all(_kana(char) for name in _names("ja") for char in name)
+    for lang in ("zh", "ja", "ru"):  # a share of the mentions keeps the Latin spelling, as web text does
+        latin = re.findall(r"[A-Z][a-z]+", texts[lang])
+        assert len(latin) > 100 and set(latin) <= set(_names("en"))  # ~240 expected: 3,200 sentences x 0.25 x 0.3
+
+    def name_counts(lang: str) -> np.ndarray:
+        # names written with the word separator around them, so that a name inside a word is not counted
+        sep = LANGUAGES[lang].word_sep
+        text = sep + texts[lang]
+        return np.array([text.count(f"{sep}{name}{sep}") for name in _names(lang)])
+
+    english = name_counts("en")
+    top_english = set(np.argsort(english)[-5:])
+    for lang in ("ru", "vi", "de"):
+        counts = name_counts(lang)
+        assert counts.sum() > 0.5 * english.sum()
+        assert len(top_english & set(np.argsort(counts)[-15:])) >= 3, lang
+
+
+def _base_letters(word: str) -> str:
+    """`word` in lower case without its diacritics and spaces: what cognates keep."""
+    decomposed = unicodedata.normalize("NFD", word.lower().strip())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def test_latin_script_languages_write_a_share_of_concepts_as_cognates() -> None:
+    """The Latin-script languages (Vietnamese loanwords too) spell a share of the same concepts alike:
+    cognates, each language's regular sound changes of one root; other scripts share no spelling."""
+
+    def similarity(one: str, other: str, shift: int = 0) -> float:
+        nouns = {lang: _lexicon(lang).forms[:2000] for lang in (one, other)}  # noun forms by concept
+        pairs = zip(nouns[one], np.roll(nouns[other], -shift))
+        ratios = [difflib.SequenceMatcher(None, _base_letters(a), _base_letters(b)).ratio() for a, b in pairs]
+        return float(np.mean(np.asarray(ratios) >= 0.5))
+
+    # measured: 0.10 (fr, vi) to 0.23 (es, pt) of the nouns alike, 0.02-0.07 against the next concept's noun
+    for one, other in (("fr", "es"), ("es", "pt"), ("en", "de"), ("fr", "vi"), ("en", "vi")):
+        assert similarity(one, other) > 2.5 * similarity(one, other, shift=1) + 0.03, (one, other)
+    assert similarity("en", "ru") == 0.0
 
 
 def test_a_partition_may_be_empty_when_the_source_is_not(tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
 """Offline synthetic text in the nine study languages (`synthetic:LANG`).
 
-Every language renders one shared world: a pool of concepts (nouns, adjectives, verbs, relations) with
-shared Zipfian frequencies and shared document topics, written as sentences built from one shared set of
-roles (subject, verb, object, optional adjectives and relation phrase). What differs per language is data
-in `LANGUAGES`: the script and syllable inventory its words are drawn from, word lengths, affixes,
-articles with noun gender, spacing, casing and word order. So a model can transfer what it learned about
-the world between languages but must learn each surface form anew.
+Every language renders one shared world (`synthetic_world.py`): a pool of concepts (nouns, adjectives,
+verbs, names) with shared Zipfian frequencies and shared document topics, written as sentences built from
+one shared set of roles (subject or a name, verb, object with an optional count, optional adjectives and
+relation phrase). What differs per language is data in `LANGUAGES`: the script and syllable inventory its
+words are drawn from, word lengths, affixes, articles with noun gender, spacing, casing and word order.
+What is shared beyond the world, as between natural languages: Arabic numerals, Latin punctuation outside
+Chinese and Japanese, proper names (transliterated into other scripts), and cognates between the
+Latin-script languages (each writes a share of the concepts from a common root through its own sound
+changes and with its own affixes). So a model transfers the world and some surface forms between
+languages but must learn most of each language's words anew.
 
 Speed: a language's word forms are built once (cached); documents are then sampled in bulk with numpy as
 arrays of form ids, and each document is one `str.join` over the forms.
@@ -21,11 +25,25 @@ from functools import cache
 
 import numpy as np
 
-WORLD_SEED = 20240601  # fixes the shared concept frequencies and topics
-NUM_NOUNS, NUM_ADJECTIVES, NUM_VERBS = 2000, 400, 500
-NUM_TOPICS, TOPIC_NOUNS, TOPIC_ADJECTIVES, TOPIC_VERBS = 64, 40, 12, 15
+from plasticity_dist.data.synthetic_world import (
+    NUM_ADJECTIVES,
+    NUM_NAMES,
+    NUM_NOUNS,
+    NUM_TOPICS,
+    NUM_VERBS,
+    NUMBER_PROBS,
+    NUMBERS,
+    World,
+    proto_syllables,
+    sound_changes,
+    world,
+    write_name,
+)
+
 TOPIC_SHARE = 0.5  # probability that a noun, adjective or verb comes from the document's topic
 ADJECTIVE_PROB, RELATION_PROB, DEFINITE_PROB = 0.35, 0.4, 0.6
+NAME_PROB, COUNT_PROB = 0.25, 0.15  # a name as the subject; a number before the object
+COGNATE_KEEP = 0.7  # chance that a language keeps a proto sound it has (else its regular change)
 END_PROBS = (0.86, 0.06, 0.08)  # statement, exclamation, question
 MEAN_SENTENCES = 16  # per document (geometric)
 DOCS_PER_CHUNK = 256
@@ -38,9 +56,13 @@ def _cjk_sample(seed: int, count: int) -> tuple[str, ...]:
 
 
 def _with_tones(vowels: str) -> tuple[str, ...]:
-    """Vietnamese vowels under each of the six tones (level, grave, acute, hook, tilde, dot below)."""
-    tones = ("", "\u0300", "\u0301", "\u0309", "\u0303", "\u0323")
-    return tuple(unicodedata.normalize("NFC", vowel + tone) for vowel in vowels.split() for tone in tones)
+    """Vietnamese vowels under each of the six tones (level, grave, acute, hook, tilde, dot below), each
+    repeated by its rough share of Vietnamese syllables (level a third, tilde a twentieth)."""
+    tones = {"": 8, "\u0300": 4, "\u0301": 4, "\u0309": 2, "\u0303": 1, "\u0323": 4}
+    return tuple(
+        unicodedata.normalize("NFC", vowel + tone)
+        for vowel in vowels.split() for tone, weight in tones.items() for _ in range(weight)
+    )
 
 
 @dataclass(frozen=True)
@@ -50,8 +72,11 @@ class LanguageSpec:
     A word is 1..len(syllables) syllables (weights `syllables`), each an onset, nucleus and coda drawn
     uniformly (repeat an item to weight it), joined by `syllable_sep`, plus a suffix of its word class.
     `layout` orders a sentence's slots: S/O/R nouns (R: relation phrase noun), Sa/Oa adjectives, V verb,
-    P relation word, Sd/Od/Rd articles (by definiteness and the noun's gender), E end mark; any other
-    item is a literal word (a particle).
+    P relation word, Sd/Od/Rd articles (by definiteness and the noun's gender), N a count of the object
+    (no object article then), E end mark; any other item is a literal word (a particle). A name replaces
+    the subject (and its article and adjective) in NAME_PROB of the sentences, written in `name_script`
+    except for a `latin_names` share of the mentions kept in Latin script (as web text keeps many).
+    `cognate_share`: the share of concepts written from the shared proto-language root.
     """
 
     script: str
@@ -68,9 +93,12 @@ class LanguageSpec:
     suffixes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # word class -> suffixes
     cased: bool = True  # capitalize each sentence's first word
     capitalize_nouns: bool = False
+    name_script: str = "Latin"
+    latin_names: float = 0.0
+    cognate_share: float = 0.0
 
 
-_SLOTS = frozenset("S O R Sa Oa V P Sd Od Rd E".split())
+_SLOTS = frozenset("S O R Sa Oa V P Sd Od Rd N E".split())
 _CJK_ENDS = ("。", "！", "？")
 
 LANGUAGES: dict[str, LanguageSpec] = {
@@ -80,10 +108,11 @@ LANGUAGES: dict[str, LanguageSpec] = {
         nuclei=tuple("a a e e e i i o o u ea ee oo ou ai ow".split()),
         codas=("", "", *"n t s r d l ng ck st nd ll".split()),
         syllables=(0.5, 0.35, 0.15),
-        layout="Sd Sa S V Od Oa O P Rd R E",
+        layout="Sd Sa S V N Od Oa O P Rd R E",
         relations=tuple("in on with from to for under near".split()),
         articles=(("the",), ("a",)),
         suffixes={"verb": ("s", "ed", "")},
+        cognate_share=0.4,
     ),
     "zh": LanguageSpec(
         script="Han",
@@ -93,10 +122,12 @@ LANGUAGES: dict[str, LanguageSpec] = {
         syllables=(0.3, 0.6, 0.1),
         word_sep="",
         ends=_CJK_ENDS,
-        layout="Sa S P R V Oa O E",
+        layout="Sa S P R V N Oa O E",
         relations=tuple("在 从 对 向 给 跟 为 于".split()),
         suffixes={"adj": ("的",)},
         cased=False,
+        name_script="Han",
+        latin_names=0.3,
     ),
     "fr": LanguageSpec(
         script="Latin",
@@ -104,10 +135,11 @@ LANGUAGES: dict[str, LanguageSpec] = {
         nuclei=tuple("a a e e i o u é é è ê â ou oi au eau an on in".split()),
         codas=("", "", "", *"n r s t x l".split()),
         syllables=(0.3, 0.45, 0.25),
-        layout="Sd S Sa V Od O Oa P Rd R E",
+        layout="Sd S Sa V N Od O Oa P Rd R E",
         relations=tuple("dans sur avec de pour sous près chez".split()),
         articles=(("le", "la"), ("un", "une")),
         suffixes={"verb": ("e", "ent", "ait"), "adj": ("", "e")},
+        cognate_share=0.5,
     ),
     "ja": LanguageSpec(
         script="Kanji and kana",
@@ -117,10 +149,12 @@ LANGUAGES: dict[str, LanguageSpec] = {
         syllables=(0.45, 0.55),
         word_sep="",
         ends=_CJK_ENDS,
-        layout="Sa S は R P Oa O を V E",
+        layout="Sa S は R P N Oa O を V E",
         relations=tuple("に で から まで と へ より ほど".split()),
         suffixes={"verb": ("る", "う", "く", "す", "む", "ます", "った"), "adj": ("い", "な")},
         cased=False,
+        name_script="katakana",
+        latin_names=0.3,
     ),
     "es": LanguageSpec(
         script="Latin",
@@ -128,10 +162,11 @@ LANGUAGES: dict[str, LanguageSpec] = {
         nuclei=tuple("a a a e e i o o u á é í ó ú ue ie".split()),
         codas=("", "", "", "", *"n s r l".split()),
         syllables=(0.1, 0.4, 0.35, 0.15),
-        layout="Sd S Sa V Od O Oa P Rd R E",
+        layout="Sd S Sa V N Od O Oa P Rd R E",
         relations=tuple("en sobre con de para bajo cerca según".split()),
         articles=(("el", "la"), ("un", "una")),
         suffixes={"verb": ("a", "e", "an"), "noun": ("o", "a", "")},
+        cognate_share=0.5,
     ),
     "de": LanguageSpec(
         script="Latin",
@@ -139,11 +174,12 @@ LANGUAGES: dict[str, LanguageSpec] = {
         nuclei=tuple("a a e e e i o u ä ö ü ei au ie eu".split()),
         codas=("", *"n n r t st ch ck nd ng tz ß ss".split()),
         syllables=(0.15, 0.35, 0.3, 0.2),
-        layout="Sd Sa S V P Rd R Od Oa O E",
+        layout="Sd Sa S V P Rd R N Od Oa O E",
         relations=tuple("in auf mit von zu für unter über".split()),
         articles=(("der", "die", "das"), ("ein", "eine", "ein")),
         suffixes={"verb": ("t", "et"), "adj": ("e", "en")},
         capitalize_nouns=True,
+        cognate_share=0.3,
     ),
     "pt": LanguageSpec(
         script="Latin",
@@ -151,10 +187,11 @@ LANGUAGES: dict[str, LanguageSpec] = {
         nuclei=tuple("a a e e i o o u ã õ á é ê ó ô ão".split()),
         codas=("", "", "", *"s r m l".split()),
         syllables=(0.15, 0.45, 0.3, 0.1),
-        layout="Sd S Sa V Od O Oa P Rd R E",
+        layout="Sd S Sa V N Od O Oa P Rd R E",
         relations=tuple("em sobre com de para sob perto após".split()),
         articles=(("o", "a"), ("um", "uma")),
         suffixes={"verb": ("a", "e", "am"), "noun": ("o", "a", "ção")},
+        cognate_share=0.5,
     ),
     "ru": LanguageSpec(
         script="Cyrillic",
@@ -162,9 +199,11 @@ LANGUAGES: dict[str, LanguageSpec] = {
         nuclei=tuple("а а е е и и о о о у ы э ю я ё".split()),
         codas=("", "", "", *"й н т с в л ль ст".split()),
         syllables=(0.15, 0.4, 0.3, 0.15),
-        layout="Sa S V Oa O P R E",
+        layout="Sa S V N Oa O P R E",
         relations=tuple("в на с из к для под около".split()),
         suffixes={"verb": ("ет", "ит", "ает"), "adj": ("ый", "ая", "ое", "ий")},
+        name_script="Cyrillic",
+        latin_names=0.3,
     ),
     "vi": LanguageSpec(
         script="Latin with Vietnamese diacritics",
@@ -173,35 +212,11 @@ LANGUAGES: dict[str, LanguageSpec] = {
         codas=("", "", "", *"c ch m n ng nh p t i o u".split()),
         syllables=(0.55, 0.45),
         syllable_sep=" ",
-        layout="S Sa V O Oa P R E",
+        layout="S Sa V N O Oa P R E",
         relations=tuple("trong trên với từ đến cho dưới gần".split()),
+        cognate_share=0.3,  # loanwords, written syllable by syllable
     ),
 }
-
-
-@dataclass(frozen=True)
-class _World:
-    """Shared by every language: concept frequencies (cumulative, by class) and topic members."""
-
-    cdf: dict[str, np.ndarray]
-    topics: dict[str, np.ndarray]  # class -> (NUM_TOPICS, members) concept ids
-
-
-# word class -> (concepts, concepts per topic)
-WORD_CLASSES = {
-    "noun": (NUM_NOUNS, TOPIC_NOUNS), "adj": (NUM_ADJECTIVES, TOPIC_ADJECTIVES), "verb": (NUM_VERBS, TOPIC_VERBS)
-}
-
-
-@cache
-def _world() -> _World:
-    rng = np.random.default_rng(WORLD_SEED)
-    cdf, topics = {}, {}
-    for word_class, (count, topic_size) in WORD_CLASSES.items():
-        weights = 1.0 / (np.arange(count) + 2.7)  # Zipf-Mandelbrot over concept rank
-        cdf[word_class] = np.cumsum(weights) / weights.sum()
-        topics[word_class] = np.stack([rng.choice(count, size=topic_size, replace=False) for _ in range(NUM_TOPICS)])
-    return _World(cdf, topics)
 
 
 def _words(spec: LanguageSpec, rng: np.random.Generator, word_class: str, count: int, seen: set[str]) -> list[str]:
@@ -227,6 +242,31 @@ def _words(spec: LanguageSpec, rng: np.random.Generator, word_class: str, count:
     return words
 
 
+@cache
+def _sound_changes(lang: str) -> list[dict[str, str]]:
+    spec = LANGUAGES[lang]
+    return sound_changes((spec.onsets, spec.nuclei, spec.codas), seed=zlib.crc32(f"{lang} cognates".encode()),
+                         keep=COGNATE_KEEP)
+
+
+def _with_cognates(lang: str, word_class: str, words: list[str]) -> list[str]:
+    """`words` (one per concept) with the language's cognate share of the concepts written from their roots."""
+    spec, shared = LANGUAGES[lang], world()
+    cognates = np.flatnonzero(shared.cognacy[word_class] < spec.cognate_share)
+    if cognates.size == 0:
+        return words
+    onsets, nuclei, codas = _sound_changes(lang)
+    suffixes = spec.suffixes.get(word_class, ("",))
+    suffix_ids = np.random.default_rng(zlib.crc32(f"{lang} {word_class} suffixes".encode())).integers(
+        len(suffixes), size=cognates.size)
+    words = list(words)
+    for concept, suffix_id in zip(cognates.tolist(), suffix_ids.tolist()):
+        syllables = proto_syllables(shared.roots[word_class], concept)
+        words[concept] = spec.syllable_sep.join(onsets[o] + nuclei[n] + codas[c] for o, n, c in syllables)
+        words[concept] += suffixes[suffix_id]
+    return words
+
+
 @dataclass(frozen=True)
 class _Lexicon:
     """One language's word forms as one table, with the offset of each kind of slot in it."""
@@ -247,16 +287,20 @@ def _lexicon(lang: str) -> _Lexicon:
     spec = LANGUAGES[lang]
     rng = np.random.default_rng(zlib.crc32(lang.encode()))
     seen: set[str] = set()
-    nouns = _words(spec, rng, "noun", NUM_NOUNS, seen)
+    nouns = _with_cognates(lang, "noun", _words(spec, rng, "noun", NUM_NOUNS, seen))
     if spec.capitalize_nouns:
         nouns = [noun[:1].upper() + noun[1:] for noun in nouns]
+    names = world().roots["name"]
     blocks = {
         "noun": nouns,
-        "adj": _words(spec, rng, "adj", NUM_ADJECTIVES, seen),
-        "verb": _words(spec, rng, "verb", NUM_VERBS, seen),
+        "adj": _with_cognates(lang, "adj", _words(spec, rng, "adj", NUM_ADJECTIVES, seen)),
+        "verb": _with_cognates(lang, "verb", _words(spec, rng, "verb", NUM_VERBS, seen)),
+        "name": [write_name(proto_syllables(names, name), spec.name_script) for name in range(NUM_NAMES)],
+        "latin_name": [write_name(proto_syllables(names, name), "Latin") for name in range(NUM_NAMES)],
+        "number": list(NUMBERS),
         "relation": list(spec.relations),
         "article": [article for definite in spec.articles for article in definite],
-        "literal": [item for item in spec.layout.split() if item not in _SLOTS],
+        "literal": [item for item in spec.layout.split() if item not in _SLOTS],  # last: up to "end"
     }
     forms, offsets = [], {}
     for kind, words in blocks.items():
@@ -270,7 +314,7 @@ def _lexicon(lang: str) -> _Lexicon:
     return _Lexicon(np.array(forms + capitalized, dtype=object), offsets, genders, empty=len(forms) - 1)
 
 
-def _zipf_or_topic(rng: np.random.Generator, world: _World, word_class: str, topic: np.ndarray) -> np.ndarray:
+def _zipf_or_topic(rng: np.random.Generator, world: World, word_class: str, topic: np.ndarray) -> np.ndarray:
     """One concept id per sentence: the document topic's with probability TOPIC_SHARE, else Zipfian."""
     members = world.topics[word_class]
     from_topic = members[topic, rng.integers(members.shape[1], size=topic.size)]
@@ -280,12 +324,12 @@ def _zipf_or_topic(rng: np.random.Generator, world: _World, word_class: str, top
 
 def _sentence_slots(lang: str, rng: np.random.Generator, topic: np.ndarray) -> np.ndarray:
     """Form ids of shape (sentences, slots) for sentences whose document topics are `topic`."""
-    world, lexicon, spec = _world(), _lexicon(lang), LANGUAGES[lang]
+    shared, lexicon, spec = world(), _lexicon(lang), LANGUAGES[lang]
     n, offsets, empty = topic.size, lexicon.offsets, lexicon.empty
-    nouns = {role: _zipf_or_topic(rng, world, "noun", topic) for role in "SOR"}
+    nouns = {role: _zipf_or_topic(rng, shared, "noun", topic) for role in "SOR"}
     has_relation = rng.random(n) < RELATION_PROB
     columns: dict[str, np.ndarray] = {
-        "V": offsets["verb"] + _zipf_or_topic(rng, world, "verb", topic),
+        "V": offsets["verb"] + _zipf_or_topic(rng, shared, "verb", topic),
         "P": np.where(has_relation, offsets["relation"] + rng.integers(len(spec.relations), size=n), empty),
         "E": offsets["end"] + rng.choice(3, size=n, p=END_PROBS),
     }
@@ -297,8 +341,16 @@ def _sentence_slots(lang: str, rng: np.random.Generator, topic: np.ndarray) -> n
             article = np.where(definite, 0, len(spec.articles[0])) + lexicon.genders[concept]
             columns[role + "d"] = np.where(present, offsets["article"] + article, empty)
     for role in ("Sa", "Oa"):
-        adjective = offsets["adj"] + _zipf_or_topic(rng, world, "adj", topic)
+        adjective = offsets["adj"] + _zipf_or_topic(rng, shared, "adj", topic)
         columns[role] = np.where(rng.random(n) < ADJECTIVE_PROB, adjective, empty)
+    is_name = rng.random(n) < NAME_PROB
+    name_block = np.where(rng.random(n) < spec.latin_names, offsets["latin_name"], offsets["name"])
+    columns["S"] = np.where(is_name, name_block + _zipf_or_topic(rng, shared, "name", topic), columns["S"])
+    has_count = rng.random(n) < COUNT_PROB
+    columns["N"] = np.where(has_count, offsets["number"] + rng.choice(len(NUMBERS), size=n, p=NUMBER_PROBS), empty)
+    for role, dropped in (("Sd", is_name), ("Sa", is_name), ("Od", has_count)):
+        if role in columns:
+            columns[role] = np.where(dropped, empty, columns[role])
     literals = iter(range(offsets["literal"], offsets["end"]))
     layout = spec.layout.split()
     slots = np.stack([columns[item] if item in _SLOTS else np.full(n, next(literals)) for item in layout], axis=1)

@@ -21,8 +21,9 @@ def test_demo_runs_the_whole_pipeline_and_ends_in_a_report(tmp_path, capfd):
     assert [line for line in (demo_log + probe_logs).splitlines() if DEPENDENCY_WARNING.search(line)] == []
     report = tmp_path / "report"
     summary = json.loads((report / "summary.json").read_text())
-    assert [run["run"] for run in summary["runs"]] == ["100K", "250K", "600K", "100K-shrink-perturb"]
-    assert [run["model"] for run in summary["runs"]] == ["100K", "250K", "600K", "100K"]
+    assert [run["run"] for run in summary["runs"]] == ["100K", "100K-seed1", "600K", "100K-shrink-perturb"]
+    assert [run["model"] for run in summary["runs"]] == ["100K", "100K", "600K", "100K"]
+    assert [group["runs"] for group in summary["replicate_groups"]][0] == ["100K", "100K-seed1"]
     assert summary["mitigation_groups"] == [["100K", "100K-shrink-perturb"]]
     for run in summary["runs"]:
         assert run["problem"] == "continual"

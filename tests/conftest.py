@@ -30,3 +30,20 @@ def zero3_reference(data_root, tmp_path_factory):
     from runs import reference_overrides, train_to_end
 
     return train_to_end(tmp_path_factory.mktemp("zero3-reference") / "run", reference_overrides(data_root))
+
+
+@pytest.fixture(scope="session")
+def zero1_two_ranks(data_root, tmp_path_factory):
+    """The tiny run under ZeRO-1 on 2 ranks through accelerate launch."""
+    from runs import tiny_overrides, train_to_end
+
+    return train_to_end(tmp_path_factory.mktemp("zero1") / "run", tiny_overrides(data_root, launch__zero_stage=1))
+
+
+@pytest.fixture(scope="session")
+def zero1_one_rank(data_root, tmp_path_factory):
+    """The same run on 1 rank through plain `python -m`."""
+    from runs import tiny_overrides, train_to_end
+
+    return train_to_end(tmp_path_factory.mktemp("zero1-one-rank") / "run",
+                        tiny_overrides(data_root, launch__zero_stage=1), processes=1)

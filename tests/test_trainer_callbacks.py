@@ -16,6 +16,7 @@ MITIGATIONS = dict(
     launch__zero_stage=3, diagnostics__every_steps=8, mitigations__shrink_perturb__enabled="true",
     mitigations__l2_init__enabled="true", mitigations__redo__enabled="true", mitigations__redo__every_steps=6,
     mitigations__cbp__enabled="true", mitigations__cbp__maturity=4, mitigations__cbp__replacement_rate=0.01,
+    mitigations__replay__enabled="true", mitigations__replay__fraction=0.25,
 )
 
 
@@ -40,7 +41,7 @@ def test_diagnostics_are_logged_every_interval_and_at_task_ends(mitigated_run):
 
 def test_mitigations_are_recorded_and_training_still_learns(mitigated_run):
     config = yaml.safe_load((mitigated_run / "config.yaml").read_text())
-    assert all(config["mitigations"][name]["enabled"] for name in ("shrink_perturb", "l2_init", "redo", "cbp"))
+    assert all(config["mitigations"][name]["enabled"] for name in ("shrink_perturb", "l2_init", "redo", "cbp", "replay"))
     losses = [r["loss"] for r in step_records(mitigated_run)]
     assert len(losses) == 64 and losses[31] < losses[0] - 1.0
     diagnostics = records(mitigated_run, "diagnostics")
@@ -56,6 +57,6 @@ def test_resume_with_mitigations_matches_uninterrupted_run(data_root, mitigated_
     assert latest_checkpoint(run_dir).name.startswith("step000000040")
     train_to_end(run_dir, overrides)
     strip_time = lambda rs: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in rs]
-    for event in ("step", "diagnostics"):
+    for event in ("step", "diagnostics", "task_end"):  # task_end: the forgetting evaluations of every language
         assert strip_time(records(run_dir, event)) == strip_time(records(mitigated_run, event)), event
     assert_same_weights(final_weights(run_dir), final_weights(mitigated_run))

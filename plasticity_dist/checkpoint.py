@@ -19,10 +19,10 @@ from accelerate import Accelerator
 from accelerate.utils.constants import MODEL_NAME
 
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text, fsync_dir
+from plasticity_dist.run_layout import RunLayout
 
 TRAINER_STATE = "trainer_state.json"
 ENGINE_FOLDER = MODEL_NAME  # the tag accelerate's save_state gives the DeepSpeed engine's shards
-LATEST = "latest"
 
 
 class CheckpointError(ValueError):
@@ -68,14 +68,16 @@ def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dic
 class Checkpointer:
     def __init__(self, run_dir: str | Path, accelerator: Accelerator, keep_last: int,
                  is_protected: Callable[[str], bool] = lambda tag: False) -> None:
-        self.directory = Path(run_dir) / "checkpoints"
+        layout = RunLayout(run_dir)
+        self.directory = layout.checkpoints
+        self.latest_pointer = layout.latest
         self.accelerator = accelerator
         self.keep_last = keep_last
         self.is_protected = is_protected
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, as named by `latest`."""
-        pointer = self.directory / LATEST
+        pointer = self.latest_pointer
         if not pointer.is_file():
             return None
         path = self.directory / pointer.read_text().strip()
@@ -107,7 +109,7 @@ class Checkpointer:
             shutil.rmtree(final, ignore_errors=True)  # a re-save of the same tag after a resume
             staging.rename(final)
             fsync_dir(self.directory)
-            atomic_write_text(self.directory / LATEST, tag + "\n")
+            atomic_write_text(self.latest_pointer, tag + "\n")
             self._prune()
         self.accelerator.wait_for_everyone()
         return final

@@ -22,6 +22,7 @@ from plasticity_dist.callbacks import Callback, LoopPosition
 from plasticity_dist.config import EarlyWarningSection
 from plasticity_dist.logging import get_logger
 from plasticity_dist.metrics import MetricsLog, read_metrics
+from plasticity_dist.run_layout import RunLayout
 
 
 def loss_improvement(losses: Sequence[float], window: int) -> float | None:
@@ -63,7 +64,7 @@ class StagnationMonitor(Callback):
             self._check_probes(at)
 
     def _check_loss_improvement(self, at: LoopPosition) -> None:
-        metrics_path = self.run_dir / "metrics.jsonl"
+        metrics_path = RunLayout(self.run_dir).metrics
         losses = task_losses(read_metrics(metrics_path) if metrics_path.is_file() else [])
         window, ratio = self.section.window, self.section.loss_improvement_ratio
         improvement = loss_improvement(losses.get((at.task.index, at.task.cycle, at.task.name), []), window)

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from plasticity_dist.checkpoint import LATEST, is_complete, load_consolidated_weights, read_trainer_state
+from plasticity_dist.checkpoint import is_complete, load_consolidated_weights, read_trainer_state
 from plasticity_dist.config import load_config
 from plasticity_dist.logging import get_logger
 from plasticity_dist.model import GPT
 from plasticity_dist.presets import get_preset
+from plasticity_dist.run_layout import RunLayout
 from plasticity_dist.tokenizer import BYTE_SPEC, HF_PREFIX, ByteTokenizer, load_tokenizer
 
 log = get_logger()
@@ -106,8 +107,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the Hugging Face folder of one checkpoint to `out`; returns it."""
     checkpoint, out = Path(checkpoint), Path(out)
     state = read_trainer_state(checkpoint)
-    run_dir = checkpoint.resolve().parent.parent
-    config = load_config(run_dir / "config.yaml")
+    run_dir = RunLayout.of_checkpoint(checkpoint)
+    config = load_config(run_dir.config)
     tokenizer = load_tokenizer(state["tokenizer"])
     model = GPT(get_preset(config.model.preset).gpt_config(tokenizer.vocab_size, config.data.seq_len))
     model.load_state_dict(load_consolidated_weights(checkpoint, list(model.state_dict())))
@@ -115,7 +116,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     to_gpt2(model, tokenizer.eot_id).save_pretrained(staging, safe_serialization=True)
     hf_tokenizer(state["tokenizer"]).save_pretrained(staging)
-    (staging / "README.md").write_text(model_card(run_dir, checkpoint.name, state, config.model.preset,
+    (staging / "README.md").write_text(model_card(run_dir.root, checkpoint.name, state, config.model.preset,
                                                   model.num_params()))
     if out.exists():
         shutil.rmtree(out)
@@ -126,10 +127,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 def kept_checkpoints(run_dir: str | Path) -> list[Path]:
     """A run's complete checkpoints, in training order."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = RunLayout(run_dir).checkpoints
     if not folder.is_dir():
         raise FileNotFoundError(f"{run_dir} has no checkpoints folder")
-    return sorted(path for path in folder.iterdir() if path.name != LATEST and path.is_dir() and is_complete(path))
+    return sorted(path for path in folder.iterdir() if path.is_dir() and is_complete(path))
 
 
 def export_all(run_dir: str | Path, out: str | Path) -> list[Path]:

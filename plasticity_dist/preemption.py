@@ -13,10 +13,11 @@ from types import FrameType
 import torch
 import torch.distributed as dist
 
+from plasticity_dist.run_layout import PREEMPTED_MARKER  # noqa: F401  (RunLayout.preempted; re-exported)
+
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"
-# Also written to RUN/ on such an exit: launchers (accelerate launch, torchrun) do not pass a rank's exit
-# code on, so slurm/common.sh requeues when it finds this file.
-PREEMPTED_MARKER = "preempted"
+# On such an exit the trainer also writes RunLayout.preempted: launchers (accelerate launch, torchrun) do not
+# pass a rank's exit code on, so slurm/common.sh requeues when it finds that file.
 
 
 class PreemptionFlag:

@@ -25,10 +25,11 @@ import torch.distributed as dist
 from plasticity_dist.fileio import atomic_write_json
 from plasticity_dist.logging import get_logger
 from plasticity_dist.processes import is_process_alive
+from plasticity_dist.run_layout import RunLayout
 
 log = get_logger()
 
-LOCK_FILE = "lock"
+LOCK_FILE = RunLayout(".").lock.name
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0  # 20 missed heartbeats: far beyond a busy file system's stalls
 SETTLE_S = 0.5  # after creating the lock, before trusting it: far longer than a takeover's read-then-rename
@@ -62,7 +63,7 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path, heartbeat_s: float = HEARTBEAT_S,
                  stale_after_s: float = STALE_AFTER_S) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+        self.path = RunLayout(run_dir).lock
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
         self.owner: dict[str, Any] | None = None  # our record while we hold the lock

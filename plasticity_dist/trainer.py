@@ -30,8 +30,9 @@ from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.metrics import MetricsLog
 from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
 from plasticity_dist.model import GPT
-from plasticity_dist.preemption import PREEMPTED_MARKER, REQUEUE_EXIT_CODE, PreemptionFlag
+from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import get_preset
+from plasticity_dist.run_layout import RunLayout
 from plasticity_dist.run_lock import lock_run_directory
 from plasticity_dist.probe.scheduler import ProbeScheduler
 from plasticity_dist.steps import StepRunner
@@ -63,6 +64,7 @@ class Trainer:
         self.tokens_per_step = config.data.global_batch_size * config.data.seq_len
         self.tasks = build_tasks(config)
         self.run_dir = Path(config.run_dir)
+        self.layout = RunLayout(self.run_dir)
         self.tokenizer: str | None = None  # set from the first dataset; every other one must match it
         first_loader = self._loader(self.tasks[0])
         self.tokenizer = first_loader.tokenizer
@@ -99,8 +101,8 @@ class Trainer:
             self.run_dir, self.accelerator, config.checkpoint.keep_last,
             is_protected=lambda tag: self.probes is not None and tag in self.probes.queue.protected_tags(),
         )
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.accelerator.is_main_process,
-                                  self.run_dir / "tensorboard" if config.tensorboard else None)
+        self.metrics = MetricsLog(self.layout.metrics, self.accelerator.is_main_process,
+                                  self.layout.tensorboard if config.tensorboard else None)
         self.callbacks = Callbacks(self._callbacks(initial_weights))
 
     def close(self) -> None:
@@ -145,9 +147,8 @@ class Trainer:
     def _start_or_resume(self) -> TrainerState:
         if self.accelerator.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            config_path = self.run_dir / "config.yaml"
-            if not config_path.exists():
-                config_path.write_text(config_to_yaml(self.config))
+            if not self.layout.config.exists():
+                self.layout.config.write_text(config_to_yaml(self.config))
         self.accelerator.wait_for_everyone()
         self.checkpointer.remove_unfinished()
         checkpoint = self.checkpointer.resolve(self.config.resume)
@@ -178,7 +179,7 @@ class Trainer:
             for task in self.tasks[state.task_index:]:
                 if not self._train_task(task, state, progress):
                     if self.accelerator.is_main_process:
-                        atomic_write_text(self.run_dir / PREEMPTED_MARKER, f"{state.step}\n")
+                        atomic_write_text(self.layout.preempted, f"{state.step}\n")
                     return REQUEUE_EXIT_CODE
                 self._finish_task(task, state)
         if self.probes is not None:

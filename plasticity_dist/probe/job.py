@@ -28,18 +28,10 @@ from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.model import GPT
 from plasticity_dist.presets import get_preset
+from plasticity_dist.run_layout import RunLayout
 from plasticity_dist.steps import StepRunner
 
 log = get_logger()
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """`RUN/checkpoints/<tag>` → `RUN`."""
-    return checkpoint.resolve().parent.parent
-
-
-def probe_result_path(checkpoint: Path) -> Path:
-    return run_dir_of(checkpoint) / "probes" / f"{checkpoint.name}.json"
 
 
 def probe_config_hash(config: ExperimentConfig) -> str:
@@ -84,9 +76,10 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
     """Run the probe of `checkpoint` (or return the existing result) and return the result record."""
     checkpoint = Path(checkpoint)
     trainer_state = read_trainer_state(checkpoint)
-    config = load_config(config_path or run_dir_of(checkpoint) / "config.yaml")
+    layout = RunLayout.of_checkpoint(checkpoint)
+    config = load_config(config_path or layout.config)
     config_hash = probe_config_hash(config)
-    result_path = probe_result_path(checkpoint)
+    result_path = layout.probe_result(checkpoint.name)
     done = existing_result(result_path, config_hash, force)
     if done is not None:
         log.info(f"probe of {checkpoint.name} already done with this config: {result_path}")

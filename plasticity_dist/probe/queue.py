@@ -11,18 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from plasticity_dist.fileio import atomic_write_json
+from plasticity_dist.run_layout import RunLayout
 
 
 class ProbeQueue:
     def __init__(self, run_dir: str | Path) -> None:
-        self.results = Path(run_dir) / "probes"
-        self.pending_dir = self.results / "pending"
+        self.layout = RunLayout(run_dir)
+        self.pending_dir = self.layout.pending
 
     def _request_path(self, tag: str) -> Path:
-        return self.pending_dir / f"{tag}.json"
+        return self.layout.pending_request(tag)
 
     def has_result(self, tag: str) -> bool:
-        return (self.results / f"{tag}.json").is_file()
+        return self.layout.probe_result(tag).is_file()
 
     def add(self, tag: str) -> None:
         """Record that checkpoint `tag` needs a probe (idempotent)."""

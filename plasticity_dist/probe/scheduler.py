@@ -11,13 +11,14 @@ from plasticity_dist.config import ProbeSection
 from plasticity_dist.logging import get_logger
 from plasticity_dist.probe.executors import LocalExecutor, make_executor
 from plasticity_dist.probe.queue import ProbeQueue
+from plasticity_dist.run_layout import RunLayout
 
 log = get_logger()
 
 
 class ProbeScheduler:
     def __init__(self, run_dir: str | Path, probe: ProbeSection) -> None:
-        self.run_dir = Path(run_dir)
+        self.layout = RunLayout(run_dir)
         self.probe = probe
         self.queue = ProbeQueue(run_dir)
         self.executor = make_executor(probe)
@@ -52,13 +53,12 @@ class ProbeScheduler:
         """Submit one attempt; True when it is running now. A failed submission is a failed attempt:
         it is logged and retried, never raised into the training loop."""
         tag = request["checkpoint"]
-        logs = self.queue.results / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{tag}.attempt{request['attempts'] + 1}.log"
+        log_path = self.layout.probe_log(tag, request["attempts"] + 1)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         request["attempts"] += 1
         self.queue.update(request)  # counted before it starts: a crash here still uses up the attempt
         try:
-            handle = self.executor.submit(self.run_dir / "checkpoints" / tag, self.run_dir / "config.yaml", log_path)
+            handle = self.executor.submit(self.layout.checkpoint(tag), self.layout.config, log_path)
         except (OSError, RuntimeError) as error:
             log_path.write_text(f"submission failed: {error}\n")
             handle = {"log": str(log_path), "error": str(error)}

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from plasticity_dist.config import ConfigError
 from plasticity_dist.run_lock import RunLockedError
@@ -51,10 +52,14 @@ def _probe(args: argparse.Namespace) -> int:
             status = "failed" if request["failed"] else f"attempts {request['attempts']}"
             print(f"{request['checkpoint']}\t{status}\t{last.get('log', '')}")
         return 0
+    if args.print_run_dir:
+        from plasticity_dist.run_layout import RunLayout
+
+        print(RunLayout.of_checkpoint(args.checkpoint).probe_run(Path(args.checkpoint).name).root)
+        return 0
     from plasticity_dist.probe.job import run_probe
 
-    run_probe(args.checkpoint, args.config, force=args.force)
-    return 0
+    return run_probe(args.checkpoint, args.config, force=args.force)
 
 
 def _add_probe(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +69,8 @@ def _add_probe(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--pending", metavar="RUN", help="list the probe requests of RUN without a result")
     parser.add_argument("--config", help="experiment YAML (default: the run's config.yaml)")
     parser.add_argument("--force", action="store_true", help="replace a result made under another probe config")
+    parser.add_argument("--print-run-dir", action="store_true", help="print the probe's run directory "
+                        "(RUN/probes/<tag>) and exit (what slurm/probe.sh requeues on)")
     parser.set_defaults(handler=_probe)
 
 
@@ -86,8 +93,6 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from plasticity_dist.demo import run_demo
 
     run_demo(Path(args.out), cycles=args.cycles, task_tokens=args.task_tokens)

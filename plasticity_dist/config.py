@@ -38,6 +38,7 @@ def _at_least(minimum: float) -> dict[str, Any]:
 class ModelSection:
     preset: str = field(default="100K", metadata=_choices(*PRESETS_BY_NAME))
     compile: bool = False
+    init_from: str = ""  # a checkpoint whose consolidated weights start the run (only read); "": random init
 
 
 @dataclass
@@ -140,6 +141,7 @@ class ProbeSection:
     executor: str = field(default="local", metadata=_choices("inline", "local", "slurm"))
     max_concurrent: int = field(default=1, metadata=_at_least(1))
     retries: int = field(default=2, metadata=_at_least(0))
+    checkpoint_every_steps: int = field(default=1000, metadata=_at_least(0))  # a probe run's checkpoints; 0: none
     baseline: bool = True  # also probe the untrained initial weights (cycle 0)
     local_cpus: list[int] = field(default_factory=list)  # `local` executor: pin probes to these CPUs
     local_gpus: str = ""  # `local` executor: CUDA_VISIBLE_DEVICES for probes, e.g. "7"
@@ -257,6 +259,22 @@ class EarlyWarningSection:
 
 
 @dataclass
+class EvaluationSection:
+    """Validation loss during every task on the task's validation splits (`eval` records in metrics.jsonl):
+    at `points` steps from step 0 to the task's last step, spaced by `spacing` (a probe's curve), and every
+    `every_steps` steps; 0 turns either off. `tokens` per evaluation."""
+
+    points: int = field(default=0, metadata=_at_least(0))
+    spacing: str = field(default="linear", metadata=_choices("linear", "log"))
+    every_steps: int = field(default=0, metadata=_at_least(0))
+    tokens: int = field(default=1_000_000, metadata=_at_least(1))
+
+    def check(self) -> None:
+        if self.points == 1:
+            raise ConfigError("evaluation.points=1: a curve needs step 0 and the last step (2 or more), or 0 for none")
+
+
+@dataclass
 class LaunchSection:
     zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
     precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
@@ -282,6 +300,7 @@ class ExperimentConfig:
     mitigations: MitigationsSection = field(default_factory=MitigationsSection)
     early_warning: EarlyWarningSection = field(default_factory=EarlyWarningSection)
     forgetting: ForgettingSection = field(default_factory=ForgettingSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 
     def __post_init__(self) -> None:
         """A probe without its own `probe.lr` trains at the run's `optimizer.lr`: filled in here, so the

@@ -7,7 +7,6 @@ language's (forgetting, and the probe language zero-shot), then checkpoints.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +16,13 @@ import torch
 from accelerate.utils import set_seed
 
 from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
-from plasticity_dist.checkpoint import Checkpointer
+from plasticity_dist.checkpoint import Checkpointer, load_consolidated_weights, read_trainer_state
 from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
 from plasticity_dist.curriculum import Task, build_tasks, dataset_path, languages
-from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
+from plasticity_dist.data.loader import ShardLoader
 from plasticity_dist.diagnostics import Diagnostics, heldout_batch
 from plasticity_dist.early_warning import StagnationMonitor
+from plasticity_dist.evaluation import PeriodicEvaluation, validation_loss
 from plasticity_dist.launch import WorldInfo, build_accelerator, gradient_accumulation_steps, init_world_env
 from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
@@ -65,7 +65,9 @@ class Trainer:
         self.tasks = build_tasks(config)
         self.run_dir = Path(config.run_dir)
         self.layout = RunLayout(self.run_dir)
-        self.tokenizer: str | None = None  # set from the first dataset; every other one must match it
+        # set from the starting checkpoint or the first dataset; every dataset must match it
+        self.tokenizer: str | None = read_trainer_state(config.model.init_from)["tokenizer"] or None \
+            if config.model.init_from else None
         first_loader = self._loader(self.tasks[0])
         self.tokenizer = first_loader.tokenizer
         self.vocab_size = first_loader.vocab_size
@@ -85,6 +87,8 @@ class Trainer:
         config = self.config
         set_seed(config.seed)
         model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
+        if config.model.init_from:
+            model.load_state_dict(load_consolidated_weights(config.model.init_from, list(model.state_dict())))
         self.non_embedding_params = model.num_params()
         self.flops_per_token = model.flops_per_token()
         keep_initial = config.mitigations.l2_init.enabled or (config.diagnostics.enabled and self.accelerator.is_main_process)
@@ -122,6 +126,8 @@ class Trainer:
         members: list[Callback] = []
         if config.diagnostics.enabled:
             members.append(Diagnostics(config.diagnostics, self.steps, batch, initial_weights, self.metrics, is_main))
+        if config.evaluation.points or config.evaluation.every_steps:
+            members.append(PeriodicEvaluation(config.evaluation, self.steps, config.data, self.tokens_per_step, self.metrics))
         if mitigations.shrink_perturb.enabled:
             members.append(ShrinkPerturb(mitigations.shrink_perturb, self.steps, config.seed))
         if mitigations.l2_init.enabled:
@@ -153,7 +159,7 @@ class Trainer:
         self.checkpointer.remove_unfinished()
         checkpoint = self.checkpointer.resolve(self.config.resume)
         if checkpoint is None:
-            self.metrics.truncate_after(0)  # records of an attempt that died before its first checkpoint
+            self.metrics.truncate_after(-1)  # records of an attempt that died before its first checkpoint
             state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
             if self.config.probe.enabled and self.config.probe.baseline:
                 self._save_for_probe("step000000000-init", state, probe_cycle=0)
@@ -267,16 +273,7 @@ class Trainer:
                 "probe_val_loss": self._validation_loss((probe_dataset,), tokens)}
 
     def _validation_loss(self, datasets: tuple[str, ...], tokens: int) -> float | None:
-        """Mean loss over the first `tokens` of the datasets' validation splits, split evenly between them."""
-        val_dirs = [Path(dataset) / "val" for dataset in datasets]
-        if not all(path.is_dir() for path in val_dirs):
-            return None
-        data = self.config.data
-        return self.steps.evaluate(itertools.chain.from_iterable(
-            iter_eval_batches(val_dir, seq_len=data.seq_len, batch_size=data.micro_batch_size,
-                              max_tokens=tokens // len(val_dirs))
-            for val_dir in val_dirs
-        ))
+        return validation_loss(self.steps, datasets, tokens, self.config.data)
 
     def _save(self, task: Task, state: TrainerState, keep: bool) -> Path:
         state.callbacks = self.callbacks.state_dict()

@@ -45,18 +45,26 @@ launch_accelerate() {
         -m plasticity_dist.cli $args"
 }
 
-# Train with `train --config CONFIG run_dir=RUN_DIR OVERRIDES...`; when the trainer was stopped by a
-# signal (time limit, preemption) it has checkpointed and left a marker: requeue the job to resume.
-train_and_requeue() {
-    local config=$1 run_dir=$2
-    shift 2
+# Run `plasticity_dist.cli ARGS...` for the run in RUN_DIR (a training run, or a probe's run in
+# RUN/probes/<tag>); when it was stopped by a signal (time limit, preemption) it has checkpointed and left a
+# marker: requeue the job to resume.
+launch_and_requeue() {
+    local run_dir=$1
+    shift
     rm -f "$run_dir/$PREEMPTED_MARKER"
     local status=0
-    launch_accelerate train --config "$config" "run_dir=$run_dir" "$@" || status=$?
+    launch_accelerate "$@" || status=$?
     if [[ -f $run_dir/$PREEMPTED_MARKER ]]; then
-        echo "trainer checkpointed after a stop signal: requeueing job $SLURM_JOB_ID"
+        echo "stopped by a signal after a checkpoint: requeueing job $SLURM_JOB_ID"
         scontrol requeue "$SLURM_JOB_ID"
         exit 0
     fi
     exit "$status"
+}
+
+# Train with `train --config CONFIG run_dir=RUN_DIR OVERRIDES...`, requeued when stopped by a signal.
+train_and_requeue() {
+    local config=$1 run_dir=$2
+    shift 2
+    launch_and_requeue "$run_dir" train --config "$config" "run_dir=$run_dir" "$@"
 }

@@ -1,9 +1,12 @@
-"""One probe: load a checkpoint's weights, train a copy on the probe language, write the curve and AUC.
+"""One probe: a run of its own in `RUN/probes/<tag>/` that trains a copy of checkpoint `<tag>` on the probe
+language, through the trainer's own machinery, and writes the validation curve and AUC.
 
-The copy gets a fresh AdamW and the probe's token budget; validation loss on the probe's held-out split
-(`<probe dataset>/val`) is measured at `probe.eval_points` steps spaced by `probe.eval_spacing` (linear or
-log), step 0 and the last step included. The checkpoint is only read. The result goes to
-`RUN/probes/<tag>.json`, written atomically.
+The probe run's config (`probe_run_config`) is one task on the probe dataset with the probe's token budget,
+weights from the checkpoint's consolidated weights (the checkpoint is only read), a fresh AdamW at the
+probe's constant LR, and validation loss on `<probe dataset>/val` at `probe.eval_points` steps (step 0 and
+the last included). Being a run, it checkpoints every `probe.checkpoint_every_steps`, resumes exactly after a
+kill, and stops on USR1/TERM with the requeue exit code. On completion it writes `RUN/probes/<tag>.json`
+atomically and deletes its own checkpoints; its config.yaml and metrics.jsonl stay.
 """
 
 from __future__ import annotations
@@ -11,33 +14,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from plasticity_dist.analysis.auc import curve_auc
-from plasticity_dist.checkpoint import load_consolidated_weights, read_trainer_state
-from plasticity_dist.config import ExperimentConfig, load_config
+from plasticity_dist.checkpoint import read_trainer_state
+from plasticity_dist.config import (CheckpointSection, ConfigError, CurriculumSection, DiagnosticsSection,
+                                    EarlyWarningSection, EvaluationSection, ExperimentConfig, ForgettingSection,
+                                    MitigationsSection, TaskSpec, config_to_dict, load_config)
 from plasticity_dist.curriculum import dataset_path
-from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
+from plasticity_dist.evaluation import eval_steps  # noqa: F401  (where probe users have always found it)
 from plasticity_dist.fileio import atomic_write_json
-from plasticity_dist.launch import build_accelerator, gradient_accumulation_steps, init_world_env
 from plasticity_dist.logging import get_logger
-from plasticity_dist.lr_schedule import learning_rate
-from plasticity_dist.model import GPT
-from plasticity_dist.presets import get_preset
 from plasticity_dist.run_layout import RunLayout
-from plasticity_dist.steps import StepRunner
 
 log = get_logger()
+
+# Probe settings that say where and how a probe is scheduled, not what it computes.
+SCHEDULING_KEYS = ("executor", "max_concurrent", "retries", "baseline", "local_cpus", "local_gpus", "slurm",
+                   "checkpoint_every_steps")
 
 
 def probe_config_hash(config: ExperimentConfig) -> str:
     """Hash of everything that changes a probe's numbers (not where or how it is scheduled)."""
     probe = dataclasses.asdict(config.probe)
-    for scheduling_key in ("executor", "max_concurrent", "retries", "baseline", "local_cpus", "local_gpus", "slurm"):
+    for scheduling_key in SCHEDULING_KEYS:
         probe.pop(scheduling_key)
     data = config.data
     payload = {
@@ -47,16 +50,27 @@ def probe_config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def eval_steps(num_steps: int, points: int, spacing: str = "linear") -> list[int]:
-    """`points` steps from 0 to `num_steps` inclusive, evenly spaced (`linear`) or step 0 and then evenly
-    spaced in log from step 1 (`log`); fewer when rounding makes some coincide."""
-    if spacing == "linear":
-        grid = np.linspace(0, num_steps, points)
-    elif spacing == "log":
-        grid = np.concatenate([[0], np.geomspace(1, num_steps, points - 1)])
-    else:
-        raise ValueError(f"eval spacing must be linear or log, got {spacing!r}")
-    return sorted({int(round(x)) for x in grid})
+def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) -> ExperimentConfig:
+    """The run that probes `checkpoint` under the run config `config`, in `run_dir`."""
+    probe = config.probe
+    return dataclasses.replace(
+        config,
+        run_dir=str(run_dir),
+        resume="auto",
+        model=dataclasses.replace(config.model, init_from=str(checkpoint.resolve())),
+        # probes read their data in one-block windows and validate on eval_tokens (the task end's too)
+        data=dataclasses.replace(config.data, shuffle_window_blocks=1, val_tokens=probe.eval_tokens),
+        curriculum=CurriculumSection(problem="continual", tasks=[TaskSpec(name="probe", dataset=probe.dataset)],
+                                     task_tokens=probe.tokens, cycles=1),
+        optimizer=dataclasses.replace(config.optimizer, lr=probe.lr, schedule="constant"),
+        checkpoint=CheckpointSection(every_steps=probe.checkpoint_every_steps, keep_last=1),
+        probe=dataclasses.replace(probe, enabled=False),
+        evaluation=EvaluationSection(points=probe.eval_points, spacing=probe.eval_spacing, tokens=probe.eval_tokens),
+        diagnostics=DiagnosticsSection(enabled=False),
+        mitigations=MitigationsSection(),
+        early_warning=EarlyWarningSection(enabled=False),
+        forgetting=ForgettingSection(enabled=False),
+    )
 
 
 def existing_result(result_path: Path, config_hash: str, force: bool) -> dict[str, Any] | None:
@@ -72,68 +86,75 @@ def existing_result(result_path: Path, config_hash: str, force: bool) -> dict[st
     return result
 
 
-def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, force: bool = False) -> dict[str, Any]:
-    """Run the probe of `checkpoint` (or return the existing result) and return the result record."""
+def _same_run(written: Path, config: ExperimentConfig) -> bool:
+    """Whether a probe run's config.yaml describes the run `config` (wherever the run directory now is)."""
+    placement = ("run_dir", "resume")
+    ours = {key: value for key, value in config_to_dict(config).items() if key not in placement}
+    theirs = {key: value for key, value in config_to_dict(load_config(written)).items() if key not in placement}
+    theirs["model"]["init_from"] = ours["model"]["init_from"]
+    return ours == theirs
+
+
+def prepare_probe_run(layout: RunLayout, tag: str, config: ExperimentConfig, force: bool) -> ExperimentConfig:
+    """The probe run's config; a probe run left by another probe config is refused, or with `force` removed."""
+    probe_run = layout.probe_run(tag)
+    val_split = Path(dataset_path(config.data.root, config.probe.dataset)) / "val"
+    if not val_split.is_dir():
+        raise ConfigError(f"probe.dataset: {val_split} does not exist; preprocess the probe dataset with --val-tokens")
+    run_config = probe_run_config(config, layout.checkpoint(tag), probe_run.root)
+    if probe_run.config.is_file() and not _same_run(probe_run.config, run_config):
+        if not force:
+            raise ValueError(f"{probe_run.root} holds a probe run under another config; pass --force to restart it")
+        shutil.rmtree(probe_run.root)
+    return run_config
+
+
+def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, force: bool = False) -> int:
+    """Run or resume the probe of `checkpoint`; 0 once its result exists, REQUEUE_EXIT_CODE when stopped."""
     checkpoint = Path(checkpoint)
     trainer_state = read_trainer_state(checkpoint)
     layout = RunLayout.of_checkpoint(checkpoint)
     config = load_config(config_path or layout.config)
     config_hash = probe_config_hash(config)
     result_path = layout.probe_result(checkpoint.name)
-    done = existing_result(result_path, config_hash, force)
-    if done is not None:
+    probe_run = layout.probe_run(checkpoint.name)
+    if existing_result(result_path, config_hash, force) is not None:
         log.info(f"probe of {checkpoint.name} already done with this config: {result_path}")
-        return done
+        shutil.rmtree(probe_run.checkpoints, ignore_errors=True)  # left by a probe killed after its result
+        return 0
+    run_config = prepare_probe_run(layout, checkpoint.name, config, force)
 
-    started = time.time()
-    world = init_world_env()
-    accelerator = build_accelerator(config, world)
-    probe_dir = dataset_path(config.data.root, config.probe.dataset)
-    data = config.data
-    loader = ShardLoader(
-        [probe_dir], seq_len=data.seq_len, micro_batch_size=data.micro_batch_size,
-        global_batch_size=data.global_batch_size, token_budget=config.probe.tokens, rank=world.rank,
-        world_size=world.world_size, seed=data.seed, task=0, num_workers=data.num_workers,
-        tokenizer=trainer_state["tokenizer"],
-    )
-    model = GPT(get_preset(config.model.preset).gpt_config(loader.vocab_size, data.seq_len))
-    model.load_state_dict(load_consolidated_weights(checkpoint, list(model.state_dict())))
-    steps = StepRunner(accelerator, model, config, gradient_accumulation_steps(config, world.world_size))
-    optimizer = dataclasses.replace(config.optimizer, lr=config.probe.lr, schedule="constant")
+    from plasticity_dist.trainer import Trainer  # DeepSpeed and torch load only for a probe that runs
 
-    def validation_loss() -> float:
-        return steps.evaluate(iter_eval_batches(
-            Path(probe_dir) / "val", seq_len=data.seq_len, batch_size=data.micro_batch_size,
-            max_tokens=config.probe.eval_tokens,
-        ))
-
-    tokens_per_step = data.global_batch_size * data.seq_len
-    points = eval_steps(loader.num_steps, config.probe.eval_points, config.probe.eval_spacing)
-    curve_tokens, curve_losses = [0], [validation_loss()]
-    batches = iter(loader)
-    for step in range(loader.num_steps):
-        steps.train_step(batches, learning_rate(optimizer, step, step, loader.num_steps))
-        if step + 1 in points:
-            curve_tokens.append((step + 1) * tokens_per_step)
-            curve_losses.append(validation_loss())
-    result = {
-        "checkpoint": checkpoint.name,
-        "cycle": trainer_state["probe_cycle"],
-        "tasks_trained": trainer_state["task_index"],
-        "tokens": trainer_state["tokens_seen"],
-        "eval_tokens": curve_tokens,
-        "val_losses": curve_losses,
-        "auc": curve_auc(curve_tokens, curve_losses),
-        "config_hash": config_hash,
-        "probe_dataset": probe_dir,
-        "world_size": world.world_size,
-        "started_at": started,
-        "finished_at": time.time(),
-        "seconds": time.time() - started,
-    }
-    if accelerator.is_main_process:
-        result_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(result_path, result)
-        log.info(f"probe of {checkpoint.name}: AUC {result['auc']:.4f} → {result_path}")
-    accelerator.wait_for_everyone()
-    return result
+    trainer = Trainer(run_config)
+    try:
+        status = trainer.run()
+        if status != 0:
+            return status
+        curve = trainer.callbacks.state_dict()["evaluation"]["curve"]
+        finished = time.time()
+        started = probe_run.config.stat().st_mtime  # written once, when the probe run began
+        result = {
+            "checkpoint": checkpoint.name,
+            "cycle": trainer_state["probe_cycle"],
+            "tasks_trained": trainer_state["task_index"],
+            "tokens": trainer_state["tokens_seen"],
+            "eval_tokens": [tokens for _, tokens, _ in curve],
+            "val_losses": [loss for _, _, loss in curve],
+            "auc": curve_auc([tokens for _, tokens, _ in curve], [loss for _, _, loss in curve]),
+            "config_hash": config_hash,
+            "probe_dataset": dataset_path(config.data.root, config.probe.dataset),
+            "world_size": trainer.world.world_size,
+            "started_at": started,
+            "finished_at": finished,
+            "seconds": finished - started,
+        }
+        if trainer.accelerator.is_main_process:
+            result_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(result_path, result)
+            shutil.rmtree(probe_run.checkpoints, ignore_errors=True)
+            log.info(f"probe of {checkpoint.name}: AUC {result['auc']:.4f} → {result_path}")
+        trainer.accelerator.wait_for_everyone()
+        return 0
+    finally:
+        trainer.close()

@@ -1,0 +1,88 @@
+"""Validation loss: the one way a run measures it (task ends, forgetting, probes), and the callback that
+measures it during a task at fixed steps (a probe's curve) or every N steps.
+
+Every rank evaluates the same batches (ZeRO-3 forwards are collective); the main process writes the records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plasticity_dist.callbacks import Callback, LoopPosition
+from plasticity_dist.config import DataSection, EvaluationSection
+from plasticity_dist.data.loader import iter_eval_batches
+from plasticity_dist.metrics import MetricsLog
+from plasticity_dist.steps import StepRunner
+
+
+def eval_steps(num_steps: int, points: int, spacing: str = "linear") -> list[int]:
+    """`points` steps from 0 to `num_steps` inclusive, evenly spaced (`linear`) or step 0 and then evenly
+    spaced in log from step 1 (`log`); fewer when rounding makes some coincide."""
+    if spacing == "linear":
+        grid = np.linspace(0, num_steps, points)
+    elif spacing == "log":
+        grid = np.concatenate([[0], np.geomspace(1, num_steps, points - 1)])
+    else:
+        raise ValueError(f"eval spacing must be linear or log, got {spacing!r}")
+    return sorted({int(round(x)) for x in grid})
+
+
+def validation_loss(step_runner: StepRunner, datasets: tuple[str, ...], tokens: int, data: DataSection) -> float | None:
+    """Mean loss over the first `tokens` of the datasets' validation splits (`<dataset>/val`), split evenly
+    between them; None when a split is missing."""
+    val_dirs = [Path(dataset) / "val" for dataset in datasets]
+    if not all(path.is_dir() for path in val_dirs):
+        return None
+    return step_runner.evaluate(itertools.chain.from_iterable(
+        iter_eval_batches(val_dir, seq_len=data.seq_len, batch_size=data.micro_batch_size,
+                          max_tokens=tokens // len(val_dirs))
+        for val_dir in val_dirs
+    ))
+
+
+class PeriodicEvaluation(Callback):
+    """The validation loss of the task in progress at `evaluation.points` fixed steps (step 0 included) and
+    every `evaluation.every_steps`. The task's points so far are its state, saved with every checkpoint, so
+    a resumed run ends with the same curve as an uninterrupted one."""
+
+    name = "evaluation"
+
+    def __init__(self, section: EvaluationSection, step_runner: StepRunner, data: DataSection,
+                 tokens_per_step: int, metrics: MetricsLog) -> None:
+        self.section = section
+        self.step_runner = step_runner
+        self.data = data
+        self.tokens_per_step = tokens_per_step
+        self.metrics = metrics
+        self.curve: list[list[Any]] = []  # [step, tokens, val_loss] of the task in progress
+
+    def on_task_start(self, at: LoopPosition) -> None:
+        self.curve = []
+        if self.section.points:  # step 0 of the task: the weights it starts from
+            self._evaluate(at, at.step - 1, at.tokens - self.tokens_per_step)
+
+    def after_optimizer_step(self, at: LoopPosition) -> None:
+        every = self.section.every_steps
+        at_point = self.section.points and at.step_in_task in self._points(at.task_steps)
+        if at_point or (every and at.step % every == 0):
+            self._evaluate(at, at.step, at.tokens)
+
+    def _points(self, task_steps: int) -> list[int]:
+        return eval_steps(task_steps, self.section.points, self.section.spacing)
+
+    def _evaluate(self, at: LoopPosition, step: int, tokens: int) -> None:
+        loss = validation_loss(self.step_runner, at.task.val_datasets, self.section.tokens, self.data)
+        self.curve.append([step, tokens, loss])
+        self.metrics.write({"event": "eval", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
+                            "cycle": at.task.cycle, "step": step, "tokens": tokens, "val_loss": loss})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve = state.get("curve", [])

@@ -44,14 +44,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    if args.pending:
-        from plasticity_dist.probe.queue import ProbeQueue
-
-        for request in ProbeQueue(args.pending).open_requests():
-            last = request["submissions"][-1] if request["submissions"] else {}
-            status = "failed" if request["failed"] else f"attempts {request['attempts']}"
-            print(f"{request['checkpoint']}\t{status}\t{last.get('log', '')}")
-        return 0
+    if args.pending or args.resubmit:
+        return _probe_queue(args.pending or args.resubmit, resubmit=bool(args.resubmit))
     if args.print_run_dir:
         from plasticity_dist.run_layout import RunLayout
 
@@ -62,11 +56,37 @@ def _probe(args: argparse.Namespace) -> int:
     return run_probe(args.checkpoint, args.config, force=args.force)
 
 
+def _probe_queue(run_dir: str, resubmit: bool) -> int:
+    """List a run's open probe requests, or (holding the run's lock, so no trainer runs meanwhile) resubmit
+    every open or failed one and wait for local probes to finish."""
+    from plasticity_dist.config import load_config
+    from plasticity_dist.probe.scheduler import ProbeScheduler
+    from plasticity_dist.run_layout import RunLayout
+    from plasticity_dist.run_lock import RunLock
+
+    layout = RunLayout(run_dir)
+    scheduler = ProbeScheduler(layout.root, load_config(layout.config).probe)
+    if resubmit:
+        lock = RunLock(layout.root)
+        lock.acquire()  # refused while the run's trainer lives: it resubmits its probes itself
+        try:
+            scheduler.resubmit()
+            scheduler.drain()
+        finally:
+            lock.release()
+    for line in scheduler.describe():
+        print(line)
+    return 0
+
+
 def _add_probe(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("probe", help="probe one checkpoint (what async probe jobs run), or list pending probes")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--checkpoint", help="checkpoint folder RUN/checkpoints/<tag>")
-    target.add_argument("--pending", metavar="RUN", help="list the probe requests of RUN without a result")
+    target.add_argument("--pending", metavar="RUN", help="list the probe requests of RUN without a result: "
+                        "state (running, waiting, failed), attempts and the last attempt's log")
+    target.add_argument("--resubmit", metavar="RUN", help="after RUN's trainer has finished: resubmit every open "
+                        "or failed probe request (each gets probe.retries more attempts)")
     parser.add_argument("--config", help="experiment YAML (default: the run's config.yaml)")
     parser.add_argument("--force", action="store_true", help="replace a result made under another probe config")
     parser.add_argument("--print-run-dir", action="store_true", help="print the probe's run directory "

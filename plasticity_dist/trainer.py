@@ -258,6 +258,8 @@ class Trainer:
             self._save_for_probe(task.checkpoint_tag(state.step), state, probe_cycle=task.cycle)
         else:
             self._save(task, state, keep=False)
+            if self.probes is not None:
+                self.probes.poll()  # a probe that died is resubmitted within a cycle, not only at its end
 
     def evaluate(self, task: Task) -> float | None:
         """Mean loss on the task's validation split (`<dataset>/val`), the same batches on every rank."""

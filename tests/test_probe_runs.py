@@ -1,5 +1,5 @@
 """Probes are runs of their own in RUN/probes/<tag>/: exact resume after SIGKILL, a clean stop on USR1 with the
-requeue exit code.
+requeue exit code, and `probe --resubmit` for failed probes once the trainer has finished.
 
 Every test probes the last checkpoint of `zero3_reference` (conftest.py) in a copy of that run, under one
 probe config: 24 steps of 8 x 32 tokens on vi, evaluated at steps 0, 6, 12, 18 and 24, with a checkpoint
@@ -17,8 +17,10 @@ import sys
 
 import pytest
 
+from plasticity_dist.cli import main
 from plasticity_dist.config import config_to_yaml, load_config
 from plasticity_dist.preemption import REQUEUE_EXIT_CODE
+from plasticity_dist.probe.queue import ProbeQueue
 from plasticity_dist.run_layout import RunLayout
 from runs import REPO, kill_process_group, latest_checkpoint, wait_for
 
@@ -121,3 +123,19 @@ def test_usr1_stops_a_probe_at_a_checkpoint_with_the_requeue_code_and_the_rerun_
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert_same_curve(result_of(checkpoint), uninterrupted)
 
+
+def test_resubmit_completes_a_failed_probe_after_the_trainer_has_finished(zero3_reference, uninterrupted, tmp_path,
+                                                                          capsys):
+    checkpoint = run_copy(zero3_reference, tmp_path)
+    run_dir = checkpoint.parent.parent
+    queue = ProbeQueue(run_dir)
+    queue.add(checkpoint.name)
+    (request,) = queue.open_requests()
+    queue.update({**request, "attempts": 3, "failed": True})  # out of retries while the trainer ran
+    assert main(["probe", "--pending", str(run_dir)]) == 0
+    assert capsys.readouterr().out.split("\t")[:3] == [checkpoint.name, "failed", "attempts 3"]
+
+    assert main(["probe", "--resubmit", str(run_dir)]) == 0
+    assert queue.open_requests() == []
+    assert_same_curve(result_of(checkpoint), uninterrupted)
+    assert (RunLayout(run_dir).probe_log(checkpoint.name, 4)).is_file()

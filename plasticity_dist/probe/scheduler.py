@@ -1,5 +1,6 @@
 """The trainer's side of probing: queue a request per checkpoint, keep at most J probes running,
-retry the ones that died (up to `probe.retries`), and never block training (except `inline`).
+retry the ones that died (up to `probe.retries`), and never block training (except `inline`). After the
+trainer has finished, `resubmit` gives every open or failed request a fresh set of retries.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ProbeScheduler:
         for request in requests:
             if request in running or (limit is not None and len(running) >= limit):
                 continue
-            if request["attempts"] > self.probe.retries:
+            if request["attempts"] - request.get("retries_from", 0) > self.probe.retries:
                 request["failed"] = True
                 self.queue.update(request)
                 log.warning(f"probe of {request['checkpoint']} failed {request['attempts']} times; "
@@ -44,6 +45,25 @@ class ProbeScheduler:
                 continue
             if self._submit(request):
                 running.append(request)
+
+    def resubmit(self) -> None:
+        """Give every open request that is not running, failed ones included, `probe.retries` more attempts
+        and start what the concurrency limit allows."""
+        for request in self.queue.open_requests():
+            if not self._is_running(request):
+                request["failed"] = False
+                request["retries_from"] = request["attempts"]
+                self.queue.update(request)
+        self.poll()
+
+    def describe(self) -> list[str]:
+        """One line per open request: checkpoint, state (running, waiting or failed), attempts, last log."""
+        lines = []
+        for request in self.queue.open_requests():
+            state = "failed" if request["failed"] else "running" if self._is_running(request) else "waiting"
+            last = request["submissions"][-1] if request["submissions"] else {}
+            lines.append(f"{request['checkpoint']}\t{state}\tattempts {request['attempts']}\t{last.get('log', '-')}")
+        return lines
 
     def _is_running(self, request: dict) -> bool:
         last = request["submissions"][-1] if request["submissions"] else None

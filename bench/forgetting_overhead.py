@@ -1,9 +1,11 @@
 """Cost of evaluating every language at every task end (`forgetting`), as a share of a task's training time.
 
-Two one-cycle trainer runs (1 process, ZeRO-1) of the demo config (100K, seq 64, 32,768-token tasks over the
-eight study languages, Vietnamese zero-shot), forgetting off (the baseline) and on, in this process. A task
-end's evaluation time is its `task_end` record's time minus its last step's; a task's training time is the
-sum of its steps' times (log_every=1). Share = (evaluation time with - without) / training time. At study
+Two one-cycle trainer runs (1 process each, ZeRO-1) of the demo config (100K, seq 64, 32,768-token tasks over
+the eight study languages, Vietnamese zero-shot), forgetting off (the baseline) and on, one after the other
+(accelerate allows one DeepSpeed accelerator per process, so each is its own `python -m` process). A task
+end's time (evaluations and checkpoint) is the gap between its last step's record and the next task's first
+step's record, less that first step's own time; a task's training time is the sum of its steps' times
+(log_every=1). Share = (evaluation time with - without) / training time. At study
 scale the share follows from the tokens: 9 languages x `forgetting.val_tokens` forward-only tokens against a
 5e9-token task (printed too). Target: within ~1 % of a task at study scale; the demo's is stated, not targeted.
 """
@@ -11,13 +13,14 @@ scale the share follows from the tokens: 9 languages x `forgetting.val_tokens` f
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from plasticity_dist.cli import main as cli_main
 from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES, ForgettingSection, load_config
 from plasticity_dist.metrics import read_metrics
-from plasticity_dist.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_TASK_TOKENS = 5e9
@@ -25,18 +28,22 @@ STUDY_TASK_TOKENS = 5e9
 
 def run(work: Path, name: str, forgetting: bool) -> tuple[float, float]:
     """Mean evaluation seconds per task end and mean training seconds per task of one run."""
-    config = load_config(REPO / "configs" / "demo.yaml", [
-        f"run_dir={work / name}", f"data.root={work / 'data'}", "curriculum.cycles=1", "probe.enabled=false",
-        "diagnostics.enabled=false", "early_warning.enabled=false", "log_every=1", "launch.zero_stage=1",
-        "data.num_workers=1", f"forgetting.enabled={str(forgetting).lower()}"])
-    train(config)
+    demo = REPO / "configs" / "demo.yaml"
+    overrides = [f"run_dir={work / name}", f"data.root={work / 'data'}", "curriculum.cycles=1", "probe.enabled=false",
+                 "diagnostics.enabled=false", "early_warning.enabled=false", "log_every=1", "launch.zero_stage=1",
+                 "data.num_workers=1", f"forgetting.enabled={str(forgetting).lower()}"]
+    subprocess.run([sys.executable, "-m", "plasticity_dist.cli", "train", "--config", str(demo), *overrides],
+                   check=True, cwd=REPO)
+    config = load_config(demo, overrides)
     metrics = read_metrics(work / name / "metrics.jsonl")
     tokens_per_step = config.data.global_batch_size * config.data.seq_len
-    evaluations, trainings = [], []
-    for end in (record for record in metrics if record["event"] == "task_end"):
-        steps = [r for r in metrics if r["event"] == "step" and r["task_index"] == end["task_index"]]
-        evaluations.append(end["time"] - steps[-1]["time"])
-        trainings.append(sum(tokens_per_step / r["tokens_per_s"] for r in steps))
+    steps = [record for record in metrics if record["event"] == "step"]
+    seconds = [tokens_per_step / record["tokens_per_s"] for record in steps]
+    evaluations = [after["time"] - before["time"] - after_seconds
+                   for before, after, after_seconds in zip(steps, steps[1:], seconds[1:])
+                   if after["task_index"] != before["task_index"]]
+    trainings = [sum(s for s, record in zip(seconds, steps) if record["task_index"] == task)
+                 for task in sorted({record["task_index"] for record in steps})]
     return statistics.fmean(evaluations), statistics.fmean(trainings)
 
 

@@ -106,8 +106,26 @@ def wait_for(condition, timeout: float = 180, what: str = "condition") -> None:
 
 
 def kill_process_group(process: subprocess.Popen, signum: int = signal.SIGKILL) -> None:
+    """Kill a launcher's process group and every rank it started (ranks live in sessions of their own, so
+    killing the group alone leaves them training and holding the run's lock), and wait until all are gone."""
+    tree = process_tree(process.pid)
     os.killpg(process.pid, signum)
+    for pid in tree:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
     process.wait(timeout=60)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in tree),
+             timeout=60, what="the killed ranks to exit")
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (Z: a zombie, already dead), or "Z" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return "Z"
 
 
 def process_tree(pid: int) -> list[int]:

@@ -65,6 +65,11 @@ def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dic
     return weights
 
 
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints in a run's checkpoints folder, in training order (their tags sort by step)."""
+    return sorted(path for path in folder.iterdir() if path.is_dir() and is_complete(path))
+
+
 class Checkpointer:
     def __init__(self, run_dir: str | Path, accelerator: Accelerator, keep_last: int,
                  is_protected: Callable[[str], bool] = lambda tag: False) -> None:
@@ -131,7 +136,7 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
 
     def _prune(self) -> None:
-        complete = sorted(path for path in self.directory.iterdir() if path.is_dir() and is_complete(path))
+        complete = complete_checkpoints(self.directory)
         for path in complete[: -self.keep_last]:
             if not read_trainer_state(path).get("keep") and not self.is_protected(path.name):
                 shutil.rmtree(path)

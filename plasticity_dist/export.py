@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from plasticity_dist.checkpoint import is_complete, load_consolidated_weights, read_trainer_state
+from plasticity_dist.checkpoint import complete_checkpoints, load_consolidated_weights, read_trainer_state
 from plasticity_dist.config import load_config
 from plasticity_dist.logging import get_logger
 from plasticity_dist.model import GPT
@@ -130,7 +130,7 @@ def kept_checkpoints(run_dir: str | Path) -> list[Path]:
     folder = RunLayout(run_dir).checkpoints
     if not folder.is_dir():
         raise FileNotFoundError(f"{run_dir} has no checkpoints folder")
-    return sorted(path for path in folder.iterdir() if path.is_dir() and is_complete(path))
+    return complete_checkpoints(folder)
 
 
 def export_all(run_dir: str | Path, out: str | Path) -> list[Path]:

@@ -16,7 +16,7 @@ $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install --quiet $(CPU_TORCH); fi
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,eval]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,eval,wandb]"
 	touch $(STAMP)
 
 test: install

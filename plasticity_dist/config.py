@@ -283,12 +283,27 @@ class LaunchSection:
 
 
 @dataclass
+class WandbSection:
+    """Weights & Biases, off by default: the main process logs every metrics.jsonl record and the probe results
+    to one W&B run per run directory (see wandb_sink.py). Without internet: `mode=offline`, `wandb sync` later."""
+
+    enabled: bool = False
+    project: str = "plasticity-dist"
+    entity: str = ""  # "": W&B's default entity
+    group: str = ""  # "": <size>-<problem>[-<mitigations>], so replicate seeds share a group
+    name: str = ""  # "": <group>-seed<seed>
+    mode: str = field(default="online", metadata=_choices("online", "offline"))
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ExperimentConfig:
     run_dir: str = "runs/default"
     resume: str = "auto"  # auto | never | path to a checkpoint folder
     seed: int = 0
     log_every: int = field(default=10, metadata=_at_least(1))
     tensorboard: bool = False  # also write metrics as TensorBoard scalars to RUN/tensorboard/
+    wandb: WandbSection = field(default_factory=WandbSection)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)

@@ -36,6 +36,11 @@ class RunLayout:
         return self.root / "tensorboard"
 
     @property
+    def wandb_run(self) -> Path:
+        """The run's Weights & Biases run: its id and what has been logged to it (W&B's own files: RUN/wandb/)."""
+        return self.root / "wandb_run.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

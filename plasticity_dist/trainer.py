@@ -105,12 +105,14 @@ class Trainer:
             self.run_dir, self.accelerator, config.checkpoint.keep_last,
             is_protected=lambda tag: self.probes is not None and tag in self.probes.queue.protected_tags(),
         )
-        self.metrics = MetricsLog(self.layout.metrics, self.accelerator.is_main_process,
-                                  self.layout.tensorboard if config.tensorboard else None)
+        self.metrics = MetricsLog.for_run(config, self.layout, self.accelerator.is_main_process)
         self.callbacks = Callbacks(self._callbacks(initial_weights))
 
     def close(self) -> None:
-        """Give up the run directory (its lock): at the end of a run, on a stop signal or on an error."""
+        """Close the metrics' sinks and give up the run directory (its lock): at the end of a run, on a stop
+        signal or on an error."""
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
         if self.run_lock is not None:
             self.run_lock.release()
 

@@ -70,6 +70,7 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) 
         mitigations=MitigationsSection(),
         early_warning=EarlyWarningSection(enabled=False),
         forgetting=ForgettingSection(enabled=False),
+        wandb=dataclasses.replace(config.wandb, enabled=False),  # the trainer logs probe results to its W&B run
     )
 
 

@@ -12,6 +12,7 @@ setup(
         "accelerate>=1.0",
         "transformers>=4.40",  # accelerate's DeepSpeed path imports it unconditionally
         "datasets>=2.19",
+        "tokenizers>=0.19",  # `tokenizer train`: the shared byte-level BPE
         "webdataset>=0.2.90",
         "zstandard>=0.22",
         "numpy>=1.26",

@@ -92,7 +92,8 @@ def main() -> None:
     preset = get_preset(args.preset)
     torch.manual_seed(0)
     ours = GPT(preset.gpt_config(args.vocab_size, args.seq_len)).to(device)
-    reference = ReferenceGPT(preset.n_layer, preset.d_model, preset.n_head, args.vocab_size, args.seq_len).to(device)
+    reference = ReferenceGPT(preset.n_layer, preset.d_model, preset.n_head, ours.config.padded_vocab_size,
+                             args.seq_len).to(device)
     idx = torch.randint(0, args.vocab_size, (args.batch, args.seq_len), device=device)
     targets = torch.roll(idx, -1, dims=1)
 

@@ -170,6 +170,34 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_preprocess)
 
 
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from plasticity_dist.data.sources import tokenizer_sample
+    from plasticity_dist.tokenizer_training import TokenizerTrainingArgs, train_tokenizer
+
+    given = {"sources": tuple(args.source) if args.source else None, "vocab_size": args.vocab_size,
+             "sample_bytes": args.sample_bytes, "text_field": args.text_field, "seed": args.seed}
+    # what configs/corpora.yaml names, for whatever the command line leaves out
+    settings = TokenizerTrainingArgs(**{**tokenizer_sample(), **{k: v for k, v in given.items() if v is not None}})
+    print(train_tokenizer(settings, args.out))
+    return 0
+
+
+def _add_tokenizer(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tokenizer", help="train the study's shared multilingual tokenizer")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    train = actions.add_parser("train", help="one byte-level BPE on an equal sample of every source, deterministic")
+    train.add_argument("--source", nargs="+", help="sources as for preprocess (default: the languages "
+                       "configs/corpora.yaml's `tokenizer` entry names, from its default corpus set)")
+    train.add_argument("--vocab-size", type=int, help="tokens, end-of-text included (default: corpora.yaml's)")
+    train.add_argument("--sample-bytes", type=_token_count, help="UTF-8 bytes of text taken from each source "
+                       "(default: corpora.yaml's)")
+    train.add_argument("--text-field", help="field holding the text in jsonl/parquet/hf records (default 'text')")
+    train.add_argument("--seed", type=int, help="seed of synthetic sources (default 0)")
+    train.add_argument("--out", required=True, help="folder to write (replaced if it exists); then use it as "
+                       "preprocess --tokenizer OUT")
+    train.set_defaults(handler=_tokenizer_train)
+
+
 def _verify(args: argparse.Namespace) -> int:
     from plasticity_dist.data.preprocess import verify
 
@@ -235,8 +263,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_models, _add_preprocess, _add_verify, _add_train, _add_probe, _add_report, _add_predict, _add_export,
-    _add_demo,
+    _add_models, _add_tokenizer, _add_preprocess, _add_verify, _add_train, _add_probe, _add_report, _add_predict,
+    _add_export, _add_demo,
 )
 
 

@@ -23,7 +23,7 @@ from plasticity_dist.logging import get_logger
 from plasticity_dist.model import GPT
 from plasticity_dist.presets import get_preset
 from plasticity_dist.run_layout import RunLayout
-from plasticity_dist.tokenizer import BYTE_SPEC, HF_PREFIX, ByteTokenizer, load_tokenizer
+from plasticity_dist.tokenizer import BYTE_SPEC, END_OF_TEXT, HF_PREFIX, ByteTokenizer, load_tokenizer
 
 log = get_logger()
 # ours -> GPT-2's, per block; Linear weights are transposed into GPT-2's Conv1D layout
@@ -49,7 +49,7 @@ def to_gpt2(model: GPT, eot_id: int) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     shape = model.config
-    config = GPT2Config(vocab_size=shape.vocab_size, n_positions=shape.block_size, n_embd=shape.d_model,
+    config = GPT2Config(vocab_size=shape.padded_vocab_size, n_positions=shape.block_size, n_embd=shape.d_model,
                         n_layer=shape.n_layer, n_head=shape.n_head, activation_function="gelu",
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
                         tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id)
@@ -75,7 +75,7 @@ def byte_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    end = "<|endoftext|>"
+    end = END_OF_TEXT
     vocab = {character: byte for byte, character in enumerate(byte_characters())}
     tokenizer = Tokenizer(models.BPE(vocab={**vocab, end: ByteTokenizer.eot_id}, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)

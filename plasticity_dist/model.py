@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 INIT_STD = 0.02  # of every Linear and Embedding weight (GPT-2)
+VOCAB_MULTIPLE = 64  # embedding rows are padded to a multiple of this (aligned matmuls, as nanoGPT's 50304)
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -29,6 +30,12 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding and the output layer: `vocab_size` rounded up to VOCAB_MULTIPLE. The
+        padding ids never occur in data; the loss learns to give them no probability."""
+        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,11 +80,11 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.tok_emb = nn.Embedding(config.padded_vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.block_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.d_model, bias=False)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied input/output embedding
         self.apply(self._init_weights)
         residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
@@ -91,7 +98,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, std=INIT_STD)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of shape (batch, seq, vocab); or, given `targets`, the mean cross-entropy loss."""
+        """Logits of shape (batch, seq, padded vocab); or, given `targets`, the mean cross-entropy loss."""
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(positions)
         for block in self.blocks:

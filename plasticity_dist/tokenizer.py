@@ -15,6 +15,7 @@ import numpy as np
 
 BYTE_SPEC = "byte"
 HF_PREFIX = "hf:"
+END_OF_TEXT = "<|endoftext|>"  # the end-of-text token of the tokenizers we write (exported byte, trained BPE)
 
 
 class Tokenizer(Protocol):

@@ -7,6 +7,7 @@ from plasticity_dist.model import GPT
 from plasticity_dist.presets import PRESETS, get_preset
 
 VOCAB = 257
+PADDED_VOCAB = 320  # embedding rows: VOCAB rounded up to a multiple of 64
 
 
 def hand_count_non_embedding(n_layer: int, d_model: int) -> int:
@@ -21,7 +22,7 @@ def test_preset_non_embedding_count_is_within_3pct_of_name_and_matches_formula(p
     counted = model.num_params(non_embedding=True)
     assert counted == hand_count_non_embedding(preset.n_layer, preset.d_model)
     assert abs(counted / preset.nominal_params - 1) <= 0.03
-    assert model.num_params(non_embedding=False) == counted + VOCAB * preset.d_model + 128 * preset.d_model
+    assert model.num_params(non_embedding=False) == counted + PADDED_VOCAB * preset.d_model + 128 * preset.d_model
 
 
 def test_study_sizes_and_extrapolation_size_exist():
@@ -60,7 +61,15 @@ def test_untrained_loss_is_near_log_vocab():
     idx = torch.randint(0, VOCAB, (4, 64))
     with torch.no_grad():
         loss = model(idx, targets=torch.randint(0, VOCAB, (4, 64)))
-    assert abs(loss.item() - math.log(VOCAB)) < 0.1
+    assert abs(loss.item() - math.log(PADDED_VOCAB)) < 0.1  # near uniform over every row, padding included
+
+
+@pytest.mark.parametrize(("vocab", "rows"), [(257, 320), (320, 320), (600, 640), (32768, 32768), (50257, 50304)])
+def test_embedding_rows_are_the_vocabulary_padded_to_a_multiple_of_64(vocab, rows):
+    with torch.device("meta"):
+        model = GPT(get_preset("100K").gpt_config(vocab, 16))
+    assert model.tok_emb.weight.shape[0] == model.lm_head.weight.shape[0] == rows
+    assert model.config.vocab_size == vocab
 
 
 def test_output_projection_is_tied_to_token_embedding():

@@ -243,13 +243,28 @@ def _hf_documents(source: str, dataset: Any, text_field: str, partitions: range,
 # Real corpora for the study languages
 
 
-def corpus_source(name: str, corpora_path: str | Path | None = None) -> tuple[str, str]:
-    """The `hf:` source and text field of corpus `[SET/]LANG` in `corpora_path` (default: CORPORA_PATH);
-    without SET, the file's `default` set."""
+def _read_corpora(corpora_path: str | Path | None) -> tuple[Path, dict[str, Any]]:
     path = Path(corpora_path or CORPORA_PATH)
     if not path.is_file():
         raise FileNotFoundError(f"corpora file {path} does not exist")
-    corpora = yaml.safe_load(path.read_text())
+    return path, yaml.safe_load(path.read_text())
+
+
+def tokenizer_sample(corpora_path: str | Path | None = None) -> dict[str, Any]:
+    """What the shared tokenizer is trained on, from the corpora file's `tokenizer` entry: `sources` (one
+    `corpus:LANG` per language it names), `sample_bytes` per source and `vocab_size`."""
+    path, corpora = _read_corpora(corpora_path)
+    entry = corpora.get("tokenizer")
+    if not isinstance(entry, dict) or not {"languages", "sample_bytes", "vocab_size"} <= set(entry):
+        raise ValueError(f"{path}: no `tokenizer` entry with languages, sample_bytes and vocab_size")
+    return {"sources": tuple(f"corpus:{lang}" for lang in entry["languages"]),
+            "sample_bytes": int(float(entry["sample_bytes"])), "vocab_size": int(entry["vocab_size"])}
+
+
+def corpus_source(name: str, corpora_path: str | Path | None = None) -> tuple[str, str]:
+    """The `hf:` source and text field of corpus `[SET/]LANG` in `corpora_path` (default: CORPORA_PATH);
+    without SET, the file's `default` set."""
+    path, corpora = _read_corpora(corpora_path)
     corpus_set, _, lang = name.rpartition("/")
     corpus_set = corpus_set or corpora["default"]
     if corpus_set not in corpora["sets"]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.data.sources import iter_documents
+from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES
+from plasticity_dist.data.sources import corpus_source, iter_documents, tokenizer_sample
 from plasticity_dist.metrics import read_metrics
 from plasticity_dist.model import VOCAB_MULTIPLE
 from plasticity_dist.tokenizer import load_tokenizer
@@ -83,6 +84,14 @@ def test_every_byte_is_reachable_and_every_script_is_merged(
         text = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["text"]
         bytes_per_token = len(text.encode()) / len(tokenizer.encode(text))
         assert bytes_per_token > 1.25, (lang, bytes_per_token)  # bytes: 1.0
+
+
+def test_the_study_tokenizer_samples_every_study_language_and_the_probe_language() -> None:
+    sample = tokenizer_sample()  # what `tokenizer train` without --source trains on (configs/corpora.yaml)
+    languages = (*STUDY_LANGUAGES, PROBE_LANGUAGE)
+    assert sorted(sample["sources"]) == sorted(f"corpus:{lang}" for lang in languages)
+    assert all(corpus_source(lang)[0].startswith("hf:") for lang in languages)
+    assert sample["vocab_size"] % VOCAB_MULTIPLE == 0 and sample["sample_bytes"] >= 10**8
 
 
 def test_bad_arguments_stop_with_one_line(text_files: dict[str, Path], tmp_path: Path, capsys) -> None:

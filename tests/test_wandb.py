@@ -14,6 +14,7 @@ from typing import Any
 
 from plasticity_dist.config import load_config
 from plasticity_dist.metrics import MetricsLog, read_metrics
+from plasticity_dist.probe.job import probe_run_config
 from plasticity_dist.run_layout import RunLayout
 from plasticity_dist.wandb_sink import WandbSink
 from runs import tiny_overrides, train
@@ -134,6 +135,13 @@ def test_trainer_logs_every_record_to_the_wandb_run_it_resumes(zero1_one_rank, d
         assert steps and logged_steps == steps, event
     last_task_end = [record for record in records if record["event"] == "task_end"][-1]
     assert logged(files, "task_end/val_loss")[-1] == (last_task_end["step"], last_task_end["val_loss"])
+
+
+def test_a_probe_run_logs_nothing_to_wandb_of_its_own(tmp_path):
+    """Its trainer logs the probe's result to the run's W&B run (one writer per W&B run)."""
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", *OFFLINE])
+    probe_config = probe_run_config(config, tmp_path / "run/checkpoints/tag", tmp_path / "run/probes/tag")
+    assert config.wandb.enabled and not probe_config.wandb.enabled
 
 
 def test_nothing_imports_wandb_when_it_is_off(tmp_path):

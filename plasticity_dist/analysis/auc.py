@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from plasticity_dist.probe.results import auc_pct_change  # noqa: F401  (the report's AUC helpers in one place)
+
 
 def curve_auc(tokens: Sequence[float], losses: Sequence[float]) -> float:
     """Mean validation loss over the probe: trapezoid area of `losses` over `tokens` / token span."""
@@ -32,10 +34,3 @@ def auc_without_step0(tokens: Sequence[float], losses: Sequence[float]) -> float
     if len(tokens) < 3:
         return None
     return curve_auc(tokens[1:], losses[1:])
-
-
-def auc_pct_change(auc: float, reference: float) -> float:
-    """% change of an AUC against the first post-cycle probe's: positive = worse probing = less plasticity."""
-    if reference <= 0:
-        raise ValueError(f"reference AUC must be positive, got {reference}")
-    return 100 * (auc - reference) / reference

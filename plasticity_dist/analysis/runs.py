@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,24 +11,7 @@ from typing import Any
 from plasticity_dist.config import ExperimentConfig, load_config
 from plasticity_dist.metrics import read_metrics
 from plasticity_dist.model_table import preset_rows
-
-PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One `RUN/probes/<tag>.json`: cycle 0 is the baseline from the untrained initial weights."""
-
-    checkpoint: str
-    cycle: int
-    tasks_trained: int
-    tokens: int
-    eval_tokens: list[int]
-    val_losses: list[float]
-    auc: float
-    config_hash: str  # of the probe settings that change its numbers
-    path: Path
-
+from plasticity_dist.probe.results import ProbeResult, read_probes
 
 @dataclass(frozen=True)
 class Run:
@@ -55,23 +37,6 @@ def non_embedding_params(preset: str) -> int:
     """Exact non-embedding parameter count of a preset (independent of vocabulary and context)."""
     counts = {row["name"]: row["non_embedding_params"] for row in preset_rows(vocab_size=257, seq_len=1)}
     return counts[preset]
-
-
-def read_probe(path: Path) -> ProbeResult:
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"probe result {path} is not valid JSON: {error}") from None
-    missing = [name for name in PROBE_FIELDS if name not in record]
-    if missing:
-        raise ValueError(f"probe result {path} lacks field(s): {', '.join(missing)}")
-    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS}, path=path)
-
-
-def read_probes(run_dir: Path) -> list[ProbeResult]:
-    """Every finished probe of a run (`RUN/probes/*.json`; the `pending/` queue is not a result)."""
-    probes = [read_probe(path) for path in sorted((run_dir / "probes").glob("*.json")) if path.is_file()]
-    return sorted(probes, key=lambda probe: (probe.tokens, probe.cycle))
 
 
 def check_comparable(probes: Sequence[ProbeResult]) -> None:

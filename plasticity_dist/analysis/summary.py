@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from plasticity_dist.analysis.auc import auc_pct_change, auc_without_step0
+from plasticity_dist.analysis.auc import auc_without_step0
 from plasticity_dist.analysis.censoring import observe_onset
 from plasticity_dist.analysis.forgetting import forgetting_summary
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
@@ -22,11 +22,7 @@ from plasticity_dist.analysis.predictors import auc_spearman, mean_over_runs
 from plasticity_dist.analysis.replicates import group_record, replicate_groups
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import scaling_fits
-
-
-def reference_probe(probes: Sequence[ProbeResult]) -> ProbeResult | None:
-    """The first post-cycle probe (cycle 1 unless it is missing): the 0 % of every % change."""
-    return next((probe for probe in probes if probe.cycle >= 1), None)
+from plasticity_dist.probe.results import auc_pct_change, reference_probe
 
 
 def _pct_change(auc: float | None, reference: float | None) -> float | None:

@@ -1,0 +1,57 @@
+"""Probe results as the rest of the package reads them: `RUN/probes/<tag>.json`, the reference probe every
+% change is against, and that % change. Light on purpose: the trainer's early warning reads them too."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from plasticity_dist.run_layout import RunLayout
+
+PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One `RUN/probes/<tag>.json`: cycle 0 is the baseline from the untrained initial weights."""
+
+    checkpoint: str
+    cycle: int
+    tasks_trained: int
+    tokens: int
+    eval_tokens: list[int]
+    val_losses: list[float]
+    auc: float
+    config_hash: str  # of the probe settings that change its numbers
+    path: Path
+
+
+def read_probe(path: Path) -> ProbeResult:
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"probe result {path} is not valid JSON: {error}") from None
+    missing = [name for name in PROBE_FIELDS if name not in record]
+    if missing:
+        raise ValueError(f"probe result {path} lacks field(s): {', '.join(missing)}")
+    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS}, path=path)
+
+
+def read_probes(run_dir: Path) -> list[ProbeResult]:
+    """Every finished probe of a run (`RUN/probes/*.json`; the `pending/` queue is not a result)."""
+    probes = [read_probe(path) for path in sorted(RunLayout(run_dir).probes.glob("*.json")) if path.is_file()]
+    return sorted(probes, key=lambda probe: (probe.tokens, probe.cycle))
+
+
+def reference_probe(probes: Sequence[ProbeResult]) -> ProbeResult | None:
+    """The first post-cycle probe (cycle 1 unless it is missing): the 0 % of every % change."""
+    return next((probe for probe in probes if probe.cycle >= 1), None)
+
+
+def auc_pct_change(auc: float, reference: float) -> float:
+    """% change of an AUC against the first post-cycle probe's: positive = worse probing = less plasticity."""
+    if reference <= 0:
+        raise ValueError(f"reference AUC must be positive, got {reference}")
+    return 100 * (auc - reference) / reference

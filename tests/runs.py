@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,8 @@ import torch
 
 from plasticity_dist.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main as cli_main
+from plasticity_dist.config import config_to_yaml, load_config
+from plasticity_dist.run_layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -151,6 +154,20 @@ def signal_process_tree(process: subprocess.Popen, signum: int) -> None:
 
 def latest_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+
+
+def copy_for_probing(run_dir: Path, dest: Path, probe_overrides: list[str]) -> Path:
+    """A copy of a finished run in `dest` (without its probes) whose config.yaml takes `probe_overrides`;
+    returns the copy's last checkpoint, the one to probe."""
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("probes"))
+    config = RunLayout(dest).config
+    config.write_text(config_to_yaml(load_config(config, probe_overrides)))
+    return latest_checkpoint(dest)
+
+
+def probe_result(checkpoint: Path) -> dict:
+    """The result file of the probe of `checkpoint`."""
+    return json.loads(RunLayout.of_checkpoint(checkpoint).probe_result(checkpoint.name).read_text())
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +14,9 @@ import pytest
 from plasticity_dist.analysis.auc import curve_auc
 from plasticity_dist.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main
-from plasticity_dist.config import config_to_yaml, load_config
 from plasticity_dist.probe.queue import ProbeQueue
-from runs import (REPO, TINY_PROBE, kill_process_group, latest_checkpoint, start_training, tiny_overrides,
-                  train_to_end, wait_for)
+from runs import (REPO, TINY_PROBE, copy_for_probing, kill_process_group, latest_checkpoint, probe_result,
+                  start_training, tiny_overrides, train_to_end, wait_for)
 
 PROBE = {**TINY_PROBE, "probe__enabled": "true"}
 # The tests that probe by hand take the last checkpoint of `zero3_reference` (conftest.py): a 2-rank ZeRO-3 run
@@ -67,14 +65,10 @@ def test_rerun_is_a_no_op_and_another_config_is_refused_unless_forced(zero3_refe
 
 
 def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3_reference, tmp_path):
-    run_copy = tmp_path / "run"
-    shutil.copytree(zero3_reference, run_copy, ignore=shutil.ignore_patterns("probes"))
-    config = load_config(run_copy / "config.yaml", ["probe.eval_spacing=log"])
-    (run_copy / "config.yaml").write_text(config_to_yaml(config))
-    checkpoint = latest_checkpoint(run_copy)
+    checkpoint = copy_for_probing(zero3_reference, tmp_path / "run", ["probe.eval_spacing=log"])
     finished = probe(checkpoint)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    result = json.loads((run_copy / "probes" / f"{checkpoint.name}.json").read_text())
+    result = probe_result(checkpoint)
     # 16 steps of 256 tokens, 3 points: step 0, then geomspace(1, 16, 2) = steps 1 and 16
     assert result["eval_tokens"] == [0, 256, 4096]
     assert result["auc"] == pytest.approx(curve_auc(result["eval_tokens"], result["val_losses"]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,11 +17,10 @@ import sys
 import pytest
 
 from plasticity_dist.cli import main
-from plasticity_dist.config import config_to_yaml, load_config
 from plasticity_dist.preemption import REQUEUE_EXIT_CODE
 from plasticity_dist.probe.queue import ProbeQueue
 from plasticity_dist.run_layout import RunLayout
-from runs import REPO, kill_process_group, latest_checkpoint, wait_for
+from runs import REPO, copy_for_probing, kill_process_group, probe_result, wait_for
 
 PROBE_RUN = ["probe.dataset=vi", "probe.tokens=6144", "probe.eval_points=5", "probe.checkpoint_every_steps=3",
              "probe.executor=local"]
@@ -33,10 +31,7 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def run_copy(zero3_reference, dest):
     """A copy of the reference run (without its probes) whose config holds PROBE_RUN; returns its checkpoint."""
-    run_dir = dest / "run"
-    shutil.copytree(zero3_reference, run_dir, ignore=shutil.ignore_patterns("probes"))
-    (run_dir / "config.yaml").write_text(config_to_yaml(load_config(run_dir / "config.yaml", PROBE_RUN)))
-    return latest_checkpoint(run_dir)
+    return copy_for_probing(zero3_reference, dest / "run", PROBE_RUN)
 
 
 def probe_command(checkpoint):
@@ -54,10 +49,6 @@ def start_probe(checkpoint):
                             start_new_session=True)
 
 
-def result_of(checkpoint):
-    return json.loads(RunLayout.of_checkpoint(checkpoint).probe_result(checkpoint.name).read_text())
-
-
 def saved_step(probe_run):
     """The step of the probe run's latest checkpoint (0 before its first)."""
     return int(probe_run.latest.read_text()[4:13]) if probe_run.latest.is_file() else 0
@@ -72,7 +63,7 @@ def uninterrupted(zero3_reference, tmp_path_factory):
     checkpoint = run_copy(zero3_reference, tmp_path_factory.mktemp("uninterrupted"))
     finished = probe(checkpoint)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    return result_of(checkpoint)
+    return probe_result(checkpoint)
 
 
 def assert_same_curve(result, reference):
@@ -97,7 +88,7 @@ def test_probe_killed_mid_way_resumes_to_exactly_the_uninterrupted_curve_and_auc
     finished = probe(checkpoint)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resumed from {probe_run.checkpoint('')}" in finished.stderr
-    assert_same_curve(result_of(checkpoint), uninterrupted)
+    assert_same_curve(probe_result(checkpoint), uninterrupted)
     assert sorted(path.name for path in layout.probes.glob(f"{checkpoint.name}*")) == [
         checkpoint.name, f"{checkpoint.name}.json"]
     assert not probe_run.checkpoints.exists()  # deleted on completion; config and metrics stay
@@ -121,7 +112,7 @@ def test_usr1_stops_a_probe_at_a_checkpoint_with_the_requeue_code_and_the_rerun_
 
     finished = probe(checkpoint)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert_same_curve(result_of(checkpoint), uninterrupted)
+    assert_same_curve(probe_result(checkpoint), uninterrupted)
 
 
 def test_resubmit_completes_a_failed_probe_after_the_trainer_has_finished(zero3_reference, uninterrupted, tmp_path,
@@ -137,5 +128,5 @@ def test_resubmit_completes_a_failed_probe_after_the_trainer_has_finished(zero3_
 
     assert main(["probe", "--resubmit", str(run_dir)]) == 0
     assert queue.open_requests() == []
-    assert_same_curve(result_of(checkpoint), uninterrupted)
+    assert_same_curve(probe_result(checkpoint), uninterrupted)
     assert (RunLayout(run_dir).probe_log(checkpoint.name, 4)).is_file()

@@ -93,8 +93,8 @@ def main() -> None:
     saved = trainer.checkpointer.save("bench-checkpoint", state, keep=False)
     trainer.checkpointer.load(saved)
     checkpointer_s = time.perf_counter() - started
-    model = trainer.steps.engine.module
-    optimizer = trainer.steps.optimizer.optimizer
+    model = trainer.step_runner.engine.module
+    optimizer = trainer.step_runner.optimizer.optimizer
     started = time.perf_counter()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, work / "plain.pt")
     torch.load(work / "plain.pt", weights_only=False)

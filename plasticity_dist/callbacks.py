@@ -11,17 +11,29 @@ warning), in the manner of OLMo-core's callbacks: the loop calls every hook on e
 A hook that takes part in a collective (ZeRO-3 gathers, all-reduces) runs on every rank anyway; a
 callback writes files or metrics on the main process only. `state_dict()` is saved in every checkpoint
 (in `trainer_state.json`, so keep it small and JSON-able) and restored on resume.
+
+Each callback builds itself from its config section and a `RunContext` (`from_context`, None when its
+section leaves it off) and says whether it needs the weights training starts from; the trainer only lists
+the callback types in their order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from plasticity_dist.curriculum import Task
+
+if TYPE_CHECKING:
+    from plasticity_dist.batch_plan import BatchPlan
+    from plasticity_dist.config import ExperimentConfig
+    from plasticity_dist.evaluation import Validator
+    from plasticity_dist.metrics import MetricsLog
+    from plasticity_dist.run_layout import RunLayout
+    from plasticity_dist.steps import StepRunner
 
 
 @dataclass(frozen=True)
@@ -40,10 +52,42 @@ class LoopPosition:
         return self.step_in_task == self.task_steps
 
 
+@dataclass
+class RunContext:
+    """What a callback may build itself from: one handle on the run, instead of arguments the trainer picks."""
+
+    config: ExperimentConfig
+    step_runner: StepRunner
+    validator: Validator
+    plan: BatchPlan
+    tasks: list[Task]
+    metrics: MetricsLog
+    layout: RunLayout
+    is_main: bool
+    initial_weights: dict[str, torch.Tensor]  # the weights training starts from, if a callback wants them
+    _shared: dict[str, Any] = field(default_factory=dict)
+
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """A value several callbacks use (the held-out batch), made by the first that asks."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
+
 class Callback:
     """Base class: every hook does nothing, so a callback overrides only what it needs."""
 
     name = "callback"  # key of its state in trainer_state.json
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> Callback | None:
+        """This callback as the run's config asks for it, or None when its config section leaves it off."""
+        return None
+
+    @classmethod
+    def wants_initial_weights(cls, config: ExperimentConfig, is_main: bool) -> bool:
+        """Whether it needs `RunContext.initial_weights` (they are copied before the engine takes the model)."""
+        return False
 
     def on_task_start(self, at: LoopPosition) -> None:
         pass
@@ -78,6 +122,12 @@ class Callbacks(Callback):
         if len(set(names)) != len(names):
             raise ValueError(f"callback names must be unique: {names}")
         self.members = list(members)
+
+    @classmethod
+    def build(cls, types: Sequence[type[Callback]], context: RunContext) -> Callbacks:
+        """The callbacks of `types` (in that order) that the run's config turns on."""
+        members = (callback_type.from_context(context) for callback_type in types)
+        return cls([member for member in members if member is not None])
 
     def _each(self, hook: str, *args: Any) -> None:
         for member in self.members:

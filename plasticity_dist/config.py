@@ -53,11 +53,9 @@ class DataSection:
     seed: int = 0
 
     def check(self) -> None:
-        if self.global_batch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"data.global_batch_size={self.global_batch_size} is not a multiple of "
-                f"data.micro_batch_size={self.micro_batch_size}"
-            )
+        from plasticity_dist.batch_plan import BatchPlan  # it imports this module
+
+        BatchPlan.of(self)  # the world-size independent part of the check, here where the value enters
 
 
 @dataclass

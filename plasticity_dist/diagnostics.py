@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from plasticity_dist.callbacks import Callback, LoopPosition
-from plasticity_dist.config import ConfigError, DiagnosticsSection
+from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
+from plasticity_dist.config import ConfigError, DiagnosticsSection, ExperimentConfig
 from plasticity_dist.data.loader import iter_eval_batches
 from plasticity_dist.engine_params import full_grad, get_full
 from plasticity_dist.metrics import MetricsLog
@@ -91,11 +91,11 @@ def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
             handle.remove()
 
 
-def capture_activations(steps: StepRunner, inputs: torch.Tensor, record: bool = True,
+def capture_activations(step_runner: StepRunner, inputs: torch.Tensor, record: bool = True,
                         units_only: bool = False) -> Activations:
     """Forward `inputs` through the engine in eval mode. Collective under ZeRO-3: every rank calls it; only
     ranks with `record` keep anything, and with `units_only` only the MLP units' dormancy scores."""
-    model: GPT = steps.engine.module
+    model: GPT = step_runner.engine.module
     seen = Activations()
     handles = []
     if record:
@@ -112,10 +112,10 @@ def capture_activations(steps: StepRunner, inputs: torch.Tensor, record: bool = 
             handles.append(model.ln_out.register_forward_hook(
                 lambda m, args, out: setattr(seen, "final_features", out.detach().flatten(0, 1))))
     with _hooks(handles), torch.no_grad():
-        was_training = steps.engine.training
-        steps.engine.eval()
-        steps.engine(inputs.to(steps.device))
-        steps.engine.train(was_training)
+        was_training = step_runner.engine.training
+        step_runner.engine.eval()
+        step_runner.engine(inputs.to(step_runner.device))
+        step_runner.engine.train(was_training)
     return seen
 
 
@@ -141,6 +141,14 @@ def heldout_batch(datasets: list[str], seq_len: int, size: int) -> torch.Tensor:
     return torch.stack(rows[:size])
 
 
+def run_heldout_batch(context: RunContext) -> torch.Tensor:
+    """The run's held-out batch (from its tasks' validation splits), made once for every callback using it."""
+    config = context.config
+    datasets = [dataset for task in context.tasks for dataset in task.datasets]
+    return context.shared("heldout_batch", lambda: heldout_batch(datasets, config.data.seq_len,
+                                                                 config.diagnostics.batch_size))
+
+
 def layer_of(name: str) -> int | None:
     match = LAYER_NAME.match(name)
     return int(match.group(1)) if match else None
@@ -151,18 +159,30 @@ class Diagnostics(Callback):
 
     name = "diagnostics"
 
-    def __init__(self, section: DiagnosticsSection, steps: StepRunner, batch: torch.Tensor,
+    def __init__(self, section: DiagnosticsSection, step_runner: StepRunner, batch: torch.Tensor,
                  initial_weights: dict[str, torch.Tensor], metrics: MetricsLog, is_main: bool) -> None:
         self.section = section
-        self.steps = steps
+        self.step_runner = step_runner
         self.batch = batch
         self.initial_weights = initial_weights
         self.metrics = metrics
         self.is_main = is_main
-        self.params = dict(steps.engine.module.named_parameters())
+        self.params = dict(step_runner.engine.module.named_parameters())
         self.measuring = False  # this step is measured
         self.weights_before: dict[str, torch.Tensor] = {}
         self.grad_sq: dict[int | None, float] = {}
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> Diagnostics | None:
+        section = context.config.diagnostics
+        if not section.enabled:
+            return None
+        return cls(section, context.step_runner, run_heldout_batch(context), context.initial_weights,
+                   context.metrics, context.is_main)
+
+    @classmethod
+    def wants_initial_weights(cls, config: ExperimentConfig, is_main: bool) -> bool:
+        return config.diagnostics.enabled and is_main  # distances from the start, written by the main process
 
     def on_step_start(self, at: LoopPosition) -> None:
         self.measuring = at.step % self.section.every_steps == 0 or at.is_task_end
@@ -182,7 +202,7 @@ class Diagnostics(Callback):
         if not self.measuring:
             return
         weights = self._gather_weights()
-        activations = capture_activations(self.steps, self.batch, record=self.is_main)
+        activations = capture_activations(self.step_runner, self.batch, record=self.is_main)
         if self.is_main:
             record = {"event": "diagnostics", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
                       "cycle": at.task.cycle, "step": at.step, "tokens": at.tokens, "task_end": at.is_task_end}

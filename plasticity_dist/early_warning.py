@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.analysis.auc import auc_pct_change
-from plasticity_dist.analysis.runs import events, read_probes
-from plasticity_dist.callbacks import Callback, LoopPosition
+from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import EarlyWarningSection
 from plasticity_dist.logging import get_logger
 from plasticity_dist.metrics import MetricsLog, read_metrics
+from plasticity_dist.probe.results import auc_pct_change, read_probes, reference_probe
 from plasticity_dist.run_layout import RunLayout
 
 
@@ -38,8 +37,9 @@ def loss_improvement(losses: Sequence[float], window: int) -> float | None:
 def task_losses(records: Sequence[dict[str, Any]]) -> dict[tuple[int, int, str], list[float]]:
     """The logged training losses of each task, keyed by (task_index, cycle, name), in logging order."""
     losses: dict[tuple[int, int, str], list[float]] = defaultdict(list)
-    for record in events(records, "step"):
-        losses[record["task_index"], record["cycle"], record["task"]].append(record["loss"])
+    for record in records:
+        if record.get("event") == "step":
+            losses[record["task_index"], record["cycle"], record["task"]].append(record["loss"])
     return losses
 
 
@@ -58,8 +58,13 @@ class StagnationMonitor(Callback):
         # records, warning included, truncated), so the loss check needs no memory.
         self.warned_probes: set[str] = set()
 
+    @classmethod
+    def from_context(cls, context: RunContext) -> StagnationMonitor | None:
+        section = context.config.early_warning
+        return cls(section, context.layout.root, context.metrics, context.is_main) if section.enabled else None
+
     def on_task_end(self, at: LoopPosition) -> None:
-        if self.is_main and self.section.enabled:
+        if self.is_main:
             self._check_loss_improvement(at)
             self._check_probes(at)
 
@@ -84,11 +89,6 @@ class StagnationMonitor(Callback):
 
     def _check_probes(self, at: LoopPosition) -> None:
         probes = read_probes(self.run_dir)
-        if not probes:
-            return
-        # imported only now: the analysis brings scipy, ~2 s of CPU at the start of every trainer process
-        from plasticity_dist.analysis.summary import reference_probe
-
         reference = reference_probe(probes)
         if reference is None:
             return

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from plasticity_dist.callbacks import Callback, LoopPosition
+from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import DataSection, EvaluationSection
 from plasticity_dist.data.loader import iter_eval_batches
 from plasticity_dist.metrics import MetricsLog
@@ -45,6 +45,25 @@ def validation_loss(step_runner: StepRunner, datasets: tuple[str, ...], tokens: 
     ))
 
 
+class Validator:
+    """Validation losses of the model in training: task ends, forgetting and the evaluation callback ask here.
+    The same question twice at one point of the loop (a probe's last curve point, then its task end) is
+    measured once; a point is (task index, step), and nothing changes the weights between two such questions
+    (the evaluation callback runs after every callback that does)."""
+
+    def __init__(self, step_runner: StepRunner, data: DataSection) -> None:
+        self.step_runner = step_runner
+        self.data = data
+        self.last: tuple[tuple[Any, ...], float | None] | None = None
+
+    def loss(self, datasets: tuple[str, ...], tokens: int, point: tuple[int, int]) -> float | None:
+        """`validation_loss` of the weights at `point` = (task index, step)."""
+        question = (tuple(datasets), tokens, point)
+        if self.last is None or self.last[0] != question:
+            self.last = (question, validation_loss(self.step_runner, datasets, tokens, self.data))
+        return self.last[1]
+
+
 class PeriodicEvaluation(Callback):
     """The validation loss of the task in progress at `evaluation.points` fixed steps (step 0 included) and
     every `evaluation.every_steps`. The task's points so far are its state, saved with every checkpoint, so
@@ -52,14 +71,20 @@ class PeriodicEvaluation(Callback):
 
     name = "evaluation"
 
-    def __init__(self, section: EvaluationSection, step_runner: StepRunner, data: DataSection,
-                 tokens_per_step: int, metrics: MetricsLog) -> None:
+    def __init__(self, section: EvaluationSection, validator: Validator, tokens_per_step: int,
+                 metrics: MetricsLog) -> None:
         self.section = section
-        self.step_runner = step_runner
-        self.data = data
+        self.validator = validator
         self.tokens_per_step = tokens_per_step
         self.metrics = metrics
         self.curve: list[list[Any]] = []  # [step, tokens, val_loss] of the task in progress
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> PeriodicEvaluation | None:
+        section = context.config.evaluation
+        if not (section.points or section.every_steps):
+            return None
+        return cls(section, context.validator, context.plan.tokens_per_step, context.metrics)
 
     def on_task_start(self, at: LoopPosition) -> None:
         self.curve = []
@@ -76,7 +101,7 @@ class PeriodicEvaluation(Callback):
         return eval_steps(task_steps, self.section.points, self.section.spacing)
 
     def _evaluate(self, at: LoopPosition, step: int, tokens: int) -> None:
-        loss = validation_loss(self.step_runner, at.task.val_datasets, self.section.tokens, self.data)
+        loss = self.validator.loss(at.task.val_datasets, self.section.tokens, (at.task.index, step))
         self.curve.append([step, tokens, loss])
         self.metrics.write({"event": "eval", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
                             "cycle": at.task.cycle, "step": step, "tokens": tokens, "val_loss": loss})

@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator, DeepSpeedPlugin
 from accelerate.utils import InitProcessGroupKwargs
 
+from plasticity_dist.batch_plan import BatchPlan
 from plasticity_dist.config import ConfigError, ExperimentConfig
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
@@ -52,16 +53,6 @@ def use_bf16(config: ExperimentConfig) -> bool:
     return config.launch.precision == "bf16"
 
 
-def gradient_accumulation_steps(config: ExperimentConfig, world_size: int) -> int:
-    per_step = config.data.micro_batch_size * world_size
-    if config.data.global_batch_size % per_step:
-        raise ConfigError(
-            f"data.global_batch_size={config.data.global_batch_size} is not a multiple of "
-            f"data.micro_batch_size={config.data.micro_batch_size} x world size {world_size}"
-        )
-    return config.data.global_batch_size // per_step
-
-
 def deepspeed_config(config: ExperimentConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed JSON for `launch.zero_stage` (or `launch.ds_config`) with every "auto" filled in."""
     path = Path(config.launch.ds_config) if config.launch.ds_config else DS_CONFIG_DIR / f"zero{config.launch.zero_stage}.json"
@@ -81,7 +72,7 @@ def deepspeed_config(config: ExperimentConfig, world_size: int) -> dict[str, Any
         )
     fills = {
         "train_micro_batch_size_per_gpu": config.data.micro_batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps(config, world_size),
+        "gradient_accumulation_steps": BatchPlan.of(config.data, world_size).accum_steps,
         "train_batch_size": config.data.global_batch_size,
         "gradient_clipping": config.optimizer.grad_clip,
     }

@@ -19,9 +19,10 @@ import hashlib
 
 import torch
 
-from plasticity_dist.callbacks import Callback, LoopPosition
-from plasticity_dist.config import ContinualBackpropSection, L2InitSection, ReDoSection, ShrinkPerturbSection
-from plasticity_dist.diagnostics import capture_activations
+from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
+from plasticity_dist.config import (ContinualBackpropSection, ExperimentConfig, L2InitSection, ReDoSection,
+                                    ShrinkPerturbSection)
+from plasticity_dist.diagnostics import capture_activations, run_heldout_batch
 from plasticity_dist.engine_params import (
     ADAM_STATE_KEYS, get_full, get_full_state, has_optimizer_state, set_full, set_full_state,
 )
@@ -35,7 +36,7 @@ def seeded_generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def reset_units(steps: StepRunner, mlp: MLP, units: torch.Tensor, generator: torch.Generator) -> None:
+def reset_units(step_runner: StepRunner, mlp: MLP, units: torch.Tensor, generator: torch.Generator) -> None:
     """Re-initialise the hidden units `units` (bool mask) of `mlp`: incoming weights drawn afresh, outgoing
     weights zero, and their Adam moments zero. Collective: every rank passes the same mask."""
     up, down = mlp.up.weight, mlp.down.weight
@@ -46,7 +47,7 @@ def reset_units(steps: StepRunner, mlp: MLP, units: torch.Tensor, generator: tor
     outgoing[:, units] = 0.0
     set_full(up, incoming)
     set_full(down, outgoing)
-    if not has_optimizer_state(steps.engine):
+    if not has_optimizer_state(step_runner.engine):
         return
     for key in ADAM_STATE_KEYS:
         state = get_full_state(up, key)
@@ -60,10 +61,15 @@ def reset_units(steps: StepRunner, mlp: MLP, units: torch.Tensor, generator: tor
 class ShrinkPerturb(Callback):
     name = "shrink_perturb"
 
-    def __init__(self, section: ShrinkPerturbSection, steps: StepRunner, seed: int) -> None:
+    def __init__(self, section: ShrinkPerturbSection, step_runner: StepRunner, seed: int) -> None:
         self.section = section
-        self.params = dict(steps.engine.module.named_parameters())
+        self.params = dict(step_runner.engine.module.named_parameters())
         self.seed = seed
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> ShrinkPerturb | None:
+        section = context.config.mitigations.shrink_perturb
+        return cls(section, context.step_runner, context.config.seed) if section.enabled else None
 
     def on_task_start(self, at: LoopPosition) -> None:
         if at.task.index == 0:
@@ -80,18 +86,27 @@ class L2Init(Callback):
 
     name = "l2_init"
 
-    def __init__(self, section: L2InitSection, steps: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
+    def __init__(self, section: L2InitSection, step_runner: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
         self.weight = section.weight
         self.penalty: torch.Tensor | None = None
-        model = steps.engine.module
+        model = step_runner.engine.module
         names = {id(param): name for name, param in model.named_parameters()}
         owned: set[int] = set()
         for module in model.modules():
-            own = [(param, initial_weights[names[id(param)]].to(steps.device))
+            own = [(param, initial_weights[names[id(param)]].to(step_runner.device))
                    for param in module.parameters(recurse=False) if id(param) not in owned]
             owned.update(id(param) for param, _ in own)
             if own:
                 module.register_forward_pre_hook(lambda module, args, own=own: self._add_penalty(own))
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> L2Init | None:
+        section = context.config.mitigations.l2_init
+        return cls(section, context.step_runner, context.initial_weights) if section.enabled else None
+
+    @classmethod
+    def wants_initial_weights(cls, config: ExperimentConfig, is_main: bool) -> bool:
+        return config.mitigations.l2_init.enabled
 
     def _add_penalty(self, own: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
         if not torch.is_grad_enabled():  # evaluation and diagnostics forwards
@@ -107,21 +122,28 @@ class L2Init(Callback):
 class ReDo(Callback):
     name = "redo"
 
-    def __init__(self, section: ReDoSection, steps: StepRunner, batch: torch.Tensor, seed: int) -> None:
+    def __init__(self, section: ReDoSection, step_runner: StepRunner, batch: torch.Tensor, seed: int) -> None:
         self.section = section
-        self.steps = steps
+        self.step_runner = step_runner
         self.batch = batch
         self.seed = seed
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> ReDo | None:
+        section = context.config.mitigations.redo
+        if not section.enabled:
+            return None
+        return cls(section, context.step_runner, run_heldout_batch(context), context.config.seed)
 
     def after_optimizer_step(self, at: LoopPosition) -> None:
         if at.step % self.section.every_steps:
             return
-        scores = capture_activations(self.steps, self.batch, units_only=True).unit_scores
-        for layer, block in enumerate(self.steps.engine.module.blocks):
-            score = self.steps.accelerator.reduce(scores[layer], reduction="mean")  # one decision on every rank
+        scores = capture_activations(self.step_runner, self.batch, units_only=True).unit_scores
+        for layer, block in enumerate(self.step_runner.engine.module.blocks):
+            score = self.step_runner.accelerator.reduce(scores[layer], reduction="mean")  # one decision on every rank
             dormant = score <= self.section.threshold
             if dormant.any():
-                reset_units(self.steps, block.mlp, dormant.cpu(), seeded_generator(self.seed, at.step, layer))
+                reset_units(self.step_runner, block.mlp, dormant.cpu(), seeded_generator(self.seed, at.step, layer))
 
 
 class ContinualBackprop(Callback):
@@ -129,19 +151,24 @@ class ContinualBackprop(Callback):
 
     name = "cbp"
 
-    def __init__(self, section: ContinualBackpropSection, steps: StepRunner, seed: int) -> None:
+    def __init__(self, section: ContinualBackpropSection, step_runner: StepRunner, seed: int) -> None:
         self.section = section
-        self.steps = steps
+        self.step_runner = step_runner
         self.seed = seed
-        blocks = steps.engine.module.blocks
+        blocks = step_runner.engine.module.blocks
         units = blocks[0].mlp.down.in_features
         self.utility = torch.zeros(len(blocks), units)
         self.age = torch.zeros(len(blocks), units, dtype=torch.long)
         self.owed = torch.zeros(len(blocks), dtype=torch.float64)  # replacements due, fractional
-        self.contribution = torch.zeros(len(blocks), units, device=steps.device)  # summed over this step's forwards
+        self.contribution = torch.zeros(len(blocks), units, device=step_runner.device)  # summed over this step's forwards
         self.forwards = 0
         for layer, block in enumerate(blocks):
             block.mlp.down.register_forward_pre_hook(lambda module, args, layer=layer: self._observe(layer, module, args[0]))
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> ContinualBackprop | None:
+        section = context.config.mitigations.cbp
+        return cls(section, context.step_runner, context.config.seed) if section.enabled else None
 
     def _observe(self, layer: int, down: torch.nn.Linear, hidden: torch.Tensor) -> None:
         if not torch.is_grad_enabled():
@@ -153,13 +180,13 @@ class ContinualBackprop(Callback):
 
     def after_optimizer_step(self, at: LoopPosition) -> None:
         contribution = self.contribution / max(1, self.forwards)
-        contribution = self.steps.accelerator.reduce(contribution, reduction="mean").cpu()
+        contribution = self.step_runner.accelerator.reduce(contribution, reduction="mean").cpu()
         self.contribution.zero_()
         self.forwards = 0
         decay = self.section.decay
         self.utility = decay * self.utility + (1 - decay) * contribution
         self.age += 1
-        for layer, block in enumerate(self.steps.engine.module.blocks):
+        for layer, block in enumerate(self.step_runner.engine.module.blocks):
             mature = self.age[layer] > self.section.maturity
             self.owed[layer] += self.section.replacement_rate * mature.sum().item()
             count = min(int(self.owed[layer].item()), int(mature.sum().item()))
@@ -169,7 +196,7 @@ class ContinualBackprop(Callback):
             utility = torch.where(mature, self.utility[layer], torch.inf)
             units = torch.zeros_like(mature)
             units[utility.argsort(stable=True)[:count]] = True
-            reset_units(self.steps, block.mlp, units, seeded_generator(self.seed, at.step, layer))
+            reset_units(self.step_runner, block.mlp, units, seeded_generator(self.seed, at.step, layer))
             self.utility[layer][units] = 0.0
             self.age[layer][units] = 0
 

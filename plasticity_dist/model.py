@@ -1,4 +1,4 @@
-"""Decoder-only GPT (pre-norm, tied embeddings) and its size presets.
+"""Decoder-only GPT (pre-norm, tied embeddings); the size presets are data, in presets.py.
 
 Weight init follows GPT-2: every Linear and Embedding ~ N(0, 0.02); the two residual output projections
 (attention `proj`, MLP `down`) use std 0.02 / sqrt(2 * n_layer) so the residual stream's variance does

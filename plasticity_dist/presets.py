@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from plasticity_dist.model import GPTConfig
+from plasticity_dist.model import GPT, GPTConfig
+
+if TYPE_CHECKING:  # config.py reads the preset names from here
+    from plasticity_dist.config import ModelSection
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,14 @@ def get_preset(name: str) -> Preset:
         return PRESETS_BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown model preset {name!r}; allowed: {', '.join(PRESETS_BY_NAME)}") from None
+
+
+def build_model(model: ModelSection, vocab_size: int, seq_len: int, load_init: bool = True) -> GPT:
+    """The GPT of a run's `model` section: its preset's shape, random weights from the current seed or, with
+    `model.init_from` and `load_init`, that checkpoint's consolidated weights (only read)."""
+    gpt = GPT(get_preset(model.preset).gpt_config(vocab_size, seq_len))
+    if model.init_from and load_init:
+        from plasticity_dist.checkpoint import load_consolidated_weights  # DeepSpeed loads only when needed
+
+        gpt.load_state_dict(load_consolidated_weights(model.init_from, list(gpt.state_dict())))
+    return gpt

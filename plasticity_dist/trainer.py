@@ -15,23 +15,23 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
-from plasticity_dist.checkpoint import Checkpointer, load_consolidated_weights, read_trainer_state
+from plasticity_dist.batch_plan import BatchPlan
+from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition, RunContext
+from plasticity_dist.checkpoint import Checkpointer, read_trainer_state
 from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
 from plasticity_dist.curriculum import Task, build_tasks, dataset_path, languages
-from plasticity_dist.data.loader import ShardLoader
-from plasticity_dist.diagnostics import Diagnostics, heldout_batch
+from plasticity_dist.data.loader import ShardLoader, task_loader
+from plasticity_dist.diagnostics import Diagnostics
 from plasticity_dist.early_warning import StagnationMonitor
-from plasticity_dist.evaluation import PeriodicEvaluation, validation_loss
-from plasticity_dist.launch import WorldInfo, build_accelerator, gradient_accumulation_steps, init_world_env
+from plasticity_dist.evaluation import PeriodicEvaluation, Validator
+from plasticity_dist.launch import WorldInfo, build_accelerator, init_world_env
 from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.metrics import MetricsLog
 from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
-from plasticity_dist.model import GPT
 from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
-from plasticity_dist.presets import get_preset
+from plasticity_dist.presets import build_model
 from plasticity_dist.run_layout import RunLayout
 from plasticity_dist.run_lock import lock_run_directory
 from plasticity_dist.probe.scheduler import ProbeScheduler
@@ -39,6 +39,12 @@ from plasticity_dist.steps import StepRunner
 from plasticity_dist.progress import TrainingProgress
 
 log = get_logger()
+
+# The optional parts of the loop, each built from its config section when turned on (callbacks.py), in the
+# order their hooks run: diagnostics first, so they measure the trained weights before a mitigation changes
+# them; evaluation after the mitigations, so it measures the weights a step ends with, as the task end does.
+CALLBACK_TYPES: tuple[type[Callback], ...] = (Diagnostics, ShrinkPerturb, L2Init, ReDo, ContinualBackprop,
+                                              PeriodicEvaluation, StagnationMonitor)
 
 
 @dataclass
@@ -49,7 +55,7 @@ class TrainerState:
     step: int = 0  # optimizer steps over the whole run
     step_in_task: int = 0
     tokens_seen: int = 0
-    loader: dict[str, Any] | None = None  # state of the task in progress (identical on every rank)
+    loader_state: dict[str, Any] | None = None  # of the task in progress (identical on every rank)
     world_size: int = 1
     tokenizer: str = ""  # the training data's tokenizer id: probe data must match it
     callbacks: dict[str, Any] = field(default_factory=dict)  # each callback's state_dict()
@@ -60,8 +66,7 @@ class Trainer:
         self.config = config
         self.preemption = PreemptionFlag()  # first: a signal during start-up is acted on at the first step
         self.world: WorldInfo = init_world_env()
-        self.accum_steps = gradient_accumulation_steps(config, self.world.world_size)
-        self.tokens_per_step = config.data.global_batch_size * config.data.seq_len
+        self.plan = BatchPlan.of(config.data, self.world.world_size)
         self.tasks = build_tasks(config)
         self.run_dir = Path(config.run_dir)
         self.layout = RunLayout(self.run_dir)
@@ -83,30 +88,36 @@ class Trainer:
             raise
 
     def _build_components(self) -> None:
-        """Model, engine, probes, checkpointer, metrics and callbacks (the run directory is ours by now)."""
+        """Checkpointer, model, engine, probe scheduler, metrics and callbacks (the run directory is ours by now)."""
         config = self.config
-        set_seed(config.seed)
-        model = GPT(get_preset(config.model.preset).gpt_config(self.vocab_size, config.data.seq_len))
-        if config.model.init_from:
-            model.load_state_dict(load_consolidated_weights(config.model.init_from, list(model.state_dict())))
-        self.non_embedding_params = model.num_params()
-        self.flops_per_token = model.flops_per_token()
-        keep_initial = config.mitigations.l2_init.enabled or (config.diagnostics.enabled and self.accelerator.is_main_process)
-        initial_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if keep_initial else {}
-        self.steps = StepRunner(self.accelerator, model, config, self.accum_steps)
-        self.probes = None
+        self.probe_scheduler: ProbeScheduler | None = None
         if config.probe.enabled:
             probe_data = Path(dataset_path(config.data.root, config.probe.dataset))
             if not probe_data.is_dir():
                 raise ConfigError(f"probe.dataset: {probe_data} does not exist (preprocess it, or set probe.enabled=false)")
             if self.accelerator.is_main_process:
-                self.probes = ProbeScheduler(self.run_dir, config.probe)
+                self.probe_scheduler = ProbeScheduler(self.run_dir, config.probe)
         self.checkpointer = Checkpointer(
             self.run_dir, self.accelerator, config.checkpoint.keep_last,
-            is_protected=lambda tag: self.probes is not None and tag in self.probes.queue.protected_tags(),
+            is_protected=lambda tag: self.probe_scheduler is not None and tag in self.probe_scheduler.queue.protected_tags(),
         )
+        self.resume_from = self.checkpointer.resolve(config.resume)
+        set_seed(config.seed)
+        # a resumed run's weights come from its checkpoint: init_from's are read again only as a reference
+        is_main = self.accelerator.is_main_process
+        needs_initial = any(part.wants_initial_weights(config, is_main=True) for part in CALLBACK_TYPES)  # on any rank
+        model = build_model(config.model, self.vocab_size, config.data.seq_len,
+                            load_init=self.resume_from is None or needs_initial)
+        keep_initial = any(part.wants_initial_weights(config, is_main) for part in CALLBACK_TYPES)
+        self.non_embedding_params = model.num_params()
+        self.flops_per_token = model.flops_per_token()
+        initial_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if keep_initial else {}
+        self.step_runner = StepRunner(self.accelerator, model, config, self.plan.accum_steps)
+        self.validator = Validator(self.step_runner, config.data)
         self.metrics = MetricsLog.for_run(config, self.layout, self.accelerator.is_main_process)
-        self.callbacks = Callbacks(self._callbacks(initial_weights))
+        context = RunContext(config, self.step_runner, self.validator, self.plan, self.tasks, self.metrics,
+                             self.layout, is_main, initial_weights)
+        self.callbacks = Callbacks.build(CALLBACK_TYPES, context)
 
     def close(self) -> None:
         """Close the metrics' sinks and give up the run directory (its lock): at the end of a run, on a stop
@@ -116,41 +127,8 @@ class Trainer:
         if self.run_lock is not None:
             self.run_lock.release()
 
-    def _callbacks(self, initial_weights: dict[str, torch.Tensor]) -> list[Callback]:
-        """The optional behaviour this run's config turns on: diagnostics first, so they measure the
-        trained weights before a mitigation changes them."""
-        config, is_main = self.config, self.accelerator.is_main_process
-        mitigations = config.mitigations
-        batch = None
-        if config.diagnostics.enabled or mitigations.redo.enabled:
-            datasets = [dataset for task in self.tasks for dataset in task.datasets]
-            batch = heldout_batch(datasets, config.data.seq_len, config.diagnostics.batch_size)
-        members: list[Callback] = []
-        if config.diagnostics.enabled:
-            members.append(Diagnostics(config.diagnostics, self.steps, batch, initial_weights, self.metrics, is_main))
-        if config.evaluation.points or config.evaluation.every_steps:
-            members.append(PeriodicEvaluation(config.evaluation, self.steps, config.data, self.tokens_per_step, self.metrics))
-        if mitigations.shrink_perturb.enabled:
-            members.append(ShrinkPerturb(mitigations.shrink_perturb, self.steps, config.seed))
-        if mitigations.l2_init.enabled:
-            members.append(L2Init(mitigations.l2_init, self.steps, initial_weights))
-        if mitigations.redo.enabled:
-            members.append(ReDo(mitigations.redo, self.steps, batch, config.seed))
-        if mitigations.cbp.enabled:
-            members.append(ContinualBackprop(mitigations.cbp, self.steps, config.seed))
-        if config.early_warning.enabled:
-            members.append(StagnationMonitor(config.early_warning, self.run_dir, self.metrics, is_main))
-        return members
-
     def _loader(self, task: Task) -> ShardLoader:
-        data = self.config.data
-        return ShardLoader(
-            task.datasets, seq_len=data.seq_len, micro_batch_size=data.micro_batch_size,
-            global_batch_size=data.global_batch_size, token_budget=task.tokens, rank=self.world.rank,
-            world_size=self.world.world_size, seed=data.seed, task=task.index, num_workers=data.num_workers,
-            weights=task.weights, shuffle_window_blocks=data.shuffle_window_blocks,
-            tokenizer=self.tokenizer,
-        )
+        return task_loader(task, self.config.data, self.plan, self.world.rank, self.tokenizer)
 
     def _start_or_resume(self) -> TrainerState:
         if self.accelerator.is_main_process:
@@ -159,7 +137,7 @@ class Trainer:
                 self.layout.config.write_text(config_to_yaml(self.config))
         self.accelerator.wait_for_everyone()
         self.checkpointer.remove_unfinished()
-        checkpoint = self.checkpointer.resolve(self.config.resume)
+        checkpoint = self.resume_from
         if checkpoint is None:
             self.metrics.truncate_after(-1)  # records of an attempt that died before its first checkpoint
             state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
@@ -167,13 +145,15 @@ class Trainer:
                 self._save_for_probe("step000000000-init", state, probe_cycle=0)
             return state
         saved = self.checkpointer.load(checkpoint)
+        if "loader" in saved:  # written before the field was named loader_state
+            saved["loader_state"] = saved.pop("loader")
         state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step)
         self.callbacks.load_state_dict(state.callbacks)
         state.world_size = self.world.world_size
-        if self.probes is not None:
-            self.probes.poll()  # resubmit probes that died with the previous process
+        if self.probe_scheduler is not None:
+            self.probe_scheduler.poll()  # resubmit probes that died with the previous process
         return state
 
     def run(self) -> int:
@@ -190,16 +170,20 @@ class Trainer:
                         atomic_write_text(self.layout.preempted, f"{state.step}\n")
                     return REQUEUE_EXIT_CODE
                 self._finish_task(task, state)
-        if self.probes is not None:
-            self.probes.drain()
+        if self.probe_scheduler is not None:
+            self.probe_scheduler.drain()
         log.info(f"run complete: {state.step} steps, {state.tokens_seen:,} tokens in {self.run_dir}")
         return 0
 
     def _train_task(self, task: Task, state: TrainerState, progress: TrainingProgress) -> bool:
         """Train `task` to its budget; False when a stop signal arrived (a checkpoint was saved)."""
-        loader = self._loader(task)
-        if state.loader is not None:
-            loader.load_state_dict(state.loader)
+        with self._loader(task) as loader:
+            if state.loader_state is not None:
+                loader.load_state_dict(state.loader_state)
+            return self._train_steps(task, loader, state, progress)
+
+    def _train_steps(self, task: Task, loader: ShardLoader, state: TrainerState, progress: TrainingProgress) -> bool:
+        """The optimizer steps of `task` from `state`, on batches from `loader`."""
         batches = iter(loader)
         progress.start_task(task, loader.num_steps, state.step_in_task)
         while state.step_in_task < loader.num_steps:
@@ -210,28 +194,28 @@ class Trainer:
             if at.step_in_task == 1:
                 self.callbacks.on_task_start(at)
             self.callbacks.on_step_start(at)
-            loss, grad_norm = self.steps.train_step(batches, at.lr, self.callbacks)
+            loss, grad_norm = self.step_runner.train_step(batches, at.lr, self.callbacks)
             self.callbacks.after_optimizer_step(at)
             state.step += 1
             state.step_in_task += 1
-            state.tokens_seen += self.tokens_per_step
-            state.loader = loader.state_dict()
+            state.tokens_seen += self.plan.tokens_per_step
+            state.loader_state = loader.state_dict()
             progress.advance(loss)
             if state.step % self.config.log_every == 0 or at.is_task_end:
-                self._log_step(task, state, loss, at.lr, grad_norm, self.tokens_per_step / (time.perf_counter() - started))
+                self._log_step(task, state, loss, at.lr, grad_norm, self.plan.tokens_per_step / (time.perf_counter() - started))
             every = self.config.checkpoint.every_steps
             if every and state.step % every == 0 and state.step_in_task < loader.num_steps:
-                self._save(task, state, keep=False)
+                self._save(task, state)
             if self.preemption.should_stop(self.device):
                 log.warning(f"stop signal received: checkpointing at step {state.step} and exiting with {REQUEUE_EXIT_CODE}")
-                self._save(task, state, keep=False)
+                self._save(task, state)
                 return False
         return True
 
     def _position(self, task: Task, step: int, step_in_task: int, task_steps: int) -> LoopPosition:
         """Optimizer step `step` of the run (from 1), the `step_in_task`-th of the task's `task_steps`."""
         lr = learning_rate(self.config.optimizer, step - 1, step_in_task - 1, task_steps)
-        return LoopPosition(task, step, step_in_task, task_steps, step * self.tokens_per_step, lr)
+        return LoopPosition(task, step, step_in_task, task_steps, step * self.plan.tokens_per_step, lr)
 
     def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
         record = {
@@ -247,48 +231,46 @@ class Trainer:
     def _finish_task(self, task: Task, state: TrainerState) -> None:
         record = {
             "event": "task_end", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
-            "step": state.step, "tokens": state.tokens_seen, "val_loss": self.evaluate(task),
+            "step": state.step, "tokens": state.tokens_seen, "val_loss": self.evaluate(task, state.step),
         }
         if self.config.forgetting.enabled:
-            record |= self.evaluate_languages()
+            record |= self.evaluate_languages(task, state.step)
         self.metrics.write(record)
         self.callbacks.on_task_end(self._position(task, state.step, state.step_in_task, state.step_in_task))
         state.task_index += 1
         state.step_in_task = 0
-        state.loader = None
+        state.loader_state = None
         if task.probe_after:
             self._save_for_probe(task.checkpoint_tag(state.step), state, probe_cycle=task.cycle)
         else:
-            self._save(task, state, keep=False)
-            if self.probes is not None:
-                self.probes.poll()  # a probe that died is resubmitted within a cycle, not only at its end
+            self._save(task, state)
+            if self.probe_scheduler is not None:
+                self.probe_scheduler.poll()  # a probe that died is resubmitted within a cycle, not only at its end
 
-    def evaluate(self, task: Task) -> float | None:
-        """Mean loss on the task's validation split (`<dataset>/val`), the same batches on every rank."""
-        return self._validation_loss(task.val_datasets, self.config.data.val_tokens)
+    def evaluate(self, task: Task, step: int) -> float | None:
+        """Mean loss on the task's validation split (`<dataset>/val`) at `step`, the same batches on every rank."""
+        return self.validator.loss(task.val_datasets, self.config.data.val_tokens, (task.index, step))
 
-    def evaluate_languages(self) -> dict[str, Any]:
+    def evaluate_languages(self, task: Task, step: int) -> dict[str, Any]:
         """`val_losses`: the loss on every training language's validation split, and `probe_val_loss`: on the
         probe language's, zero-shot (no update); `forgetting.val_tokens` each, null where a split is missing."""
         tokens = self.config.forgetting.val_tokens
         probe_dataset = dataset_path(self.config.data.root, self.config.probe.dataset)
-        return {"val_losses": {name: self._validation_loss((dataset,), tokens)
+        return {"val_losses": {name: self.validator.loss((dataset,), tokens, (task.index, step))
                                for name, dataset in languages(self.config).items()},
-                "probe_val_loss": self._validation_loss((probe_dataset,), tokens)}
+                "probe_val_loss": self.validator.loss((probe_dataset,), tokens, (task.index, step))}
 
-    def _validation_loss(self, datasets: tuple[str, ...], tokens: int) -> float | None:
-        return validation_loss(self.steps, datasets, tokens, self.config.data)
-
-    def _save(self, task: Task, state: TrainerState, keep: bool) -> Path:
+    def _save(self, task: Task, state: TrainerState) -> Path:
+        """A checkpoint that retention may prune (keep_last)."""
         state.callbacks = self.callbacks.state_dict()
-        return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=keep)
+        return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=False)
 
     def _save_for_probe(self, tag: str, state: TrainerState, probe_cycle: int) -> None:
         """Save a checkpoint kept for good, then queue its probe; training goes on at once."""
         state.callbacks = self.callbacks.state_dict()
         self.checkpointer.save(tag, {**asdict(state), "probe_cycle": probe_cycle}, keep=True)
-        if self.probes is not None:
-            self.probes.request(tag)
+        if self.probe_scheduler is not None:
+            self.probe_scheduler.request(tag)
 
 
 def train(config: ExperimentConfig) -> int:

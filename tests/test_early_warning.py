@@ -4,12 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from plasticity_dist.callbacks import LoopPosition
-from plasticity_dist.config import EarlyWarningSection
+from plasticity_dist.callbacks import LoopPosition, RunContext
+from plasticity_dist.config import EarlyWarningSection, load_config
 from plasticity_dist.curriculum import Task
 from plasticity_dist.early_warning import StagnationMonitor
 from plasticity_dist.logging import get_logger
 from plasticity_dist.metrics import MetricsLog, read_metrics
+from plasticity_dist.run_layout import RunLayout
 
 TASK_NAMES = ("en", "zh")  # two tasks per cycle: task index = 2 * (cycle - 1) + position
 
@@ -43,6 +44,13 @@ def write_probe(run_dir: Path, cycle: int, auc: float) -> None:
 def monitor(run_dir: Path, is_main: bool = True, **section: object) -> StagnationMonitor:
     return StagnationMonitor(EarlyWarningSection(**section), run_dir, MetricsLog(run_dir / "metrics.jsonl", True),
                              is_main=is_main)
+
+
+def run_context(run_dir: Path, *overrides: str) -> RunContext:
+    """What the trainer hands its callbacks, with only what the early warning reads."""
+    return RunContext(config=load_config(None, overrides), step_runner=None, validator=None, plan=None, tasks=[],
+                      metrics=MetricsLog(run_dir / "metrics.jsonl", True), layout=RunLayout(run_dir), is_main=True,
+                      initial_weights={})
 
 
 def end_task(stagnation_monitor: StagnationMonitor, index: int) -> None:
@@ -134,7 +142,8 @@ def test_only_the_main_process_and_an_enabled_monitor_warn(tmp_path):
     write_probe(tmp_path, 1, 2.0)
     write_probe(tmp_path, 2, 3.0)
     end_task(monitor(tmp_path, is_main=False), 3)
-    end_task(monitor(tmp_path, enabled=False), 3)
     assert warnings(tmp_path) == []
+    assert StagnationMonitor.from_context(run_context(tmp_path, "early_warning.enabled=false")) is None
+    assert isinstance(StagnationMonitor.from_context(run_context(tmp_path)), StagnationMonitor)
     end_task(monitor(tmp_path), 3)
     assert [warning["kind"] for warning in warnings(tmp_path)] == ["loss_improvement", "probe_auc"]

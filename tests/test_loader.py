@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from pathlib import Path
 
@@ -54,6 +55,25 @@ def test_batches_are_inputs_and_shifted_targets(dataset: Path) -> None:
     inputs, targets = next(iter(make_loader([dataset])))
     assert inputs.shape == targets.shape == (2, SEQ_LEN) and inputs.dtype == torch.long
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
+
+
+def open_shard_files() -> set[str]:
+    """The shard files this process holds open."""
+    names = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            names.add(os.readlink(fd))
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return {name for name in names if Path(name).name.startswith("shard-")}
+
+
+def test_a_closed_loader_leaves_no_shard_file_open(tmp_path: Path) -> None:
+    write_dataset(tmp_path, numbered_rows(ROWS), rows_per_block=9, rows_per_shard=45)
+    with make_loader([tmp_path]) as loader:
+        list(itertools.islice(loader, 30))  # half an epoch: blocks of several shards
+        assert any(Path(name).parent == tmp_path for name in open_shard_files()), "the loader read no shard"
+    assert not [name for name in open_shard_files() if Path(name).parent == tmp_path]
 
 
 @pytest.mark.parametrize("world_size, num_workers", list(itertools.product([1, 2, 3], [0, 1, 2])))
@@ -139,7 +159,7 @@ def test_state_of_other_data_is_refused(dataset: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (dict(global_batch_size=10, world_size=3), "global_batch_size=10 is not divisible by micro_batch_size \\* world_size = 2 \\* 3"),
+    (dict(global_batch_size=10, world_size=3), "global_batch_size=10 is not a multiple of data.micro_batch_size=2 x world size 3"),
     (dict(seq_len=16), "manifest.json: seq_len is 8, the loader was asked for 16"),
     (dict(tokenizer="byte"), "manifest.json: tokenizer is test .*expected byte"),
     (dict(token_budget=10), "less than one step"),

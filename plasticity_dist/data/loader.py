@@ -34,6 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from plasticity_dist.batch_plan import BatchPlan
+from plasticity_dist.config import DataSection
+from plasticity_dist.curriculum import Task
 from plasticity_dist.data.shards import BlockReader, Manifest, ShardError, iter_shard_blocks, read_manifest
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -158,10 +161,10 @@ class _ChunkStream(IterableDataset):
     """One rank's micro-batches from `first` to `total`, built in chunks of `chunk_size` micro-batches
     into the producing worker's shared slots (see "Transfer" in the module docstring)."""
 
-    def __init__(self, orders: list[_DatasetOrder], mix: _Mix, slicing: tuple[int, int, int, int],
+    def __init__(self, orders: list[_DatasetOrder], mix: _Mix, plan: BatchPlan, rank: int,
                  first: int, total: int, chunk_size: int, num_workers: int) -> None:
-        self.orders, self.mix = orders, mix
-        self.global_batch, self.micro_batch, self.world_size, self.rank = slicing
+        self.orders, self.mix, self.plan, self.rank = orders, mix, plan, rank
+        self.micro_batch = plan.micro_batch_size
         self.first, self.total, self.chunk_size = first, total, chunk_size
         self.dtype, self.row_len = orders[0].reader.dtype, orders[0].reader.manifest.row_len
         producers, self.slots_per_worker = max(1, num_workers), _PREFETCH + 1
@@ -179,9 +182,9 @@ class _ChunkStream(IterableDataset):
         return slots[worker, slot, :size].reshape(micro_batches, self.micro_batch, self.row_len)
 
     def global_rows(self, micro_batches: range) -> np.ndarray:
-        accum = self.global_batch // (self.micro_batch * self.world_size)
-        steps, within = np.divmod(np.asarray(micro_batches, dtype=np.int64), accum)
-        starts = steps * self.global_batch + (within * self.world_size + self.rank) * self.micro_batch
+        plan = self.plan
+        steps, within = np.divmod(np.asarray(micro_batches, dtype=np.int64), plan.accum_steps)
+        starts = steps * plan.global_batch_size + (within * plan.world_size + self.rank) * self.micro_batch
         return (starts[:, None] + np.arange(self.micro_batch)).ravel()
 
     def build(self, micro_batches: range, out: np.ndarray) -> None:
@@ -224,23 +227,19 @@ class ShardLoader:
         weights = list(weights) if weights is not None else [1.0] * len(datasets)
         if len(weights) != len(datasets) or any(w < 0 for w in weights) or not sum(weights) > 0:
             raise ValueError(f"weights {weights} must be {len(datasets)} non-negative numbers, not all zero")
-        if global_batch_size % (micro_batch_size * world_size):
-            raise ValueError(f"global_batch_size={global_batch_size} is not divisible by micro_batch_size * "
-                             f"world_size = {micro_batch_size} * {world_size}")
+        self.plan = BatchPlan(seq_len, micro_batch_size, global_batch_size, world_size)
         if not 0 <= rank < world_size or min(seed, task, num_workers) < 0 or shuffle_window_blocks < 1:
             raise ValueError(f"bad loader arguments: rank={rank} world_size={world_size} seed={seed} task={task} "
                              f"num_workers={num_workers} shuffle_window_blocks={shuffle_window_blocks}")
         self.paths = [Path(path) for path in datasets]
         self.manifests = [read_manifest(path) for path in self.paths]
         self._check_manifests(seq_len, tokenizer)
-        self.num_steps = token_budget // (global_batch_size * seq_len)
+        self.num_steps = self.plan.steps_for(token_budget)
         if self.num_steps < 1:
             raise ValueError(f"token_budget={token_budget} is less than one step "
-                             f"(global_batch_size * seq_len = {global_batch_size * seq_len} tokens)")
-        self.seed, self.task, self.num_workers = seed, task, num_workers
-        self.global_batch_size, self.micro_batch_size, self.world_size, self.rank = (
-            global_batch_size, micro_batch_size, world_size, rank)
-        self.accum_steps = global_batch_size // (micro_batch_size * world_size)
+                             f"(global_batch_size * seq_len = {self.plan.tokens_per_step} tokens)")
+        self.seed, self.task, self.num_workers, self.rank = seed, task, num_workers, rank
+        self.world_size, self.accum_steps = world_size, self.plan.accum_steps
         self.window_blocks = shuffle_window_blocks
         self.weights = weights
         self.readers = [BlockReader(path, manifest) for path, manifest in zip(self.paths, self.manifests)]
@@ -266,24 +265,30 @@ class ShardLoader:
         return self.manifest.vocab_size
 
     @property
-    def eot_id(self) -> int:
-        return self.manifest.eot_id
-
-    @property
     def tokenizer(self) -> str:
         return self.manifest.tokenizer
 
     def __len__(self) -> int:
         return self.num_steps * self.accum_steps
 
+    def close(self) -> None:
+        """Close the shard files this process has read from (DataLoader workers' close when they exit)."""
+        for reader in self.readers:
+            reader.close()
+
+    def __enter__(self) -> ShardLoader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _stream(self) -> _ChunkStream:
         orders = [_DatasetOrder(reader, self.seed, self.task, index, self.window_blocks)
                   for index, reader in enumerate(self.readers)]
         mean_window_rows = self.window_blocks * self.manifest.rows / sum(len(s.blocks) for s in self.manifest.shards)
-        steps_per_chunk = max(1, round(_CHUNK_WINDOWS * mean_window_rows / self.global_batch_size))
+        steps_per_chunk = max(1, round(_CHUNK_WINDOWS * mean_window_rows / self.plan.global_batch_size))
         return _ChunkStream(
-            orders, _Mix(self.weights, self.seed, self.task),
-            (self.global_batch_size, self.micro_batch_size, self.world_size, self.rank),
+            orders, _Mix(self.weights, self.seed, self.task), self.plan, self.rank,
             first=self.handed_out, total=len(self), chunk_size=steps_per_chunk * self.accum_steps,
             num_workers=self.num_workers,
         )
@@ -306,7 +311,7 @@ class ShardLoader:
         return {
             "version": STATE_VERSION, "fingerprints": [m.fingerprint for m in self.manifests], "seed": self.seed,
             "task": self.task, "step": step, "micro_batch": micro_batch, "world_size": self.world_size,
-            "rows_consumed": step * self.global_batch_size, "epochs": self._epochs(step * self.global_batch_size),
+            "rows_consumed": step * self.plan.global_batch_size, "epochs": self._epochs(step * self.plan.global_batch_size),
         }
 
     def _epochs(self, rows_consumed: int) -> list[int]:
@@ -329,6 +334,16 @@ class ShardLoader:
             raise ValueError(f"loader state stops inside a step (micro-batch {state['micro_batch']}); it can be "
                              f"resumed with a new world size ({state['world_size']} -> {self.world_size}) only at a step boundary")
         self.handed_out = state["step"] * self.accum_steps + state["micro_batch"]
+
+
+def task_loader(task: Task, data: DataSection, plan: BatchPlan, rank: int, tokenizer: str | None) -> ShardLoader:
+    """The loader of one task of a run (and so of every probe, which is a run of one task) on rank `rank`."""
+    return ShardLoader(
+        task.datasets, seq_len=plan.seq_len, micro_batch_size=plan.micro_batch_size,
+        global_batch_size=plan.global_batch_size, token_budget=task.tokens, rank=rank, world_size=plan.world_size,
+        seed=data.seed, task=task.index, num_workers=data.num_workers, weights=task.weights,
+        shuffle_window_blocks=data.shuffle_window_blocks, tokenizer=tokenizer,
+    )
 
 
 def iter_eval_batches(dataset: str | Path, *, seq_len: int, batch_size: int, max_tokens: int) -> Iterator[Batch]:

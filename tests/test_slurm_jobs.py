@@ -19,7 +19,9 @@ import pytest
 import torch
 
 from plasticity_dist.cli import main as cli_main
-from runs import REPO, assert_same_weights, final_weights, latest_checkpoint, step_records, tiny_overrides, wait_for
+from plasticity_dist.run_layout import RunLayout
+from runs import (REPO, assert_same_weights, copy_for_probing, final_weights, latest_checkpoint, probe_result,
+                  step_records, tiny_overrides, wait_for)
 from slurm_cluster import LocalSlurm
 
 JOB_TIMEOUT_S = 300  # generous: the first DeepSpeed job on a machine compiles its CPU communication op
@@ -151,6 +153,45 @@ def test_slurm_probe_executor_submits_probe_sh_for_the_cycle_end_checkpoint(loca
         submission = request["submissions"][-1]
         assert wait_until_finished(local_slurm, submission["job_id"], Path(submission["log"])) == "COMPLETED"
     check_probe_result(run_dir, tag)
+
+
+# A probe long enough (256 steps of 8 x 32 tokens on vi) for a signal sent after its first step to land mid-way.
+LONG_PROBE = ["probe.dataset=vi", "probe.tokens=65536", "probe.eval_points=5", "probe.eval_tokens=2048"]
+
+
+def submit_probe(local_slurm: LocalSlurm, checkpoint: Path) -> tuple[str, Path]:
+    """`sbatch slurm/probe.sh CHECKPOINT` on one node from the repository root, as the slurm executor does;
+    returns the job id and its log."""
+    logs = checkpoint.parent.parent
+    job_id = local_slurm.sbatch(["--nodes=1", f"--output={logs}/probe-%j.out", "slurm/probe.sh", str(checkpoint)],
+                                env={"PLASTICITY_MASTER_ADDR": "127.0.0.1"}, cwd=REPO)
+    return job_id, logs / f"probe-{job_id}.out"
+
+
+def test_usr1_to_a_probe_job_checkpoints_requeues_and_ends_with_the_uninterrupted_auc(local_slurm, two_node_run,
+                                                                                      tmp_path):
+    _, run_dir = two_node_run
+    left_alone, signalled = (copy_for_probing(run_dir, tmp_path / name, LONG_PROBE) for name in ("left-alone", "run"))
+    left_alone_job, left_alone_log = submit_probe(local_slurm, left_alone)
+    job_id, log_path = submit_probe(local_slurm, signalled)
+    probe_run = RunLayout.of_checkpoint(signalled).probe_run(signalled.name)
+    wait_for(lambda: probe_run.metrics.is_file() and '"event": "step"' in probe_run.metrics.read_text(),
+             timeout=JOB_TIMEOUT_S, what="the probe's first step")
+    local_slurm.run(["scancel", "--signal=USR1", job_id])  # to the tasks of the running step, as preemption does
+
+    assert wait_until_finished(local_slurm, job_id, log_path) == "COMPLETED"
+    assert wait_until_finished(local_slurm, left_alone_job, left_alone_log) == "COMPLETED"
+    assert local_slurm.show_job(job_id)["Restarts"] == "1"
+    log = log_path.read_text()
+    stopped_at = int(re.search(r"checkpointing at step (\d+)", log).group(1))
+    assert 0 < stopped_at < 256, "the probe ended before the signal"
+    assert "requeueing job" in log and "(restart 1)" in log and f"resumed from {probe_run.checkpoints}" in log
+    assert [record["step"] for record in step_records(probe_run.root)] == list(range(1, 257))
+    result, reference = probe_result(signalled), probe_result(left_alone)
+    assert result["eval_tokens"] == reference["eval_tokens"] == [step * 256 for step in (0, 64, 128, 192, 256)]
+    assert result["val_losses"] == reference["val_losses"]  # exactly: CPU resume is bitwise
+    assert result["auc"] == reference["auc"]
+    assert not probe_run.checkpoints.exists() and not probe_run.preempted.exists()
 
 
 PREPROCESS_ARGS = ["--source", "synthetic:vi", "--tokens", "50000", "--seq-len", "32", "--shard-tokens", "10000",

@@ -55,8 +55,9 @@ def test_runs_differing_only_in_seeds_form_a_group_with_mean_and_standard_error_
         assert cycle["n"] == 3 and cycle["tasks_trained"] == cycle["cycle"] * len(TASKS)
         assert cycle["auc_pct_change_mean"] == pytest.approx(statistics.fmean(values))
         assert cycle["auc_pct_change_se"] == pytest.approx(statistics.stdev(values) / math.sqrt(3))
+        t = 4.302652729749464  # Student's t, two-sided 95 %, on 2 degrees of freedom (3 runs)
         assert cycle["auc_pct_change_within_noise"] == (abs(statistics.fmean(values))
-                                                         <= 2 * statistics.stdev(values) / math.sqrt(3))
+                                                         <= t * statistics.stdev(values) / math.sqrt(3))
     assert groups[("other-lr",)]["cycles"][2]["auc_pct_change_se"] is None  # one run: no standard error
 
 
@@ -93,9 +94,12 @@ def test_a_single_run_shows_its_probe_noise_and_marks_changes_within_it(tmp_path
     flags = {probe["cycle"]: probe["auc_pct_change_within_noise"] for probe in record["probes"]}
     assert flags[0] is None and flags[1] is None  # the baseline and the reference itself are not judged
     changes = {probe["cycle"]: probe["auc_pct_change"] for probe in record["probes"]}
-    assert all(flags[cycle] == (abs(changes[cycle]) <= 2 * noise["sigma_pct_change"]) for cycle in range(2, 11))
-    # the wiggle's changes of -0.17, -0.07, -0.03, -0.10 % lie within 2σ = 0.18 %, its -0.20 % and the rise do not
-    assert [flags[cycle] for cycle in range(2, 11)] == [True, True, False, True, True, False, False, False, False]
+    t = 2.364624251592784  # Student's t, two-sided 95 %, on 7 degrees of freedom
+    assert all(flags[cycle] == (abs(changes[cycle]) <= t * noise["sigma_pct_change"]) for cycle in range(2, 11))
+    # the wiggle's changes (-0.17, -0.07, -0.20, -0.03, -0.10 %) lie within tσ = 0.22 %, the rise's (+1.9 % on) not;
+    # a 2σ rule (0.18 %) would call the wiggle's -0.20 % a change
+    assert [flags[cycle] for cycle in range(2, 11)] == [True, True, True, True, True, False, False, False, False]
+    assert 2 * noise["sigma_pct_change"] < abs(changes[4]) <= t * noise["sigma_pct_change"]
     change = record["probes"][2]["auc_pct_change"]
     assert f"| {change:+.2f} (within noise) | {noise['sigma_pct_change']:.2f} (7 df) |" in markdown
     assert record["onset"] == 6 * len(TASKS) and record["onset_interval"][0] <= 12 <= record["onset_interval"][1]

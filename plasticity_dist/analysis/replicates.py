@@ -1,7 +1,7 @@
 """Replicate groups: runs that differ only in their seeds (`seed`, `data.seed`), and their statistics.
 
 Per cycle a group gives each % change as the mean ± standard error over the runs that have that probe (n),
-"within noise" when the mean lies within WITHIN_NOISE_SIGMAS standard errors of zero. Its onset is the mean ±
+"within noise" when the mean lies within `noise.noise_multiple(n − 1)` standard errors of zero. Its onset is the mean ±
 standard error of its runs' exact onsets, with the censored ones counted beside it. Every group enters the
 scaling fits once, at the geometric mean of its runs' onsets (`combine_observations`): a run alone is a group
 of one.
@@ -46,7 +46,7 @@ def _cycle_record(cycle: int, probes: Sequence[dict[str, Any]]) -> dict[str, Any
     for change in CHANGES:
         figures = mean_and_error([probe[change] for probe in probes if probe[change] is not None])
         record |= {f"{change}_mean": figures["mean"], f"{change}_se": figures["se"],
-                   f"{change}_within_noise": within_noise(figures["mean"], figures["se"])}
+                   f"{change}_within_noise": within_noise(figures["mean"], figures["se"], figures["n"] - 1)}
     return record
 
 

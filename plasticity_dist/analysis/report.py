@@ -120,7 +120,8 @@ def replicates_section(summary: dict[str, Any]) -> str:
     lines = ["## Replicate groups", "",
              "Runs that differ only in `seed` and `data.seed` form a group. Each % change is against the run's own "
              "first post-cycle probe; a group's is the mean ± standard error over its runs with that probe (n), "
-             "\"within noise\" when the mean lies within 2 standard errors of zero. A group's onset is the mean ± "
+             "\"within noise\" when the mean lies within t standard errors of zero (t: the two-sided 95 % quantile of "
+             "Student's t on n − 1 degrees of freedom, 12.71 for 2 runs). A group's onset is the mean ± "
              "SE of its runs' exact onsets, censored runs counted beside it; it enters the scaling fits once, at "
              "the geometric mean of its runs' onsets (a bound when some runs are censored).", "",
              _markdown_table(GROUP_ONSET_COLUMNS, group_onset_rows(groups))]
@@ -296,7 +297,9 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "probes share one probe config and eval grid (the report refuses to mix them). σ is the noise of the "
         "run's % changes: the scatter of its post-cycle AUCs about their trend (from second differences, 3 or "
         "more post-cycle probes), times √2 for the two AUCs a change compares, with the degrees of freedom of "
-        "that fit (with few, σ is itself uncertain); \"within noise\" marks a change within 2σ of zero.", "",
+        "that fit; \"within noise\" marks a change within t·σ of zero, t the two-sided 95 % quantile of Student's t "
+        "on those degrees of freedom (12.71 on 1, 4.30 on 2, 1.96 with many), as a σ from few probes is itself "
+        "uncertain.", "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",

@@ -46,12 +46,12 @@ def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float]) -> 
         trained = [value for probe, value in zip(probes, values) if probe.cycle >= 1]
         known = None not in trained and reference_value is not None
         noise[name] = change_noise(positions, trained, reference_value) if known else None
-        sigma = noise[name].sigma_pct_change if noise[name] else None
+        figures = noise[name]
         for probe, value, record in zip(probes, values, records):
             change = _pct_change(value, reference_value)
-            judged = probe.cycle >= 1 and probe is not reference
-            record |= {name: value, f"{name}_pct_change": change,
-                       f"{name}_pct_change_within_noise": within_noise(change, sigma) if judged else None}
+            judged = probe.cycle >= 1 and probe is not reference and figures is not None
+            record |= {name: value, f"{name}_pct_change": change, f"{name}_pct_change_within_noise": within_noise(
+                change, figures.sigma_pct_change, figures.degrees_of_freedom) if judged else None}
     return records, {name: None if figures is None else asdict(figures) for name, figures in noise.items()}
 
 

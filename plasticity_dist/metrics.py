@@ -79,12 +79,18 @@ class MetricsLog:
         for sink in self.sinks:
             sink.write(record)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records past `step`: a resumed run redoes those steps and logs them again."""
+    def truncate_after(self, step: int, next_task: int | None = None) -> None:
+        """Drop records past `step`: a resumed run redoes those steps and logs them again. With `next_task` (a
+        checkpoint at a task end), also the records at `step` of that task or a later one: their start (its
+        step-0 evaluation) was not in the checkpoint and is logged again."""
+        def kept(record: dict[str, Any]) -> bool:
+            at_next = next_task is not None and record.get("step", 0) == step \
+                and record.get("task_index", -1) >= next_task
+            return record.get("step", 0) <= step and not at_next
+
         if self.enabled and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            lines = [line for line in self.path.read_text().splitlines() if line.strip() and kept(json.loads(line))]
+            atomic_write_text(self.path, "".join(line + "\n" for line in lines))
         for sink in self.sinks:
             sink.truncate_after(step)
 

@@ -149,7 +149,7 @@ class Trainer:
             saved["loader_state"] = saved.pop("loader")
         state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
-        self.metrics.truncate_after(state.step)
+        self.metrics.truncate_after(state.step, next_task=state.task_index if state.step_in_task == 0 else None)
         self.callbacks.load_state_dict(state.callbacks)
         state.world_size = self.world.world_size
         if self.probe_scheduler is not None:

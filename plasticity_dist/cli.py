@@ -253,6 +253,38 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_predict)
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from plasticity_dist.config import load_config
+    from plasticity_dist.plan import plan_study
+    from plasticity_dist.plan_table import plan_markdown, print_plan_table
+
+    plans = [plan_study(load_config(path), Path(path).name, gpus=args.gpus, gpu=args.gpu, mfu=args.mfu)
+             for path in args.config]
+    if args.json:
+        print(json.dumps([plan.to_json() for plan in plans], indent=2))
+    elif args.markdown:
+        print(plan_markdown(plans))
+    else:
+        print_plan_table(plans)
+    return 0
+
+
+def _add_plan(subparsers: argparse._SubParsersAction) -> None:
+    from plasticity_dist.plan import ASSUMED_MFU, GPU_PEAK_TFLOPS
+
+    parser = subparsers.add_parser("plan", help="what a config will cost: tokens, probes, onset, GPU-hours, disk")
+    parser.add_argument("--config", nargs="+", required=True, help="experiment YAML(s); several give one column each")
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs training the run, for its wall time (default 8)")
+    parser.add_argument("--gpu", choices=sorted(GPU_PEAK_TFLOPS), default="h100",
+                        help="GPU whose dense bf16 peak sets the GPU-hours (default h100)")
+    parser.add_argument("--mfu", type=float, default=ASSUMED_MFU,
+                        help=f"model FLOP utilisation assumed (default {ASSUMED_MFU})")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (a list, one plan per config)")
+    output.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
+    parser.set_defaults(handler=_plan)
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="run or resume a continual or stationary run (also under accelerate launch / torchrun)"
@@ -263,7 +295,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_models, _add_tokenizer, _add_preprocess, _add_verify, _add_train, _add_probe, _add_report, _add_predict,
+    _add_models, _add_tokenizer, _add_preprocess, _add_verify, _add_plan, _add_train, _add_probe, _add_report,
+    _add_predict,
     _add_export, _add_demo,
 )
 

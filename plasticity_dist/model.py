@@ -115,7 +115,9 @@ class GPT(nn.Module):
             total -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
         return total
 
-    def flops_per_token(self) -> int:
-        """Training FLOPs per token (PaLM appendix B): 6N plus the attention score and value matmuls."""
+    def flops_per_token(self, output_layer: bool = False) -> int:
+        """Training FLOPs per token (PaLM appendix B): 6N plus the attention score and value matmuls; with
+        `output_layer`, also the tied output layer's matmul (6 x padded vocabulary x width), which N leaves out."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.d_model * c.block_size
+        output = 6 * c.padded_vocab_size * c.d_model if output_layer else 0
+        return 6 * self.num_params() + 12 * c.n_layer * c.d_model * c.block_size + output

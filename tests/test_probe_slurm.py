@@ -11,6 +11,7 @@ import torch
 
 from plasticity_dist.config import load_config
 from plasticity_dist.model import GPT
+from plasticity_dist.plan import ASSUMED_MFU, GPU_PEAK_TFLOPS
 from plasticity_dist.presets import get_preset
 from plasticity_dist.probe.executors import SlurmExecutor
 
@@ -18,8 +19,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STUDY_CONFIGS = ["continual.yaml", "stationary.yaml",
                  *(f"continual-{size}.yaml" for size in ("5M", "12M", "27M", "53M", "106M", "314M", "1B")),
                  *(f"stationary-{size}.yaml" for size in ("5M", "12M", "27M"))]
-# The time rule: 20% of an A100's dense bf16 peak per GPU, an output layer of up to 64K tokens, x1.5.
-A100_PEAK_FLOPS, ASSUMED_MFU, MAX_VOCAB, MARGIN = 312e12, 0.2, 65536, 1.5
+# The time rule: 20% (plan.ASSUMED_MFU) of an A100's dense bf16 peak per GPU, an output layer of up to 64K
+# tokens, x1.5.
+A100_PEAK_FLOPS, MAX_VOCAB, MARGIN = GPU_PEAK_TFLOPS["a100"] * 1e12, 65536, 1.5
 
 
 def slurm_hours(limit: str) -> float:
@@ -46,7 +48,7 @@ def test_study_probe_jobs_ask_for_gpus_cpus_and_a_time_sized_to_their_budget(con
     assert f"--time={slurm.time}" in command
     preset = get_preset(config.model.preset)
     with torch.device("meta"):  # counts only: no memory for the weights
-        model = GPT(preset.gpt_config(257, config.data.seq_len))
-    flops = config.probe.tokens * (model.flops_per_token() + 6 * MAX_VOCAB * preset.d_model)
+        model = GPT(preset.gpt_config(MAX_VOCAB, config.data.seq_len))
+    flops = config.probe.tokens * model.flops_per_token(output_layer=True)
     needed_hours = flops / (slurm.nodes * slurm.gpus_per_node * A100_PEAK_FLOPS * ASSUMED_MFU) * MARGIN / 3600
     assert slurm_hours(slurm.time) == math.ceil(needed_hours)

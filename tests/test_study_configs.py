@@ -4,7 +4,6 @@ stream (and has a Slurm script), and a probe trains at its size's learning rate 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess
@@ -12,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from plasticity_dist.analysis.onset import MIN_PROBES, PROBES_AFTER_ONSET
 from plasticity_dist.analysis.runs import non_embedding_params  # exact, as `models` lists them; cached
 from plasticity_dist.analysis.scaling import predict_onset
 from plasticity_dist.config import config_to_dict, config_to_yaml, load_config
 from plasticity_dist.curriculum import build_tasks
+from plasticity_dist.plan import cycles_to_observe_onset
 from plasticity_dist.probe.job import probe_config_hash
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 STUDY_SIZES = ("5M", "12M", "27M", "53M", "106M", "314M", "1B")
 STATIONARY_SIZES = ("5M", "12M", "27M")
-ONSET_MARGIN = 1.5
 # The toy run for tests and CPUs: 131K-token tasks, not the 5e9-token tasks the law counts.
 NOT_STUDY_SCALE = {"continual-tiny.yaml"}
 CONTINUAL_CONFIGS = sorted(path.name for path in CONFIGS.glob("continual*.yaml") if path.name not in NOT_STUDY_SCALE)
@@ -40,11 +38,11 @@ def test_continual_run_trains_past_the_laws_predicted_onset_with_margin(config_n
     tasks_per_cycle = len(config.curriculum.tasks)
     probes = sum(task.probe_after for task in tasks)
     predicted_onset_tasks = predict_onset(non_embedding_params(config.model.preset))
-    needed_cycles = math.ceil(ONSET_MARGIN * predicted_onset_tasks / tasks_per_cycle) + PROBES_AFTER_ONSET
+    needed_cycles = cycles_to_observe_onset(predicted_onset_tasks, tasks_per_cycle)
     assert probes == config.curriculum.cycles  # one probe per cycle
-    assert config.curriculum.cycles >= max(needed_cycles, MIN_PROBES), (
+    assert config.curriculum.cycles >= needed_cycles, (
         f"{config_name}: the law predicts the onset after {predicted_onset_tasks:.1f} tasks; observing it needs "
-        f"{max(needed_cycles, MIN_PROBES)} cycles, the config trains {config.curriculum.cycles}")
+        f"{needed_cycles} cycles, the config trains {config.curriculum.cycles}")
 
 
 def test_the_1b_run_trains_the_70_cycles_its_comment_derives():

@@ -17,6 +17,7 @@ from pathlib import Path
 from plasticity_dist.analysis.report import write_report
 from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES, load_config
 from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
+from plasticity_dist.processes import free_port
 from plasticity_dist.logging import get_logger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def _train_command(processes: int, overrides: list[str]) -> list[str]:
         return [sys.executable, *train]
     accelerate = str(Path(sys.executable).parent / "accelerate")
     return [accelerate, "launch", "--config_file", str(REPO_ROOT / "configs/accelerate/single_node.yaml"),
-            "--num_processes", str(processes), *train]
+            "--num_processes", str(processes), "--main_process_port", str(free_port()), *train]
 
 
 def run_demo(out: Path, cycles: int | None = None, task_tokens: int | None = None) -> Path:

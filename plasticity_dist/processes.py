@@ -1,7 +1,8 @@
-"""Facts about local processes that several parts need (probe executors, the run lock)."""
+"""Facts about local processes and ports that several parts need (probe executors, the run lock, launches)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 
@@ -11,3 +12,10 @@ def is_process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for a rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

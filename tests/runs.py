@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import torch
 from plasticity_dist.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main as cli_main
 from plasticity_dist.config import config_to_yaml, load_config
+from plasticity_dist.processes import free_port
 from plasticity_dist.run_layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,12 +59,6 @@ def reference_overrides(data_root: Path, **extra: object) -> list[str]:
     language on as many tokens as a probe does, so a probe's first point can be checked against them."""
     settings = {"launch__zero_stage": 3, **TINY_PROBE, "forgetting__val_tokens": TINY_PROBE["probe__eval_tokens"]}
     return tiny_overrides(data_root, **{**settings, **extra})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def train_command(run_dir: Path, overrides: list[str], processes: int) -> list[str]:

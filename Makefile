@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CPU_TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
+# Two pytest workers: most of a test's time is process start-up and waiting on ranks, jobs and probes,
+# so one worker leaves about half of two cores idle.
+TEST_WORKERS ?= 2
 
 .PHONY: install test demo bench clean
 
@@ -20,7 +23,7 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 demo: install
 	$(BIN)/plasticity-dist demo --out runs/demo

@@ -25,7 +25,7 @@ setup(
         "tensorboard": ["tensorboard>=2.14"],
         "eval": ["lm_eval>=0.4.9"],  # downstream evaluation of exported checkpoints
         "wandb": ["wandb>=0.17"],  # wandb.enabled=true: metrics to Weights & Biases (online, or offline + sync)
-        "dev": ["pytest>=8", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:main"]},
 )

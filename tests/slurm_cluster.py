@@ -111,6 +111,15 @@ def _skip_reason() -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the one local cluster share an xdist group, so `pytest -n N --dist loadgroup` runs them all on
+    one worker and only that worker brings the cluster up (two would contend for its daemons' ports)."""
+    for item in items:
+        if "local_slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("local_slurm"))
+
+
 @pytest.fixture(scope="session")
 def local_slurm(tmp_path_factory: pytest.TempPathFactory):
     """Bring up tools/local_slurm/up.sh in a temporary folder for the session; tear it down afterwards."""

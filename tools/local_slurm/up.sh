@@ -118,9 +118,13 @@ munged --force --key-file="$munge_key" --socket="$munge_socket" --pid-file="$sta
 
 read -r ctld_port node1_port node2_port < <(free_ports 3)
 cpus=${LOCAL_SLURM_CPUS:-$(nproc)}
+# Job ids from a random start: slurm/common.sh derives the rendezvous port from the job id, so two clusters
+# on one host (or a job orphaned by an earlier one) would otherwise meet on the same ports from job 1 on.
+first_job_id=$((1 + RANDOM % 9000))
 cat >"$conf" <<CONF
 # Written by tools/local_slurm/up.sh: a two-node cluster on localhost, state and logs in $state_dir.
 ClusterName=localslurm
+FirstJobId=$first_job_id
 SlurmctldHost=localhost
 SlurmctldPort=$ctld_port
 SlurmUser=root

@@ -15,6 +15,7 @@ setup(
         "tokenizers>=0.19",  # `tokenizer train`: the shared byte-level BPE
         "webdataset>=0.2.90",
         "zstandard>=0.22",
+        "safetensors>=0.4",  # slim checkpoints (accelerate depends on it too)
         "numpy>=1.26",
         "rich>=13",
         "pyyaml>=6",

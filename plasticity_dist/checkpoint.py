@@ -4,7 +4,8 @@ Layout: `RUN/checkpoints/<tag>/` holds what `accelerator.save_state` writes (the
 `pytorch_model/`, one RNG file per rank) and `trainer_state.json`, which is written last: a checkpoint is
 complete only when it exists. Saving goes to `<tag>.tmp`, renamed when complete; then `latest` is
 replaced atomically. Retention keeps the last `keep_last` checkpoints plus every one saved with
-`keep=True` (cycle ends, which probes need) and any that `is_protected` names.
+`keep=True` (cycle ends, which probes need) and any that `is_protected` names; a kept one whose probe
+result exists is slimmed to its weights once older than the last `keep_last` (slim.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from accelerate.utils.constants import MODEL_NAME
 
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text, fsync_dir
 from plasticity_dist.run_layout import RunLayout
+from plasticity_dist.slim import finish_interrupted, is_slim, is_work_folder, read_slim_weights, slim_checkpoint
 
 TRAINER_STATE = "trainer_state.json"
 ENGINE_FOLDER = MODEL_NAME  # the tag accelerate's save_state gives the DeepSpeed engine's shards
@@ -46,19 +48,24 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path}: {TRAINER_STATE} is corrupt: {error}") from None
 
 
+def _consolidate_zero_shards(path: str | Path) -> dict[str, Any]:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    try:
+        return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=ENGINE_FOLDER)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path}: DeepSpeed could not consolidate its shards: {error}") from None
+
+
 def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dict[str, Any]:
-    """Full fp32 weights of a checkpoint, consolidated from its ZeRO shards by DeepSpeed's own utility.
+    """Full fp32 weights of a checkpoint, consolidated from its ZeRO shards by DeepSpeed's own utility (or,
+    from a slim checkpoint, its saved weights).
 
     Works whatever the world size that saved it. Every key the model expects must come back: DeepSpeed's
     consolidation has dropped tied weights before (DeepSpeed #1896), and a missing one is an error here.
     """
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
     read_trainer_state(path)
-    try:
-        weights = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=ENGINE_FOLDER)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint {path}: DeepSpeed could not consolidate its shards: {error}") from None
+    weights = read_slim_weights(Path(path)) if is_slim(Path(path)) else _consolidate_zero_shards(path)
     missing = sorted(set(expected_keys) - set(weights))
     if missing:
         raise CheckpointError(f"checkpoint {path}: consolidated weights lack {', '.join(missing)}")
@@ -67,13 +74,18 @@ def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dic
 
 def complete_checkpoints(folder: Path) -> list[Path]:
     """The complete checkpoints in a run's checkpoints folder, in training order (their tags sort by step)."""
-    return sorted(path for path in folder.iterdir() if path.is_dir() and is_complete(path))
+    return sorted(path for path in folder.iterdir()
+                  if path.is_dir() and is_complete(path) and not is_work_folder(path) and path.suffix != ".tmp")
 
 
 class Checkpointer:
     def __init__(self, run_dir: str | Path, accelerator: Accelerator, keep_last: int,
-                 is_protected: Callable[[str], bool] = lambda tag: False) -> None:
+                 is_protected: Callable[[str], bool] = lambda tag: False, slim_dtype: str | None = None) -> None:
+        """`slim_dtype`: slim every probed checkpoint older than the last `keep_last` to weights in this dtype
+        once its probe result exists (None: keep them whole)."""
         layout = RunLayout(run_dir)
+        self.layout = layout
+        self.slim_dtype = slim_dtype
         self.directory = layout.checkpoints
         self.latest_pointer = layout.latest
         self.accelerator = accelerator
@@ -97,6 +109,10 @@ class Checkpointer:
         if resume == "auto":
             return self.latest()
         read_trainer_state(resume)
+        if is_slim(Path(resume)):
+            full = [path.name for path in complete_checkpoints(self.directory) if not is_slim(path)]
+            raise CheckpointError(f"checkpoint {resume} is slim (weights only, no optimizer state) and cannot be "
+                                  f"resumed; the newest full checkpoint is {full[-1] if full else 'none'}")
         return Path(resume)
 
     def save(self, tag: str, trainer_state: dict[str, Any], keep: bool) -> Path:
@@ -131,6 +147,7 @@ class Checkpointer:
     def remove_unfinished(self) -> None:
         """Delete `<tag>.tmp` folders left by a process killed while saving."""
         if self.accelerator.is_main_process and self.directory.is_dir():
+            finish_interrupted(self.directory)
             for staging in self.directory.glob("*.tmp"):
                 shutil.rmtree(staging)
         self.accelerator.wait_for_everyone()
@@ -140,3 +157,13 @@ class Checkpointer:
         for path in complete[: -self.keep_last]:
             if not read_trainer_state(path).get("keep") and not self.is_protected(path.name):
                 shutil.rmtree(path)
+        self.slim_probed()
+
+    def slim_probed(self) -> None:
+        """Slim each kept checkpoint older than the last `keep_last` whose probe result exists (main process)."""
+        if self.slim_dtype is None:
+            return
+        for path in complete_checkpoints(self.directory)[: -self.keep_last]:
+            state = read_trainer_state(path)
+            if state.get("keep") and not state.get("slim") and self.layout.probe_result(path.name).is_file():
+                slim_checkpoint(path, self.slim_dtype)

@@ -112,6 +112,10 @@ class OptimizerSection:
 class CheckpointSection:
     every_steps: int = field(default=0, metadata=_at_least(0))  # 0: only at task ends
     keep_last: int = field(default=2, metadata=_at_least(1))  # cycle-end checkpoints are always kept
+    # a kept checkpoint whose probe result exists, once older than the last keep_last, is reduced to its
+    # consolidated weights (safetensors, in slim_dtype) and trainer_state.json: no optimizer state to resume from
+    slim_after_probe: bool = True
+    slim_dtype: str = field(default="fp32", metadata=_choices("fp32", "bf16"))
 
 
 @dataclass

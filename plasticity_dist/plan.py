@@ -25,7 +25,6 @@ GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0}  # dense bf16, p
 ASSUMED_MFU = 0.2  # until a study run measures its own (metrics.jsonl's `mfu`)
 WEIGHT_BYTES = {"bf16": 2, "fp32": 4, "auto": 2}  # the model states DeepSpeed saves; auto is bf16 on a GPU
 OPTIMIZER_BYTES = 12  # per parameter: fp32 master copy and Adam's two moments
-SLIM_BYTES = 4  # per parameter of a slimmed checkpoint: fp32 consolidated weights
 ONSET_MARGIN = 1.5  # a run observes the onset when it trains 1.5x the predicted onset, then PROBES_AFTER_ONSET cycles
 
 
@@ -73,10 +72,10 @@ class StudyPlan:
     dataset_bytes: int
     dataset_bytes_from_manifests: bool
     checkpoint_bytes: int
-    slim_checkpoint_bytes: int
+    slim_checkpoint_bytes: int  # in checkpoint.slim_dtype
     kept_checkpoints: int
-    kept_bytes: int
-    kept_bytes_slimmed: int
+    kept_bytes: int  # all of them whole
+    kept_bytes_slimmed: int  # as the run keeps them: slimmed unless checkpoint.slim_after_probe=false
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,11 +140,11 @@ def plan_study(config: ExperimentConfig, config_name: str = "", gpus: int = 8, g
         needed = cycles_to_observe_onset(onset_tasks, tasks_per_cycle)
         observes = config.curriculum.cycles >= needed
 
-    full, slim = checkpoint_bytes(total, config.launch.precision), total * SLIM_BYTES
+    full, slim = checkpoint_bytes(total, config.launch.precision), total * WEIGHT_BYTES[config.checkpoint.slim_dtype]
     # At the end of a run: every probed checkpoint (cycle ends, the initial weights) and the keep_last - 1
-    # newest before the last; slimming leaves the last keep_last whole.
+    # newest before the last; slimming (checkpoint.slim_after_probe) leaves the last keep_last whole.
     kept = probes + config.checkpoint.keep_last - 1 if probes else config.checkpoint.keep_last
-    kept_whole = min(config.checkpoint.keep_last, kept)
+    kept_whole = min(config.checkpoint.keep_last, kept) if config.checkpoint.slim_after_probe else kept
     dataset_bytes, from_manifests = _dataset_bytes(stored_tokens, vocab_size)
     return StudyPlan(
         config=config_name, model=config.model.preset, non_embedding_params=non_embedding, total_params=total,

@@ -45,7 +45,7 @@ ROWS: tuple[tuple[str, Callable[[StudyPlan], str]], ...] = (
     ("datasets on disk", lambda p: f"{_bytes(p.dataset_bytes)} ({'manifests' if p.dataset_bytes_from_manifests else 'uncompressed estimate'})"),
     ("one full checkpoint", lambda p: _bytes(p.checkpoint_bytes)),
     ("kept checkpoints (count, whole)", lambda p: f"{p.kept_checkpoints}, {_bytes(p.kept_bytes)}"),
-    ("kept checkpoints, slimmed to fp32", lambda p: _bytes(p.kept_bytes_slimmed)),
+    ("kept checkpoints, as slimmed", lambda p: f"{_bytes(p.kept_bytes_slimmed)} ({_bytes(p.slim_checkpoint_bytes)} each)"),
 )
 
 

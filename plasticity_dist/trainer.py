@@ -100,6 +100,7 @@ class Trainer:
         self.checkpointer = Checkpointer(
             self.run_dir, self.accelerator, config.checkpoint.keep_last,
             is_protected=lambda tag: self.probe_scheduler is not None and tag in self.probe_scheduler.queue.protected_tags(),
+            slim_dtype=config.checkpoint.slim_dtype if config.checkpoint.slim_after_probe else None,
         )
         self.resume_from = self.checkpointer.resolve(config.resume)
         set_seed(config.seed)
@@ -172,6 +173,7 @@ class Trainer:
                 self._finish_task(task, state)
         if self.probe_scheduler is not None:
             self.probe_scheduler.drain()
+            self.checkpointer.slim_probed()  # the checkpoints whose probes finished after the last save
         log.info(f"run complete: {state.step} steps, {state.tokens_seen:,} tokens in {self.run_dir}")
         return 0
 

@@ -101,3 +101,13 @@ def test_plan_cli_prints_json_a_table_and_markdown_and_refuses_an_unknown_gpu(ca
     with pytest.raises(SystemExit):
         cli_main(["plan", "--config", configs[0], "--gpu", "v100"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_kept_checkpoints_follow_the_slim_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config_path = CONFIGS / "continual-5M.yaml"
+    fp32, bf16, off = (plan_study(load_config(config_path, overrides)) for overrides in
+                       ([], ["checkpoint.slim_dtype=bf16"], ["checkpoint.slim_after_probe=false"]))
+    assert bf16.slim_checkpoint_bytes * 2 == fp32.slim_checkpoint_bytes == fp32.total_params * 4
+    assert bf16.kept_bytes_slimmed == 2 * bf16.checkpoint_bytes + 30 * fp32.total_params * 2
+    assert off.kept_bytes_slimmed == off.kept_bytes == 32 * off.checkpoint_bytes

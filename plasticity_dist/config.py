@@ -276,12 +276,15 @@ class EvaluationSection:
             raise ConfigError("evaluation.points=1: a curve needs step 0 and the last step (2 or more), or 0 for none")
 
 
+GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0}  # dense bf16, per GPU: MFU and `plan`
+
+
 @dataclass
 class LaunchSection:
     zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
     precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
     ds_config: str = ""  # defaults to ds_configs/zero<stage>.json
-    peak_tflops: float = field(default=989.0, metadata=_at_least(0.0))  # per-GPU bf16 peak for MFU (H100/H200)
+    peak_tflops: float = field(default=GPU_PEAK_TFLOPS["h100"], metadata=_at_least(0.0))  # per-GPU peak for MFU
 
 
 @dataclass

@@ -15,13 +15,12 @@ from typing import Any
 import torch
 
 from plasticity_dist.batch_plan import BatchPlan
-from plasticity_dist.config import ExperimentConfig
+from plasticity_dist.config import GPU_PEAK_TFLOPS, ExperimentConfig
 from plasticity_dist.curriculum import build_tasks, dataset_path
 from plasticity_dist.data.shards import read_manifest, token_dtype
 from plasticity_dist.model import GPT
 from plasticity_dist.presets import get_preset
 
-GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0}  # dense bf16, per GPU
 ASSUMED_MFU = 0.2  # until a study run measures its own (metrics.jsonl's `mfu`)
 WEIGHT_BYTES = {"bf16": 2, "fp32": 4, "auto": 2}  # the model states DeepSpeed saves; auto is bf16 on a GPU
 OPTIMIZER_BYTES = 12  # per parameter: fp32 master copy and Adam's two moments

@@ -40,6 +40,13 @@ def init_world_env() -> WorldInfo:
     return WorldInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def end_distributed() -> None:
+    """Shut the process group down before the interpreter does: a gloo worker thread still holding a tensor
+    at interpreter exit aborts the process (SIGABRT, 'terminate called without an active exception')."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def use_bf16(config: ExperimentConfig) -> bool:
     """bf16 on GPU, fp32 on CPU, unless `launch.precision` says otherwise."""
     if config.launch.precision == "auto":

@@ -24,7 +24,7 @@ from plasticity_dist.data.loader import ShardLoader, task_loader
 from plasticity_dist.diagnostics import Diagnostics
 from plasticity_dist.early_warning import StagnationMonitor
 from plasticity_dist.evaluation import PeriodicEvaluation, Validator
-from plasticity_dist.launch import WorldInfo, build_accelerator, init_world_env
+from plasticity_dist.launch import WorldInfo, build_accelerator, end_distributed, init_world_env
 from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
@@ -121,12 +121,13 @@ class Trainer:
         self.callbacks = Callbacks.build(CALLBACK_TYPES, context)
 
     def close(self) -> None:
-        """Close the metrics' sinks and give up the run directory (its lock): at the end of a run, on a stop
-        signal or on an error."""
+        """Close the metrics' sinks, give up the run directory (its lock) and leave the process group: at the
+        end of a run, on a stop signal or on an error."""
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
         if self.run_lock is not None:
             self.run_lock.release()
+        end_distributed()
 
     def _loader(self, task: Task) -> ShardLoader:
         return task_loader(task, self.config.data, self.plan, self.world.rank, self.tokenizer)

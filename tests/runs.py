@@ -143,7 +143,10 @@ def process_tree(pid: int) -> list[int]:
 
 def signal_process_tree(process: subprocess.Popen, signum: int) -> None:
     for pid in process_tree(process.pid):
-        os.kill(pid, signum)
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:  # a short-lived child (a compiler, a shell) ended since the listing
+            pass
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

@@ -24,7 +24,7 @@ from plasticity_dist.diagnostics import Diagnostics, capture_activations
 from plasticity_dist.engine_params import (
     full_grad, get_full, get_full_state, has_optimizer_state, set_full,
 )
-from plasticity_dist.launch import build_accelerator, init_world_env
+from plasticity_dist.launch import build_accelerator, end_distributed, init_world_env
 from plasticity_dist.metrics import MetricsLog, read_metrics
 from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
 from plasticity_dist.model import GPT, GPTConfig
@@ -178,6 +178,7 @@ def main() -> None:
         seen["diagnostics"] = read_metrics(metrics_path)[-1]
         (out / f"{label}.json").write_text(json.dumps(seen))
     accelerator.wait_for_everyone()
+    end_distributed()
 
 
 if __name__ == "__main__":

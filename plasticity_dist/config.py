@@ -37,7 +37,10 @@ def _at_least(minimum: float) -> dict[str, Any]:
 @dataclass
 class ModelSection:
     preset: str = field(default="100K", metadata=_choices(*PRESETS_BY_NAME))
-    compile: bool = False
+    # null: on when the run has a CUDA GPU (gpu.py); true on a CPU is refused where it cannot work
+    compile: bool | None = None  # torch.compile of the model, through DeepSpeed's engine.compile()
+    flash_attention: bool | None = None  # only the flash or cuDNN SDPA kernels, checked at start for our shapes
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
     init_from: str = ""  # a checkpoint whose consolidated weights start the run (only read); "": random init
 
 
@@ -95,6 +98,7 @@ class OptimizerSection:
     lr: float = field(default=6e-4, metadata=_at_least(0.0))
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = field(default=1e-8, metadata=_at_least(0.0))
+    fused: bool | None = None  # torch's fused AdamW kernel; null: on CUDA
     weight_decay: float = field(default=0.1, metadata=_at_least(0.0))
     grad_clip: float = field(default=1.0, metadata=_at_least(0.0))  # 0 disables clipping
     schedule: str = field(default="constant", metadata=_choices("constant", "rewarm_cosine"))
@@ -284,7 +288,7 @@ class LaunchSection:
     zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
     precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
     ds_config: str = ""  # defaults to ds_configs/zero<stage>.json
-    peak_tflops: float = field(default=GPU_PEAK_TFLOPS["h100"], metadata=_at_least(0.0))  # per-GPU peak for MFU
+    peak_tflops: float | None = field(default=None, metadata=_at_least(0.0))  # per-GPU peak for MFU; null: detected
 
 
 @dataclass

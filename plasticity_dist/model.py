@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 INIT_STD = 0.02  # of every Linear and Embedding weight (GPT-2)
 VOCAB_MULTIPLE = 64  # embedding rows are padded to a multiple of this (aligned matmuls, as nanoGPT's 50304)
@@ -86,6 +87,7 @@ class GPT(nn.Module):
         self.ln_out = nn.LayerNorm(config.d_model, bias=False)
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied input/output embedding
+        self.activation_checkpointing = False  # in training, recompute each block's activations in backward
         self.apply(self._init_weights)
         residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
         for block in self.blocks:
@@ -101,8 +103,9 @@ class GPT(nn.Module):
         """Logits of shape (batch, seq, padded vocab); or, given `targets`, the mean cross-entropy loss."""
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(positions)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         logits = self.lm_head(self.ln_out(x))
         if targets is None:
             return logits

@@ -57,6 +57,7 @@ def build_model(model: ModelSection, vocab_size: int, seq_len: int, load_init: b
     """The GPT of a run's `model` section: its preset's shape, random weights from the current seed or, with
     `model.init_from` and `load_init`, that checkpoint's consolidated weights (only read)."""
     gpt = GPT(get_preset(model.preset).gpt_config(vocab_size, seq_len))
+    gpt.activation_checkpointing = model.activation_checkpointing
     if model.init_from and load_init:
         from plasticity_dist.checkpoint import load_consolidated_weights  # DeepSpeed loads only when needed
 

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 
 from plasticity_dist.callbacks import Callback
 from plasticity_dist.config import ExperimentConfig
+from plasticity_dist.gpu import on_cuda
 from plasticity_dist.model import GPT
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -30,18 +31,20 @@ def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict
 
 
 class StepRunner:
-    """Owns the engine and its torch AdamW (given to `prepare`: resume is bitwise only that way)."""
+    """Owns the engine and its torch AdamW (given to `prepare`: resume is bitwise only that way; fused on
+    CUDA unless `optimizer.fused` says otherwise)."""
 
     def __init__(self, accelerator: Accelerator, model: GPT, config: ExperimentConfig, accum_steps: int) -> None:
         optimizer = torch.optim.AdamW(
             adamw_param_groups(model, config.optimizer.weight_decay),
             lr=config.optimizer.lr, betas=tuple(config.optimizer.betas), eps=config.optimizer.eps,
+            fused=on_cuda(config.optimizer.fused),
         )
         self.accelerator = accelerator
         self.device = accelerator.device
         self.accum_steps = accum_steps
         self.engine, self.optimizer = accelerator.prepare(model, optimizer)
-        if config.model.compile:
+        if on_cuda(config.model.compile):
             self.engine.compile()  # DeepSpeed's own torch.compile of the wrapped module
 
     def train_step(self, batches: Iterator[Batch], lr: float, callbacks: Callback = Callback()) -> tuple[float, float]:

@@ -24,7 +24,8 @@ from plasticity_dist.data.loader import ShardLoader, task_loader
 from plasticity_dist.diagnostics import Diagnostics
 from plasticity_dist.early_warning import StagnationMonitor
 from plasticity_dist.evaluation import PeriodicEvaluation, Validator
-from plasticity_dist.launch import WorldInfo, build_accelerator, end_distributed, init_world_env
+from plasticity_dist.gpu import detected_peak_tflops, enabled_attention_kernels, on_cuda, require_fused_attention
+from plasticity_dist.launch import WorldInfo, build_accelerator, end_distributed, init_world_env, use_bf16
 from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
@@ -112,6 +113,10 @@ class Trainer:
         keep_initial = any(part.wants_initial_weights(config, is_main) for part in CALLBACK_TYPES)
         self.non_embedding_params = model.num_params()
         self.flops_per_token = model.flops_per_token()
+        if on_cuda(config.model.flash_attention):
+            dtype = torch.bfloat16 if use_bf16(config) else torch.float32
+            require_fused_attention(model.config, config.data.micro_batch_size, dtype, self.device)
+        self.peak_tflops = config.launch.peak_tflops if config.launch.peak_tflops is not None else detected_peak_tflops()
         initial_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if keep_initial else {}
         self.step_runner = StepRunner(self.accelerator, model, config, self.plan.accum_steps)
         self.validator = Validator(self.step_runner, config.data)
@@ -165,6 +170,8 @@ class Trainer:
         log.info(f"{self.config.model.preset} model ({self.non_embedding_params:,} non-embedding params), "
                  f"{len(self.tasks)} tasks, world size {self.world.world_size} on {self.device.type}, "
                  f"ZeRO-{self.config.launch.zero_stage}")
+        if self.device.type == "cuda":
+            self._log_gpu_path()
         with TrainingProgress(self.tasks, enabled=self.accelerator.is_main_process) as progress:
             for task in self.tasks[state.task_index:]:
                 if not self._train_task(task, state, progress):
@@ -177,6 +184,15 @@ class Trainer:
             self.checkpointer.slim_probed()  # the checkpoints whose probes finished after the last save
         log.info(f"run complete: {state.step} steps, {state.tokens_seen:,} tokens in {self.run_dir}")
         return 0
+
+    def _log_gpu_path(self) -> None:
+        config = self.config
+        log.info(f"GPU path on {torch.cuda.get_device_name(self.device)}: {'bf16' if use_bf16(config) else 'fp32'}, "
+                 f"compile={on_cuda(config.model.compile)}, fused AdamW={on_cuda(config.optimizer.fused)}, "
+                 f"activation checkpointing={config.model.activation_checkpointing}, "
+                 f"attention kernels: {', '.join(enabled_attention_kernels())}")
+        if self.peak_tflops is None:
+            log.warning("no MFU in the step records: this GPU's peak is unknown; set launch.peak_tflops")
 
     def _train_task(self, task: Task, state: TrainerState, progress: TrainingProgress) -> bool:
         """Train `task` to its budget; False when a stop signal arrived (a checkpoint was saved)."""
@@ -226,9 +242,10 @@ class Trainer:
             "step": state.step, "tokens": state.tokens_seen, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
         }
-        if torch.cuda.is_available():
-            peak_flops = self.config.launch.peak_tflops * 1e12 * self.world.world_size
-            record["mfu"] = self.flops_per_token * tokens_per_s / peak_flops
+        if self.device.type == "cuda":
+            record["peak_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            if self.peak_tflops:
+                record["mfu"] = self.flops_per_token * tokens_per_s / (self.peak_tflops * 1e12 * self.world.world_size)
         self.metrics.write(record)
 
     def _finish_task(self, task: Task, state: TrainerState) -> None:

@@ -48,8 +48,8 @@ def test_bad_values_fail_with_one_line_naming_the_key(override, message):
     "override, message",
     [
         ("optimizer.lrr=1", "unknown config key optimizer.lrr; did you mean optimizer.lr? allowed: lr, betas, eps, "
-                            "weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"),
-        ("optimizer.zzz=1", "unknown config key optimizer.zzz; allowed: lr, betas, eps, weight_decay, grad_clip, "
+                            "fused, weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"),
+        ("optimizer.zzz=1", "unknown config key optimizer.zzz; allowed: lr, betas, eps, fused, weight_decay, grad_clip, "
                             "schedule, warmup_steps, min_lr_ratio"),
     ],
 )

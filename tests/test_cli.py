@@ -49,7 +49,7 @@ def test_bad_train_override_fails_with_one_line_and_nothing_else():
     assert failed.stdout == ""
     assert failed.stderr.splitlines() == [
         "plasticity-dist train: error: unknown config key optimizer.lrr; did you mean optimizer.lr? allowed: lr, "
-        "betas, eps, weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"
+        "betas, eps, fused, weight_decay, grad_clip, schedule, warmup_steps, min_lr_ratio"
     ]
 
 

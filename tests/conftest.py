@@ -47,3 +47,16 @@ def zero1_one_rank(data_root, tmp_path_factory):
 
     return train_to_end(tmp_path_factory.mktemp("zero1-one-rank") / "run",
                         tiny_overrides(data_root, launch__zero_stage=1), processes=1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of a module with a module-scoped fixture (a training run, an export) share an xdist group, so
+    `pytest -n N --dist loadgroup` builds that fixture once, not once on every worker that runs one of them."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixture_defs = getattr(item, "_fixtureinfo", None)
+        scopes = {defs[-1].scope for defs in fixture_defs.name2fixturedefs.values()} if fixture_defs else set()
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -26,7 +26,8 @@ setup(
         "tensorboard": ["tensorboard>=2.14"],
         "eval": ["lm_eval>=0.4.9"],  # downstream evaluation of exported checkpoints
         "wandb": ["wandb>=0.17"],  # wandb.enabled=true: metrics to Weights & Biases (online, or offline + sync)
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
+        # pytest 9.2 silently breaks pytest-xdist 3.8's --dist loadgroup (pytest-dev/pytest-xdist#1386)
+        "dev": ["pytest>=8,<9.2", "pytest-xdist>=3.5", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:main"]},
 )

@@ -49,14 +49,16 @@ def zero1_one_rank(data_root, tmp_path_factory):
                         tiny_overrides(data_root, launch__zero_stage=1), processes=1)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)  # the groups are set before any other hook, xdist's (which reads them) included
+def pytest_collection_modifyitems(items: list[pytest.Item]):
     """The tests of a module with a module-scoped fixture (a training run, an export) share an xdist group, so
-    `pytest -n N --dist loadgroup` builds that fixture once, not once on every worker that runs one of them."""
+    `pytest -n N --dist loadgroup` builds that fixture once, not once on every worker that runs one of them.
+    Tests of the local Slurm cluster keep the group slurm_cluster.py gives them."""
     for item in items:
-        if item.get_closest_marker("xdist_group"):
+        if "local_slurm" in getattr(item, "fixturenames", ()):
             continue
         fixture_defs = getattr(item, "_fixtureinfo", None)
         scopes = {defs[-1].scope for defs in fixture_defs.name2fixturedefs.values()} if fixture_defs else set()
         if "module" in scopes:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    return (yield)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,16 @@ def test_a_closed_loader_leaves_no_shard_file_open(tmp_path: Path) -> None:
         list(itertools.islice(loader, 30))  # half an epoch: blocks of several shards
         assert any(Path(name).parent == tmp_path for name in open_shard_files()), "the loader read no shard"
     assert not [name for name in open_shard_files() if Path(name).parent == tmp_path]
+
+
+def test_a_batch_stream_closed_mid_task_leaves_no_worker_process_or_queue_thread(dataset: Path) -> None:
+    """The next task's loader forks at once; a thread still exiting then can deadlock the fork (loader.py)."""
+    batches = iter(make_loader([dataset], num_workers=2))
+    next(batches)
+    assert multiprocessing.active_children() and "QueueFeederThread" in {t.name for t in threading.enumerate()}
+    batches.close()
+    assert multiprocessing.active_children() == []
+    assert "QueueFeederThread" not in {t.name for t in threading.enumerate()}
 
 
 @pytest.mark.parametrize("world_size, num_workers", list(itertools.product([1, 2, 3], [0, 1, 2])))

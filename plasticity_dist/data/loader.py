@@ -45,6 +45,23 @@ _BLOCK_ORDER, _ROW_ORDER, _MIX = 1, 2, 3  # first entropy word of each generator
 _MIX_CHUNK_ROWS = 1 << 16
 _CHUNK_WINDOWS = 8  # windows per chunk: a window at a chunk boundary is decoded by two workers
 _PREFETCH = 2  # chunks queued per DataLoader worker; each worker has _PREFETCH + 1 slots
+_FEEDER_EXIT_TIMEOUT_S = 30.0  # a closed queue's feeder thread flushes a few small messages, then exits
+
+
+def _stop_workers(chunks: Any) -> None:
+    """End a DataLoader iterator's workers and wait until the threads feeding their queues have exited.
+
+    The next task's DataLoader forks its workers moments later, and CPython 3.11.7 (ours) deadlocks a child
+    forked while another thread is being created or destroyed (python/cpython#112275): seen here as a demo run
+    whose new loader worker hung in PyOS_AfterFork_Child. Torch closes these queues without joining them.
+    """
+    shutdown = getattr(chunks, "_shutdown_workers", None)
+    if shutdown is None:  # no workers: the stream itself
+        return
+    shutdown()
+    for queue in chunks._index_queues:
+        if queue._thread is not None:
+            queue._thread.join(timeout=_FEEDER_EXIT_TIMEOUT_S)
 
 
 def _widen(ids: np.ndarray) -> torch.Tensor:
@@ -295,15 +312,18 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         stream = self._stream()
-        chunks: Any = stream if self.num_workers == 0 else DataLoader(
-            stream, batch_size=None, num_workers=self.num_workers, prefetch_factor=_PREFETCH)
-        for worker, slot, micro_batches in chunks:
-            try:  # widening here, from the slot, keeps the transfer at the stored width
-                for rows in stream.slot(worker, slot, micro_batches):
-                    self.handed_out += 1  # counted before the yield: the state covers every batch handed out
-                    yield _widen(rows[:, :-1]), _widen(rows[:, 1:])
-            finally:
-                stream.free_slots[worker].release()
+        chunks: Any = iter(stream if self.num_workers == 0 else DataLoader(
+            stream, batch_size=None, num_workers=self.num_workers, prefetch_factor=_PREFETCH))
+        try:
+            for worker, slot, micro_batches in chunks:
+                try:  # widening here, from the slot, keeps the transfer at the stored width
+                    for rows in stream.slot(worker, slot, micro_batches):
+                        self.handed_out += 1  # counted before the yield: the state covers every batch handed out
+                        yield _widen(rows[:, :-1]), _widen(rows[:, 1:])
+                finally:
+                    stream.free_slots[worker].release()
+        finally:
+            _stop_workers(chunks)
 
     def state_dict(self) -> dict[str, Any]:
         """Small and identical on every rank: which data, and how far the task's global stream has been read."""

@@ -178,6 +178,7 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
 
     from plasticity_dist.config import load_config
     from plasticity_dist.data.loader import iter_eval_batches
+    from plasticity_dist.gpu import require_fused_attention
     from plasticity_dist.model import GPT
     from plasticity_dist.presets import get_preset
     from plasticity_dist.steps import adamw_param_groups
@@ -188,13 +189,12 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
     accum = data.global_batch_size // data.micro_batch_size
     torch.manual_seed(config.seed)
     torch.set_float32_matmul_precision("high")
-    if ON_GPU:
-        torch.backends.cuda.enable_math_sdp(False)
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
     batches = [(x.to(device), y.to(device)) for x, y in iter_eval_batches(
         spec["dataset"], seq_len=data.seq_len, batch_size=data.micro_batch_size, max_tokens=8 * data.micro_batch_size * data.seq_len)]
     batches = [batch for batch in batches if len(batch[0]) == data.micro_batch_size]
     model = GPT(get_preset(config.model.preset).gpt_config(spec["vocab_size"], data.seq_len)).to(device)
+    if ON_GPU:  # the kernels the trainer allows (model.flash_attention), checked at these shapes as it does
+        require_fused_attention(model.config, data.micro_batch_size, torch.bfloat16, device)
     optimizer = torch.optim.AdamW(adamw_param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas),
                                   eps=opt.eps, **({"fused": True} if ON_GPU else {}))
     forward = torch.compile(model) if ON_GPU else model

@@ -10,9 +10,6 @@ import torch.nn.functional as F
 from plasticity_dist.config import GPU_PEAK_TFLOPS, ConfigError
 from plasticity_dist.model import GPTConfig
 
-FUSED_ATTENTION = ("flash", "cudnn")  # the SDPA kernels a CUDA run may use; math and mem-efficient are off
-
-
 def on_cuda(setting: bool | None) -> bool:
     """A `bool | None` config setting: None means "on when a CUDA GPU is present"."""
     return torch.cuda.is_available() if setting is None else setting

@@ -107,11 +107,7 @@ def kill_process_group(process: subprocess.Popen, signum: int = signal.SIGKILL) 
     killing the group alone leaves them training and holding the run's lock), and wait until all are gone."""
     tree = process_tree(process.pid)
     os.killpg(process.pid, signum)
-    for pid in tree:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+    signal_pids(tree, signum)
     process.wait(timeout=60)
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in tree),
              timeout=60, what="the killed ranks to exit")
@@ -142,7 +138,11 @@ def process_tree(pid: int) -> list[int]:
 
 
 def signal_process_tree(process: subprocess.Popen, signum: int) -> None:
-    for pid in process_tree(process.pid):
+    signal_pids(process_tree(process.pid), signum)
+
+
+def signal_pids(pids: list[int], signum: int) -> None:
+    for pid in pids:
         try:
             os.kill(pid, signum)
         except ProcessLookupError:  # a short-lived child (a compiler, a shell) ended since the listing

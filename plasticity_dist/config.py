@@ -149,6 +149,9 @@ class ProbeSection:
     retries: int = field(default=2, metadata=_at_least(0))
     checkpoint_every_steps: int = field(default=1000, metadata=_at_least(0))  # a probe run's checkpoints; 0: none
     baseline: bool = True  # also probe the untrained initial weights (cycle 0)
+    # continual: also probe after every task of the first N cycles (an early onset falls between cycle ends);
+    # a mid-cycle probe carries its task's cycle. 0: after every cycle end only
+    every_task_cycles: int = field(default=0, metadata=_at_least(0))
     local_cpus: list[int] = field(default_factory=list)  # `local` executor: pin probes to these CPUs
     local_gpus: str = ""  # `local` executor: CUDA_VISIBLE_DEVICES for probes, e.g. "7"
     slurm: SlurmProbeSection = field(default_factory=SlurmProbeSection)
@@ -254,8 +257,8 @@ class EarlyWarningSection:
 
     A task's loss improvement is (first - last) / first of its logged training losses, averaged over the
     first and last `window` records; it warns below `loss_improvement_ratio` times the same task's
-    improvement in its first cycle. A probe warns when its AUC is more than `auc_increase_pct` above the
-    first probe's.
+    improvement in its first cycle. A probe after the reference (the end of cycle 1) warns when its AUC is more
+    than `auc_increase_pct` above the reference's.
     """
 
     enabled: bool = True
@@ -325,6 +328,11 @@ class ExperimentConfig:
     early_warning: EarlyWarningSection = field(default_factory=EarlyWarningSection)
     forgetting: ForgettingSection = field(default_factory=ForgettingSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+
+    def check(self) -> None:
+        if self.curriculum.problem == "stationary" and self.probe.every_task_cycles:
+            raise ConfigError(f"probe.every_task_cycles={self.probe.every_task_cycles} probes after the tasks of a "
+                              "continual run; a stationary run probes every curriculum.probe_every_tokens: set it to 0")
 
     def __post_init__(self) -> None:
         """A probe without its own `probe.lr` trains at the run's `optimizer.lr`: filled in here, so the

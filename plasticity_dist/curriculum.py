@@ -21,7 +21,8 @@ class Task:
     datasets: tuple[str, ...]  # what it trains on: its own language first, then any replayed ones
     weights: tuple[float, ...] | None
     tokens: int
-    probe_after: bool  # cycle end (continual) or every probe_every_tokens (stationary)
+    # continual: a cycle end, or any task of the first probe.every_task_cycles cycles; stationary: every interval
+    probe_after: bool
     val_datasets: tuple[str, ...]  # whose validation splits measure it: its own language (continual), all (stationary)
 
     def checkpoint_tag(self, step: int) -> str:
@@ -69,7 +70,7 @@ def _continual_tasks(config: ExperimentConfig) -> list[Task]:
                 datasets=datasets,
                 weights=weights,
                 tokens=spec.tokens or curriculum.task_tokens,
-                probe_after=position == len(curriculum.tasks) - 1,
+                probe_after=position == len(curriculum.tasks) - 1 or cycle <= config.probe.every_task_cycles,
                 val_datasets=(own,),
             ))
             if own not in trained:
@@ -100,6 +101,12 @@ def _stationary_tasks(config: ExperimentConfig) -> list[Task]:
         )
         for i in range(intervals)
     ]
+
+
+def reference_tasks(config: ExperimentConfig) -> int:
+    """Tasks trained when the study's reference probe (the 0 % of every % change) is taken, at the end of cycle 1:
+    one per language (continual), the first probe interval (stationary)."""
+    return 1 if config.curriculum.problem == "stationary" else len(config.curriculum.tasks)
 
 
 def build_tasks(config: ExperimentConfig) -> list[Task]:

@@ -3,7 +3,8 @@
 At every task end (main process only) two checks run on what the run has written so far:
 - the task's training-loss improvement against the same task's in the earliest earlier cycle that has one
   (the run's first task, trained from random weights, is never a reference);
-- every probe result's AUC against the reference probe's, the one the report's % change is against.
+- every probe result after the reference probe (the end of cycle 1, which the report's % change is against)
+  against the reference's AUC.
 A stagnation is a warning line in the log and a `warning` record in `RUN/metrics.jsonl`.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import EarlyWarningSection
+from plasticity_dist.curriculum import reference_tasks
 from plasticity_dist.logging import get_logger
 from plasticity_dist.metrics import MetricsLog, read_metrics
 from plasticity_dist.probe.results import auc_pct_change, read_probes, reference_probe
@@ -48,8 +50,11 @@ class StagnationMonitor(Callback):
 
     name = "early_warning"
 
-    def __init__(self, section: EarlyWarningSection, run_dir: Path, metrics: MetricsLog, is_main: bool) -> None:
+    def __init__(self, section: EarlyWarningSection, run_dir: Path, metrics: MetricsLog, is_main: bool,
+                 reference_tasks: int) -> None:
+        """`reference_tasks`: tasks trained at the reference probe (`curriculum.reference_tasks`)."""
         self.section = section
+        self.reference_tasks = reference_tasks
         self.run_dir = Path(run_dir)
         self.metrics = metrics
         self.is_main = is_main
@@ -61,7 +66,9 @@ class StagnationMonitor(Callback):
     @classmethod
     def from_context(cls, context: RunContext) -> StagnationMonitor | None:
         section = context.config.early_warning
-        return cls(section, context.layout.root, context.metrics, context.is_main) if section.enabled else None
+        if not section.enabled:
+            return None
+        return cls(section, context.layout.root, context.metrics, context.is_main, reference_tasks(context.config))
 
     def on_task_end(self, at: LoopPosition) -> None:
         if self.is_main:
@@ -89,19 +96,20 @@ class StagnationMonitor(Callback):
 
     def _check_probes(self, at: LoopPosition) -> None:
         probes = read_probes(self.run_dir)
-        reference = reference_probe(probes)
+        reference = reference_probe(probes, self.reference_tasks)
         if reference is None:
             return
         threshold = reference.auc * (1 + self.section.auc_increase_pct / 100)
-        for probe in probes:  # the untrained baseline (cycle 0) is no sign of stagnation
-            if probe.cycle < 1 or probe.checkpoint in self.warned_probes or probe.auc <= threshold:
+        for probe in probes:  # the baseline and the probes before the reference trained less: no sign of stagnation
+            if probe.tasks_trained <= reference.tasks_trained or probe.checkpoint in self.warned_probes \
+                    or probe.auc <= threshold:
                 continue
             self.warned_probes.add(probe.checkpoint)
             self._warn(at, "probe_auc", probe.auc, reference.auc, threshold,
-                       f"probe after cycle {probe.cycle} ({probe.checkpoint}): AUC {probe.auc:.4f} is "
-                       f"{auc_pct_change(probe.auc, reference.auc):+.1f}% vs {reference.auc:.4f} in cycle "
-                       f"{reference.cycle} (threshold +{self.section.auc_increase_pct:g}%): plasticity is declining",
-                       probe_cycle=probe.cycle)
+                       f"probe after task {probe.tasks_trained}, cycle {probe.cycle} ({probe.checkpoint}): AUC "
+                       f"{probe.auc:.4f} is {auc_pct_change(probe.auc, reference.auc):+.1f}% vs {reference.auc:.4f} "
+                       f"at the end of cycle {reference.cycle} (threshold +{self.section.auc_increase_pct:g}%): "
+                       "plasticity is declining", probe_cycle=probe.cycle, probe_tasks_trained=probe.tasks_trained)
 
     def _warn(self, at: LoopPosition, kind: str, value: float, reference: float, threshold: float, message: str,
               **extra: Any) -> None:

@@ -68,7 +68,8 @@ def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", w
     aucs = aucs or (lambda cycle: probe_auc(preset, cycle))
     for cycle in range(cycles + 1) if with_probes else ():
         auc = aucs(cycle) if cycle else BASELINE_AUC
-        result = {"checkpoint": f"cycle{cycle:03d}", "cycle": cycle, "tasks_trained": cycle * len(TASKS),
+        tasks_trained = cycle * len(TASKS) if problem == "continual" else cycle  # stationary: probe intervals
+        result = {"checkpoint": f"cycle{cycle:03d}", "cycle": cycle, "tasks_trained": tasks_trained,
                   "tokens": cycle * len(TASKS) * TASK_TOKENS, "eval_tokens": [0, 100, 300],
                   "val_losses": [auc + 0.5, auc, auc - 0.25], "auc": auc, "config_hash": "abc", "seconds": 1.0}
         (run_dir / "probes" / f"cycle{cycle:03d}.json").write_text(json.dumps(result))

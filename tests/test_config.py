@@ -35,6 +35,8 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
         ("curriculum.tasks=[]", "curriculum.tasks is empty"),
         ("curriculum.tasks=[{tokens: 5}]", "'curriculum.tasks[0]' lacks required field(s): name"),
         ("no_equals_sign", "not of the form key.sub=value"),
+        ("probe.every_task_cycles=-1", "'probe.every_task_cycles': -1 is below the minimum 0"),
+        ("probe.every_task_cycles=two", "'probe.every_task_cycles': expected int, got 'two'"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, message):

@@ -33,17 +33,20 @@ def log_task(run_dir: Path, index: int, losses: list[float]) -> None:
                                      "step": 100 * index + 10 * (i + 1), "tokens": 0, "loss": loss}) + "\n")
 
 
-def write_probe(run_dir: Path, cycle: int, auc: float) -> None:
+def write_probe(run_dir: Path, cycle: int, auc: float, tasks_trained: int | None = None) -> None:
+    """A probe result after `tasks_trained` tasks (default: the end of `cycle`)."""
+    tasks_trained = 2 * cycle if tasks_trained is None else tasks_trained
     (run_dir / "probes").mkdir(exist_ok=True)
-    (run_dir / "probes" / f"probe-cycle{cycle}.json").write_text(json.dumps({
-        "checkpoint": f"probe-cycle{cycle}", "cycle": cycle, "tasks_trained": 2 * cycle, "tokens": 2000 * cycle,
-        "eval_tokens": [0, 10], "val_losses": [auc, auc], "auc": auc, "config_hash": "abc",
+    (run_dir / "probes" / f"probe-task{tasks_trained}.json").write_text(json.dumps({
+        "checkpoint": f"probe-task{tasks_trained}", "cycle": cycle, "tasks_trained": tasks_trained,
+        "tokens": 1000 * tasks_trained, "eval_tokens": [0, 10], "val_losses": [auc, auc], "auc": auc,
+        "config_hash": "abc",
     }))
 
 
 def monitor(run_dir: Path, is_main: bool = True, **section: object) -> StagnationMonitor:
     return StagnationMonitor(EarlyWarningSection(**section), run_dir, MetricsLog(run_dir / "metrics.jsonl", True),
-                             is_main=is_main)
+                             is_main=is_main, reference_tasks=len(TASK_NAMES))
 
 
 def run_context(run_dir: Path, *overrides: str) -> RunContext:
@@ -128,7 +131,7 @@ def test_probe_auc_above_threshold_warns_once_even_after_resume(tmp_path):
     assert (warning["kind"], warning["probe_cycle"], warning["task_index"]) == ("probe_auc", 3, 7)
     assert (warning["value"], warning["reference"]) == (pytest.approx(2.2), pytest.approx(2.0))
     assert warning["threshold"] == pytest.approx(2.1)
-    assert "+10.0%" in warning["message"] and "cycle 3" in warning["message"]
+    assert "+10.0%" in warning["message"] and "after task 6, cycle 3" in warning["message"]
 
     resumed = monitor(tmp_path)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
@@ -147,3 +150,15 @@ def test_only_the_main_process_and_an_enabled_monitor_warn(tmp_path):
     assert isinstance(StagnationMonitor.from_context(run_context(tmp_path)), StagnationMonitor)
     end_task(monitor(tmp_path), 3)
     assert [warning["kind"] for warning in warnings(tmp_path)] == ["loss_improvement", "probe_auc"]
+
+
+def test_probes_judge_against_the_cycle_1_end_and_the_ones_before_it_never_warn(tmp_path):
+    write_probe(tmp_path, 1, 3.0, tasks_trained=1)  # after the first task: trained less, far above
+    end_task(monitor(tmp_path), 1)
+    assert warnings(tmp_path) == []  # no reference yet: nothing is judged
+
+    write_probe(tmp_path, 1, 2.0)  # the end of cycle 1: the reference
+    write_probe(tmp_path, 2, 2.2, tasks_trained=3)  # mid-cycle 2, +10 %
+    end_task(monitor(tmp_path), 3)
+    [warning] = warnings(tmp_path)
+    assert (warning["probe_cycle"], warning["probe_tasks_trained"], warning["reference"]) == (2, 3, pytest.approx(2.0))

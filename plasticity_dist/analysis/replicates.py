@@ -1,10 +1,11 @@
 """Replicate groups: runs that differ only in their seeds (`seed`, `data.seed`), and their statistics.
 
-Per cycle a group gives each % change as the mean ± standard error over the runs that have that probe (n),
-"within noise" when the mean lies within `noise.noise_multiple(n − 1)` standard errors of zero. Its onset is the mean ±
-standard error of its runs' exact onsets, with the censored ones counted beside it. Every group enters the
-scaling fits once, at the geometric mean of its runs' onsets (`combine_observations`): a run alone is a group
-of one.
+Per probe point (tasks trained in a continual run, tokens in a stationary one: a cycle holds several where
+`probe.every_task_cycles` probes after every task) a group gives each % change as the mean ± standard error over
+the runs that have that probe (n), "within noise" when the mean lies within `noise.noise_multiple(n − 1)`
+standard errors of zero. Its onset is the mean ± standard error of its runs' exact onsets, with the censored ones
+counted beside it. Every group enters the scaling fits once, at the geometric mean of its runs' onsets
+(`combine_observations`): a run alone is a group of one.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def mean_and_error(values: Sequence[float]) -> dict[str, Any]:
             "se": float(stats.sem(values)) if len(values) > 1 else None, "n": len(values)}
 
 
-def _cycle_record(cycle: int, probes: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    record: dict[str, Any] = {"cycle": cycle, "tasks_trained": probes[0]["tasks_trained"],
+def _point_record(probes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {"cycle": probes[0]["cycle"], "tasks_trained": probes[0]["tasks_trained"],
                               "tokens": probes[0]["tokens"], "n": len(probes)}
     for change in CHANGES:
         figures = mean_and_error([probe[change] for probe in probes if probe[change] is not None])
@@ -63,16 +64,18 @@ def _onset_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def group_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A replicate group from its runs' summary records: per-cycle % changes as mean ± SE with n, the onset as
-    mean ± SE of the exact ones, and the group's onset observation for the scaling fits."""
+    """A replicate group from its runs' summary records: per probe point (`cycles`, each with its cycle) the
+    % changes as mean ± SE with n, the onset as mean ± SE of the exact ones, and the group's onset observation
+    for the scaling fits."""
     first = members[0]
-    by_cycle: dict[int, list[dict[str, Any]]] = {}
+    position = "tokens" if first["problem"] == "stationary" else "tasks_trained"
+    by_position: dict[int, list[dict[str, Any]]] = {}
     for run in members:
         for probe in run["probes"]:
-            by_cycle.setdefault(probe["cycle"], []).append(probe)
+            by_position.setdefault(probe[position], []).append(probe)
     return {
         "runs": [run["run"] for run in members], "n": len(members),
         **{key: first[key] for key in ("model", "non_embedding_params", "problem", "mitigations", "onset_unit")},
-        "cycles": [_cycle_record(cycle, probes) for cycle, probes in sorted(by_cycle.items())],
+        "cycles": [_point_record(probes) for _, probes in sorted(by_position.items())],
         **_onset_record(members),
     }

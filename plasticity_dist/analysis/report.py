@@ -63,6 +63,14 @@ def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def reference_line(summary: dict[str, Any]) -> str:
+    """Each run's reference probe, or why it has none."""
+    return "Reference probes: " + "; ".join(
+        f"{run['run']}: " + (run["reference_reason"] if run["reference_probe"] is None else
+                             "`{checkpoint}` (cycle {cycle}, {tasks_trained} tasks)".format(**run["reference_probe"]))
+        for run in summary["runs"]) + "."
+
+
 def _bounded(observation: dict[str, Any] | None, key: str, spec: str) -> str:
     """An observation's tasks or tokens with its bound: "16", "> 24" (right-censored), "≤ 8" (left-censored)."""
     if observation is None or observation[key] is None:
@@ -290,8 +298,10 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "Runs: " + ", ".join(f"`{run['path']}`" for run in runs), "",
         "## Probe AUC", "",
         "AUC is the probe's mean validation loss (trapezoid area over probe training tokens / span). "
-        "% change is against the first post-cycle probe: positive = worse probing = less plasticity; cycle 0 is "
-        "the probe of the untrained initial weights. Stationary runs: cycles are probe intervals. The AUC "
+        "% change is against the run's reference probe, the one at the end of cycle 1 (none stands in for a "
+        "missing one): positive = worse probing = less plasticity; cycle 0 is the probe of the untrained initial "
+        "weights, and probes after every task of the first cycles (`probe.every_task_cycles`) carry their task's "
+        "cycle. Stationary runs: cycles are probe intervals. The AUC "
         "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
         "probes share one probe config and eval grid (the report refuses to mix them). σ is the noise of the "
@@ -299,7 +309,7 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "more post-cycle probes), times √2 for the two AUCs a change compares, with the degrees of freedom of "
         "that fit; \"within noise\" marks a change within t·σ of zero, t the two-sided 95 % quantile of Student's t "
         "on those degrees of freedom (12.71 on 1, 4.30 on 2, 1.96 with many), as a σ from few probes is itself "
-        "uncertain.", "",
+        "uncertain.", "", reference_line(summary), "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",

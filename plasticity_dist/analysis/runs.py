@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity_dist.config import ExperimentConfig, load_config
+from plasticity_dist.curriculum import reference_tasks
 from plasticity_dist.metrics import read_metrics
 from plasticity_dist.model_table import preset_rows
 from plasticity_dist.probe.results import ProbeResult, read_probes
@@ -22,6 +23,7 @@ class Run:
     problem: str  # "continual" | "stationary"
     tasks_per_cycle: int
     task_tokens: int
+    reference_tasks: int  # tasks trained at the reference probe, the end of cycle 1
     probes: list[ProbeResult]  # in training order (by tokens seen, then cycle)
     metrics: list[dict[str, Any]]
     config: ExperimentConfig  # resolved; sections an older run lacks hold their defaults (mitigations off)
@@ -72,6 +74,7 @@ def load_run(run_dir: str | Path) -> Run:
         problem=config.curriculum.problem,
         tasks_per_cycle=len(config.curriculum.tasks),
         task_tokens=config.curriculum.task_tokens,
+        reference_tasks=reference_tasks(config),
         probes=probes,
         metrics=read_metrics(metrics_path) if metrics_path.is_file() else [],
         config=config,

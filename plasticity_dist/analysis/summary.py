@@ -29,13 +29,24 @@ def _pct_change(auc: float | None, reference: float | None) -> float | None:
     return None if auc is None or reference is None else auc_pct_change(auc, reference)
 
 
-def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def reference_fields(probes: Sequence[ProbeResult], reference_tasks: int) -> dict[str, Any]:
+    """A run's `reference_probe` ({checkpoint, cycle, tasks_trained}) and, when it is missing, `reference_reason`."""
+    reference = reference_probe(probes, reference_tasks)
+    if reference is None:
+        return {"reference_probe": None, "reference_reason": f"no probe at the end of cycle 1 (tasks_trained "
+                                                             f"{reference_tasks}): % changes not computed"}
+    return {"reference_probe": {"checkpoint": reference.checkpoint, "cycle": reference.cycle,
+                                "tasks_trained": reference.tasks_trained}, "reference_reason": None}
+
+
+def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
+                  reference_tasks: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One record per probe, the baseline included: the study's AUC and the AUC without step 0, each with its
-    % change (null while no post-cycle probe exists, or without 2 eval points after step 0) and whether that
-    change is within the run's probe noise (null for the baseline, the reference itself, or an unknown σ);
-    and that noise per AUC (null with too few post-cycle probes). `positions`: the post-cycle probes' tasks
-    (continual) or tokens (stationary)."""
-    reference = reference_probe(probes)
+    % change against the reference probe after `reference_tasks` tasks (null while it does not exist, or without
+    2 eval points after step 0) and whether that change is within the run's probe noise (null for the baseline,
+    the reference itself, or an unknown σ); and that noise per AUC (null with too few post-cycle probes).
+    `positions`: the post-cycle probes' tasks (continual) or tokens (stationary)."""
+    reference = reference_probe(probes, reference_tasks)
     series = {"auc": [probe.auc for probe in probes],
               "auc_without_step0": [auc_without_step0(probe.eval_tokens, probe.val_losses) for probe in probes]}
     records = [{"cycle": probe.cycle, "tokens": probe.tokens, "tasks_trained": probe.tasks_trained,
@@ -82,13 +93,14 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
     onset = find_onset(positions, aucs, k=k)
     observation = observe_onset(None if unit == "tokens" else tasks, tokens,
                                 None if onset is None else positions.index(onset))
-    probes, noise = probe_records(run.probes, positions)
+    probes, noise = probe_records(run.probes, positions, run.reference_tasks)
     return {
         "run": run.name,
         "model": run.model,
         "non_embedding_params": run.non_embedding_params,
         "problem": run.problem,
         "probes": probes,
+        **reference_fields(run.probes, run.reference_tasks),
         "noise": noise,
         "onset": onset,
         "onset_unit": unit,

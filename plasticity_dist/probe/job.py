@@ -34,7 +34,7 @@ log = get_logger()
 
 # Probe settings that say where and how a probe is scheduled, not what it computes.
 SCHEDULING_KEYS = ("executor", "max_concurrent", "retries", "baseline", "local_cpus", "local_gpus", "slurm",
-                   "checkpoint_every_steps")
+                   "checkpoint_every_steps", "every_task_cycles")
 
 
 def probe_config_hash(config: ExperimentConfig) -> str:

@@ -45,13 +45,14 @@ def read_probes(run_dir: Path) -> list[ProbeResult]:
     return sorted(probes, key=lambda probe: (probe.tokens, probe.cycle))
 
 
-def reference_probe(probes: Sequence[ProbeResult]) -> ProbeResult | None:
-    """The first post-cycle probe (cycle 1 unless it is missing): the 0 % of every % change."""
-    return next((probe for probe in probes if probe.cycle >= 1), None)
+def reference_probe(probes: Sequence[ProbeResult], reference_tasks: int) -> ProbeResult | None:
+    """The probe at the end of cycle 1, after `reference_tasks` tasks (`curriculum.reference_tasks`): the 0 % of
+    every % change. None when it is missing: no other probe stands in for it."""
+    return next((probe for probe in probes if probe.cycle == 1 and probe.tasks_trained == reference_tasks), None)
 
 
 def auc_pct_change(auc: float, reference: float) -> float:
-    """% change of an AUC against the first post-cycle probe's: positive = worse probing = less plasticity."""
+    """% change of an AUC against the reference probe's: positive = worse probing = less plasticity."""
     if reference <= 0:
         raise ValueError(f"reference AUC must be positive, got {reference}")
     return 100 * (auc - reference) / reference

@@ -313,6 +313,9 @@ class ExperimentConfig:
     run_dir: str = "runs/default"
     resume: str = "auto"  # auto | never | path to a checkpoint folder
     seed: int = 0
+    # runs of this config the study makes, seed = data.seed = 0 .. replicates-1, each in its own run directory
+    # (slurm/train_size.sh SEED=i); `plan` counts them all, a run trains one
+    replicates: int = field(default=1, metadata=_at_least(1))
     log_every: int = field(default=10, metadata=_at_least(1))
     tensorboard: bool = False  # also write metrics as TensorBoard scalars to RUN/tensorboard/
     wandb: WandbSection = field(default_factory=WandbSection)

@@ -25,6 +25,7 @@ ASSUMED_MFU = 0.2  # until a study run measures its own (metrics.jsonl's `mfu`)
 WEIGHT_BYTES = {"bf16": 2, "fp32": 4, "auto": 2}  # the model states DeepSpeed saves; auto is bf16 on a GPU
 OPTIMIZER_BYTES = 12  # per parameter: fp32 master copy and Adam's two moments
 ONSET_MARGIN = 1.5  # a run observes the onset when it trains 1.5x the predicted onset, then PROBES_AFTER_ONSET cycles
+EARLY_ONSET_CYCLES = 2  # an onset predicted before this many cycles falls among too few cycle-end probes
 
 
 def cycles_to_observe_onset(onset_tasks: float, tasks_per_cycle: int) -> int:
@@ -33,6 +34,15 @@ def cycles_to_observe_onset(onset_tasks: float, tasks_per_cycle: int) -> int:
     from plasticity_dist.analysis.onset import MIN_PROBES, PROBES_AFTER_ONSET
 
     return max(math.ceil(ONSET_MARGIN * onset_tasks / tasks_per_cycle) + PROBES_AFTER_ONSET, MIN_PROBES)
+
+
+def per_task_probe_cycles(onset_tasks: float, tasks_per_cycle: int) -> int:
+    """Cycles whose every task a continual run must probe to place an onset predicted after `onset_tasks` tasks:
+    none when it falls after EARLY_ONSET_CYCLES cycles, else up to 1.5x the prediction, at least
+    EARLY_ONSET_CYCLES (the cycle-end probes alone would put it at or before their first or second)."""
+    if onset_tasks >= EARLY_ONSET_CYCLES * tasks_per_cycle:
+        return 0
+    return max(math.ceil(ONSET_MARGIN * onset_tasks / tasks_per_cycle), EARLY_ONSET_CYCLES)
 
 
 def checkpoint_bytes(total_params: int, precision: str) -> int:
@@ -54,6 +64,8 @@ class StudyPlan:
     steps: int
     train_tokens: int
     probes: int
+    per_task_probe_cycles: int  # the config's probe.every_task_cycles (continual runs)
+    per_task_probe_cycles_needed: int | None  # continual runs: for the law's predicted onset
     probe_tokens: int
     probe_compute_share: float
     onset_tasks: float | None  # continual runs: the published law's prediction
@@ -67,6 +79,8 @@ class StudyPlan:
     probe_flops: float
     train_gpu_hours: float
     probe_gpu_hours: float
+    replicates: int  # seeds the study runs of this config, each costing the GPU-hours above
+    gpu_hours_all_seeds: float  # training and probes of every seed
     train_wall_days: float  # training alone on `gpus` GPUs; probes run beside it on spare nodes
     dataset_bytes: int
     dataset_bytes_from_manifests: bool
@@ -129,7 +143,7 @@ def plan_study(config: ExperimentConfig, config_name: str = "", gpus: int = 8, g
     train_flops, probe_flops = float(train_tokens * flops_per_token), float(probe_tokens * flops_per_token)
     gpu_flops_per_hour = GPU_PEAK_TFLOPS[gpu] * 1e12 * mfu * 3600
 
-    onset_tasks = onset_cycles = needed = observes = None
+    onset_tasks = onset_cycles = needed = observes = per_task_needed = None
     if config.curriculum.problem == "continual":
         from plasticity_dist.analysis.scaling import predict_onset
 
@@ -138,10 +152,12 @@ def plan_study(config: ExperimentConfig, config_name: str = "", gpus: int = 8, g
         onset_cycles = onset_tasks / tasks_per_cycle
         needed = cycles_to_observe_onset(onset_tasks, tasks_per_cycle)
         observes = config.curriculum.cycles >= needed
+        per_task_needed = per_task_probe_cycles(onset_tasks, tasks_per_cycle)
 
     full, slim = checkpoint_bytes(total, config.launch.precision), total * WEIGHT_BYTES[config.checkpoint.slim_dtype]
-    # At the end of a run: every probed checkpoint (cycle ends, the initial weights) and the keep_last - 1
-    # newest before the last; slimming (checkpoint.slim_after_probe) leaves the last keep_last whole.
+    # At the end of a run: every probed checkpoint (cycle ends, the tasks of probe.every_task_cycles, the initial
+    # weights) and the keep_last - 1 newest before the last; slimming (checkpoint.slim_after_probe) leaves the
+    # last keep_last whole.
     kept = probes + config.checkpoint.keep_last - 1 if probes else config.checkpoint.keep_last
     kept_whole = min(config.checkpoint.keep_last, kept) if config.checkpoint.slim_after_probe else kept
     dataset_bytes, from_manifests = _dataset_bytes(stored_tokens, vocab_size)
@@ -149,10 +165,14 @@ def plan_study(config: ExperimentConfig, config_name: str = "", gpus: int = 8, g
         config=config_name, model=config.model.preset, non_embedding_params=non_embedding, total_params=total,
         vocab_size=vocab_size, flops_per_token=flops_per_token, problem=config.curriculum.problem,
         tasks=len(tasks), cycles=tasks[-1].cycle, steps=steps, train_tokens=train_tokens, probes=probes,
+        per_task_probe_cycles=min(config.probe.every_task_cycles, tasks[-1].cycle) if probes else 0,
+        per_task_probe_cycles_needed=per_task_needed,
         probe_tokens=probe_tokens, probe_compute_share=probe_flops / (train_flops + probe_flops),
         onset_tasks=onset_tasks, onset_cycles=onset_cycles, cycles_to_observe_onset=needed, observes_onset=observes,
         gpu=gpu, gpus=gpus, mfu=mfu, train_flops=train_flops, probe_flops=probe_flops,
         train_gpu_hours=train_flops / gpu_flops_per_hour, probe_gpu_hours=probe_flops / gpu_flops_per_hour,
+        replicates=config.replicates,
+        gpu_hours_all_seeds=config.replicates * (train_flops + probe_flops) / gpu_flops_per_hour,
         train_wall_days=train_flops / gpu_flops_per_hour / gpus / 24,
         dataset_bytes=dataset_bytes, dataset_bytes_from_manifests=from_manifests,
         checkpoint_bytes=full, slim_checkpoint_bytes=slim, kept_checkpoints=kept, kept_bytes=kept * full,

@@ -29,11 +29,24 @@ def _observes(plan: StudyPlan) -> str:
     return f"{'yes' if plan.observes_onset else 'NO'} (needs {plan.cycles_to_observe_onset}, has {plan.cycles})"
 
 
+def _per_task_probes(plan: StudyPlan) -> str:
+    if plan.per_task_probe_cycles_needed is None:
+        return "n/a (stationary)"
+    has = f"cycles 1-{plan.per_task_probe_cycles}" if plan.per_task_probe_cycles else "none"
+    return f"{has} (needs {plan.per_task_probe_cycles_needed or 'none'})"
+
+
+def _seeds(plan: StudyPlan) -> str:
+    per_seed = plan.train_gpu_hours + plan.probe_gpu_hours
+    return f"{per_seed:,.0f} per seed, {plan.gpu_hours_all_seeds:,.0f} for {plan.replicates}"
+
+
 ROWS: tuple[tuple[str, Callable[[StudyPlan], str]], ...] = (
     ("model (non-embedding / total params)", lambda p: f"{p.model} ({p.non_embedding_params:,} / {p.total_params:,})"),
     ("tasks x cycles", lambda p: f"{p.tasks} ({p.cycles} cycles, {p.problem})"),
     ("training tokens (steps)", lambda p: f"{p.train_tokens:.3g} ({p.steps:,})"),
     ("probes (tokens, share of compute)", lambda p: f"{p.probes} ({p.probe_tokens:.3g}, {100 * p.probe_compute_share:.1f} %)"),
+    ("probes after every task (continual)", _per_task_probes),
     ("predicted onset (published law)", _onset),
     ("cycles observe the onset", _observes),
     ("FLOP/token (6N + attention + output)", lambda p: f"{p.flops_per_token:.3g}"),
@@ -41,6 +54,7 @@ ROWS: tuple[tuple[str, Callable[[StudyPlan], str]], ...] = (
     ("assumed GPU, MFU", lambda p: f"{p.gpu.upper()}, {100 * p.mfu:.0f} %"),
     ("training GPU-hours", lambda p: f"{p.train_gpu_hours:,.0f}"),
     ("probe GPU-hours", lambda p: f"{p.probe_gpu_hours:,.0f}"),
+    ("GPU-hours, training + probes (seeds)", _seeds),
     ("training wall time", lambda p: f"{p.train_wall_days:,.1f} days on {p.gpus} GPUs"),
     ("datasets on disk", lambda p: f"{_bytes(p.dataset_bytes)} ({'manifests' if p.dataset_bytes_from_manifests else 'uncompressed estimate'})"),
     ("one full checkpoint", lambda p: _bytes(p.checkpoint_bytes)),

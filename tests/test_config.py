@@ -37,6 +37,7 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
         ("no_equals_sign", "not of the form key.sub=value"),
         ("probe.every_task_cycles=-1", "'probe.every_task_cycles': -1 is below the minimum 0"),
         ("probe.every_task_cycles=two", "'probe.every_task_cycles': expected int, got 'two'"),
+        ("replicates=0", "'replicates': 0 is below the minimum 1"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, message):

@@ -19,24 +19,29 @@ STUDY_VOCAB = 32768  # configs/corpora.yaml's tokenizer, already a multiple of 6
 PUBLISHED_A, PUBLISHED_B = 1.3e-5, 0.8269  # onset tasks = a * P^b
 
 
-def hand_plan(n_layer: int, d_model: int, global_batch: int, cycles: int, peak: float, mfu: float) -> dict[str, float]:
+def hand_plan(n_layer: int, d_model: int, global_batch: int, cycles: int, per_task_cycles: int, replicates: int,
+              peak: float, mfu: float) -> dict[str, float]:
     """What the plan of a study config (8 languages of 5e9 tokens per cycle, 2048 context, one 5e9-token probe
-    per cycle and one of the initial weights, keep_last 2, bf16) must say, worked out from the shape alone."""
+    per cycle, per task in the first `per_task_cycles`, and one of the initial weights, keep_last 2, bf16, run
+    `replicates` times) must say, worked out from the shape alone."""
     block = 12 * d_model**2 + 2 * d_model  # qkv, proj, MLP up and down; two LayerNorm weights
     non_embedding = n_layer * block + d_model  # and the final LayerNorm
     total = non_embedding + (STUDY_VOCAB + 2048) * d_model  # tied token embedding, position embedding
     flops_per_token = 6 * non_embedding + 12 * n_layer * d_model * 2048 + 6 * STUDY_VOCAB * d_model
     steps = 8 * cycles * (5_000_000_000 // (global_batch * 2048))
     train_tokens = steps * global_batch * 2048
-    probe_tokens = (cycles + 1) * 5e9
+    probes = cycles + 1 + 7 * per_task_cycles  # 7 more in a cycle probed after each of its 8 tasks
+    probe_tokens = probes * 5e9
     full = total * (2 + 4 + 4 + 4)  # bf16 weights, fp32 master copy, Adam's two moments
-    kept = cycles + 1 + 2 - 1  # every probed checkpoint and the one before the last
+    kept = probes + 2 - 1  # every probed checkpoint and the one before the last
     return {
         "non_embedding_params": non_embedding, "total_params": total, "flops_per_token": flops_per_token,
         "steps": steps, "train_tokens": train_tokens, "probe_tokens": probe_tokens,
         "probe_compute_share": probe_tokens / (train_tokens + probe_tokens),
         "train_gpu_hours": train_tokens * flops_per_token / (peak * mfu) / 3600,
         "probe_gpu_hours": probe_tokens * flops_per_token / (peak * mfu) / 3600,
+        "gpu_hours_all_seeds": replicates * (train_tokens + probe_tokens) * flops_per_token / (peak * mfu) / 3600,
+        "probes": probes, "per_task_probe_cycles": per_task_cycles, "replicates": replicates,
         "onset_tasks": PUBLISHED_A * non_embedding**PUBLISHED_B,
         "dataset_bytes": 9 * (5e9 + 2e6) * 2,  # 8 languages and vi, uint16, each with a 2e6-token val split
         "checkpoint_bytes": full, "kept_checkpoints": kept, "kept_bytes": kept * full,
@@ -45,8 +50,8 @@ def hand_plan(n_layer: int, d_model: int, global_batch: int, cycles: int, peak: 
 
 
 @pytest.mark.parametrize(("size", "shape", "gpu", "peak", "mfu", "gpus"), [
-    ("5M", (5, 288, 128, 30), "h100", 989e12, 0.2, 8),
-    ("1B", (28, 1728, 512, 70), "a100", 312e12, 0.4, 64),
+    ("5M", (5, 288, 128, 30, 2, 3), "h100", 989e12, 0.2, 8),  # probes after every task of cycles 1-2; 3 seeds
+    ("1B", (28, 1728, 512, 70, 0, 1), "a100", 312e12, 0.4, 64),
 ])
 def test_plan_of_a_study_config_matches_the_hand_computation(size, shape, gpu, peak, mfu, gpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # data/study does not exist here: dataset sizes come from tokens and dtype
@@ -54,11 +59,13 @@ def test_plan_of_a_study_config_matches_the_hand_computation(size, shape, gpu, p
     expected = hand_plan(*shape, peak=peak, mfu=mfu)
     for key, value in expected.items():
         assert plan[key] == pytest.approx(value, rel=1e-12), key
-    assert plan["tasks"] == 8 * shape[3] and plan["probes"] == shape[3] + 1
+    assert plan["tasks"] == 8 * shape[3]
     assert plan["train_wall_days"] == pytest.approx(expected["train_gpu_hours"] / gpus / 24)
     onset_cycles = expected["onset_tasks"] / 8
     assert plan["onset_cycles"] == pytest.approx(onset_cycles)
     assert plan["cycles_to_observe_onset"] == max(math.ceil(1.5 * onset_cycles) + 2, 4)
+    # an onset predicted under 2 cycles needs probes after every task up to 1.5x it, and of 2 cycles at least
+    assert plan["per_task_probe_cycles_needed"] == (max(math.ceil(1.5 * onset_cycles), 2) if onset_cycles < 2 else 0)
     assert plan["observes_onset"] is True and plan["dataset_bytes_from_manifests"] is False
 
 
@@ -96,6 +103,7 @@ def test_plan_cli_prints_json_a_table_and_markdown_and_refuses_an_unknown_gpu(ca
     assert cli_main(["plan", "--config", *configs, "--markdown", "--mfu", "0.35"]) == 0
     markdown = capsys.readouterr().out
     assert "| | 5M | 12M |" in markdown and "H100, 35 %" in markdown
+    assert "| probes after every task (continual) | cycles 1-2 (needs 2) | cycles 1-2 (needs 2) |" in markdown
     assert cli_main(["plan", "--config", configs[0]]) == 0
     assert "Study plan" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -109,5 +117,5 @@ def test_kept_checkpoints_follow_the_slim_settings(tmp_path, monkeypatch):
     fp32, bf16, off = (plan_study(load_config(config_path, overrides)) for overrides in
                        ([], ["checkpoint.slim_dtype=bf16"], ["checkpoint.slim_after_probe=false"]))
     assert bf16.slim_checkpoint_bytes * 2 == fp32.slim_checkpoint_bytes == fp32.total_params * 4
-    assert bf16.kept_bytes_slimmed == 2 * bf16.checkpoint_bytes + 30 * fp32.total_params * 2
-    assert off.kept_bytes_slimmed == off.kept_bytes == 32 * off.checkpoint_bytes
+    assert bf16.kept_bytes_slimmed == 2 * bf16.checkpoint_bytes + 44 * fp32.total_params * 2  # 45 probes, 14 per task
+    assert off.kept_bytes_slimmed == off.kept_bytes == 46 * off.checkpoint_bytes

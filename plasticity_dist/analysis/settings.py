@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from plasticity_dist.config import ExperimentConfig, config_to_dict
 
-# Where a run lives and runs its probes, and what it measures and logs: none of these change its numbers.
-PLACEMENT_KEYS = ("run_dir", "resume", "tensorboard", "wandb", "log_every", "diagnostics", "early_warning",
-                  "forgetting", "probe.executor", "probe.slurm", "probe.local_cpus", "probe.local_gpus",
-                  "probe.max_concurrent", "probe.retries", "probe.every_task_cycles")
+# Where a run lives and runs its probes, what it measures and logs, and how many seeds the study runs of it:
+# none of these change its numbers.
+PLACEMENT_KEYS = ("run_dir", "resume", "replicates", "tensorboard", "wandb", "log_every", "diagnostics",
+                  "early_warning", "forgetting", "probe.executor", "probe.slurm", "probe.local_cpus",
+                  "probe.local_gpus", "probe.max_concurrent", "probe.retries", "probe.every_task_cycles")
 
 
 def settings_key(config: ExperimentConfig, ignored: Sequence[str]) -> str:

@@ -87,7 +87,8 @@ def old_probe_loop(checkpoint: Path) -> dict[str, Any]:
         if step + 1 in points:
             curve_tokens.append((step + 1) * tokens_per_step)
             curve_losses.append(validation_loss())
-    return {"auc": curve_auc(curve_tokens, curve_losses), "val_losses": curve_losses, "step_seconds": step_seconds}
+    return {"auc": curve_auc(curve_tokens, curve_losses, config.probe.eval_spacing), "val_losses": curve_losses,
+            "step_seconds": step_seconds}
 
 
 def make_checkpoint(work: Path, args: argparse.Namespace) -> Path:

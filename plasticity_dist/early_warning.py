@@ -99,25 +99,32 @@ class StagnationMonitor(Callback):
         reference = reference_probe(probes, self.reference_tasks)
         if reference is None:
             return
-        threshold = reference.auc * (1 + self.section.auc_increase_pct / 100)
+        threshold = None if reference.diverged else reference.auc * (1 + self.section.auc_increase_pct / 100)
         for probe in probes:  # the baseline and the probes before the reference trained less: no sign of stagnation
-            if probe.tasks_trained <= reference.tasks_trained or probe.checkpoint in self.warned_probes \
-                    or probe.auc <= threshold:
+            if probe.tasks_trained < reference.tasks_trained or probe.checkpoint in self.warned_probes:
+                continue
+            where = f"probe after task {probe.tasks_trained}, cycle {probe.cycle} ({probe.checkpoint})"
+            if probe.diverged:  # the strongest loss of plasticity, the reference itself included
+                message = f"{where} diverged: its validation loss turned NaN or infinite: plasticity is lost"
+            elif threshold is not None and probe.auc > threshold:
+                message = (f"{where}: AUC {probe.auc:.4f} is {auc_pct_change(probe.auc, reference.auc):+.1f}% vs "
+                           f"{reference.auc:.4f} at the end of cycle {reference.cycle} "
+                           f"(threshold +{self.section.auc_increase_pct:g}%): plasticity is declining")
+            else:
                 continue
             self.warned_probes.add(probe.checkpoint)
-            self._warn(at, "probe_auc", probe.auc, reference.auc, threshold,
-                       f"probe after task {probe.tasks_trained}, cycle {probe.cycle} ({probe.checkpoint}): AUC "
-                       f"{probe.auc:.4f} is {auc_pct_change(probe.auc, reference.auc):+.1f}% vs {reference.auc:.4f} "
-                       f"at the end of cycle {reference.cycle} (threshold +{self.section.auc_increase_pct:g}%): "
-                       "plasticity is declining", probe_cycle=probe.cycle, probe_tasks_trained=probe.tasks_trained)
+            self._warn(at, "probe_diverged" if probe.diverged else "probe_auc", probe.auc, reference.auc, threshold,
+                       message, probe_cycle=probe.cycle, probe_tasks_trained=probe.tasks_trained)
 
-    def _warn(self, at: LoopPosition, kind: str, value: float, reference: float, threshold: float, message: str,
-              **extra: Any) -> None:
+    def _warn(self, at: LoopPosition, kind: str, value: float | None, reference: float | None,
+              threshold: float | None, message: str, **extra: Any) -> None:
+        """Log and record a warning; a figure a diverged probe lacks is null."""
         get_logger().warning(f"early warning: {message}")
         self.metrics.write({
             "event": "warning", "time": time.time(), "kind": kind, "step": at.step, "tokens": at.tokens,
             "task": at.task.name, "task_index": at.task.index, "cycle": at.task.cycle,
-            "value": float(value), "reference": float(reference), "threshold": float(threshold),
+            **{key: None if figure is None else float(figure)
+               for key, figure in (("value", value), ("reference", reference), ("threshold", threshold))},
             "message": message, **extra,
         })
 

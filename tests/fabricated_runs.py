@@ -50,12 +50,14 @@ def training_records(cycles: int, diagnostics: Diagnostics | None,
 
 
 def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", with_probes: bool = True, *,
-             name: str | None = None, overrides: Sequence[str] = (), aucs: Callable[[int], float] | None = None,
-             diagnostics: Diagnostics | None = None, warnings: Sequence[dict[str, Any]] = (),
+             name: str | None = None, overrides: Sequence[str] = (),
+             aucs: Callable[[int], float | None] | None = None, diagnostics: Diagnostics | None = None,
+             warnings: Sequence[dict[str, Any]] = (),
              language_losses: LanguageLosses | None = None) -> Path:
     """A run folder as the trainer and its probes leave it: config.yaml, metrics.jsonl, probes/*.json.
 
-    Probes after every cycle have `aucs(cycle)` (default: `probe_auc`); the cycle-0 baseline has BASELINE_AUC.
+    Probes after every cycle have `aucs(cycle)` (default: `probe_auc`; None: the probe diverged after its first
+    eval point); the cycle-0 baseline has BASELINE_AUC.
     """
     run_dir = root / (name or f"{problem}-{preset}")
     (run_dir / "probes" / "pending").mkdir(parents=True)
@@ -69,9 +71,12 @@ def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", w
     for cycle in range(cycles + 1) if with_probes else ():
         auc = aucs(cycle) if cycle else BASELINE_AUC
         tasks_trained = cycle * len(TASKS) if problem == "continual" else cycle  # stationary: probe intervals
+        losses = [BASELINE_AUC, None, None] if auc is None else [auc + 0.5, auc, auc - 0.25]
         result = {"checkpoint": f"cycle{cycle:03d}", "cycle": cycle, "tasks_trained": tasks_trained,
                   "tokens": cycle * len(TASKS) * TASK_TOKENS, "eval_tokens": [0, 100, 300],
-                  "val_losses": [auc + 0.5, auc, auc - 0.25], "auc": auc, "config_hash": "abc", "seconds": 1.0}
+                  "val_losses": losses, "auc": auc, "config_hash": "abc", "seconds": 1.0}
+        if auc is None:
+            result |= {"diverged": True, "diverged_at_tokens": 100}
         (run_dir / "probes" / f"cycle{cycle:03d}.json").write_text(json.dumps(result))
     (run_dir / "probes" / "pending" / "cycle999.json").write_text("{not a result")
     (run_dir / "probes" / "notes.txt").write_text("not a probe")

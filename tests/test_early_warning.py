@@ -162,3 +162,18 @@ def test_probes_judge_against_the_cycle_1_end_and_the_ones_before_it_never_warn(
     end_task(monitor(tmp_path), 3)
     [warning] = warnings(tmp_path)
     assert (warning["probe_cycle"], warning["probe_tasks_trained"], warning["reference"]) == (2, 3, pytest.approx(2.0))
+
+
+def test_a_diverged_probe_warns_once_with_no_auc(tmp_path, package_log):
+    write_probe(tmp_path, 1, 2.0)  # the reference
+    write_probe(tmp_path, 2, 2.0)
+    [diverged] = [path for path in (tmp_path / "probes").glob("*.json") if json.loads(path.read_text())["cycle"] == 2]
+    diverged.write_text(json.dumps({**json.loads(diverged.read_text()), "auc": None, "val_losses": [2.0, None],
+                                    "diverged": True}))
+    stagnation_monitor = monitor(tmp_path)
+    end_task(stagnation_monitor, 3)
+    end_task(stagnation_monitor, 4)
+    [warning] = warnings(tmp_path)
+    assert (warning["kind"], warning["probe_cycle"], warning["value"]) == ("probe_diverged", 2, None)
+    assert (warning["reference"], warning["threshold"]) == (pytest.approx(2.0), pytest.approx(2.1))
+    assert f"({diverged.stem}) diverged" in warning["message"] and "diverged" in package_log.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,8 +13,10 @@ import sys
 import pytest
 
 from plasticity_dist.analysis.auc import curve_auc
+from plasticity_dist.analysis.report import write_report
 from plasticity_dist.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main
+from plasticity_dist.probe.job import curve_fields
 from plasticity_dist.probe.queue import ProbeQueue
 from runs import (REPO, TINY_PROBE, copy_for_probing, kill_process_group, latest_checkpoint, probe_result,
                   start_training, tiny_overrides, train_to_end, wait_for)
@@ -71,7 +74,33 @@ def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3
     result = probe_result(checkpoint)
     # 16 steps of 256 tokens, 3 points: step 0, then geomspace(1, 16, 2) = steps 1 and 16
     assert result["eval_tokens"] == [0, 256, 4096]
-    assert result["auc"] == pytest.approx(curve_auc(result["eval_tokens"], result["val_losses"]))
+    assert result["auc_rule"] == "trapezoid_log_tokens"
+    assert result["auc"] == pytest.approx(curve_auc(result["eval_tokens"], result["val_losses"], "log"))
+
+
+def test_curve_fields_null_every_loss_from_the_first_non_finite_one_on():
+    assert curve_fields([[0, 0, 3.0], [8, 2048, 2.5], [16, 4096, math.inf], [24, 6144, 2.0]], "linear") == {
+        "eval_tokens": [0, 2048, 4096, 6144], "val_losses": [3.0, 2.5, None, None], "auc": None,
+        "auc_rule": "trapezoid_linear_tokens", "diverged": True, "diverged_at_tokens": 4096}
+    finite = curve_fields([[0, 0, 4.0], [1, 1000, 2.0], [4, 4000, 1.0]], "linear")
+    assert (finite["auc"], finite["diverged"], finite["diverged_at_tokens"]) == (1.875, False, None)
+
+
+def test_a_probe_whose_loss_turns_nan_writes_a_diverged_result_that_the_report_shows(zero3_reference, tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoint = copy_for_probing(zero3_reference, run_dir, ["probe.lr=1e30"])  # the first step blows up the weights
+    finished = probe(checkpoint)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "diverged at 2,048 tokens" in finished.stderr
+    text = (run_dir / "probes" / f"{checkpoint.name}.json").read_text()
+    result = json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in a probe result"))
+    assert result["diverged"] is True and result["auc"] is None and result["diverged_at_tokens"] == 2048
+    assert result["eval_tokens"] == [0, 2048, 4096]  # trained to its budget: the eval grid of its run's probes
+    assert math.isfinite(result["val_losses"][0]) and result["val_losses"][1:] == [None, None]
+    summary = write_report([run_dir], tmp_path / "report")
+    [record] = summary["runs"][0]["probes"]
+    assert record["diverged"] is True and record["auc_pct_change"] is None
+    assert " | diverged | " in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_missing_and_partial_checkpoints_are_named(zero3_reference, tmp_path, capsys):

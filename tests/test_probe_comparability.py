@@ -8,7 +8,7 @@ import json
 import pytest
 
 from fabricated_runs import BASELINE_AUC, make_run
-from plasticity_dist.analysis.auc import auc_without_step0
+from plasticity_dist.analysis.auc import auc_without_step0, curve_auc
 from plasticity_dist.analysis.plots import auc_change_figure
 from plasticity_dist.analysis.report import write_report
 from plasticity_dist.cli import main
@@ -51,6 +51,42 @@ def test_summary_gives_the_auc_without_step0_and_its_change_beside_the_studys(tm
     assert [probe["auc_pct_change"] for probe in probes] == pytest.approx([100 * 0.4 / 3.1, 0.0, 100 * 0.1 / 3.1])
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "% change w/o step 0" in markdown and "| 2.9750 | +0.00 |" in markdown
+
+
+def eval_point_weights(tokens, spacing):
+    """What each eval point's loss weighs in the AUC (the AUC is linear in the losses)."""
+    return [curve_auc(tokens, [float(i == j) for j in range(len(tokens))], spacing) for i in range(len(tokens))]
+
+
+@pytest.mark.parametrize("steps, points", [(5000, 11), (1000, 21), (16, 11), (3, 5)])
+def test_on_a_log_grid_no_eval_point_weighs_more_than_two_intervals(steps, points):
+    tokens = [256 * step for step in eval_steps(steps, points, "log")]
+    weights = eval_point_weights(tokens, "log")
+    assert sum(weights) == pytest.approx(1.0)
+    assert max(weights) <= 2 / (len(tokens) - 1)
+    if len(tokens) == points:  # no rounded step coincided: step 0 weighs half an interval, as on the linear grid
+        assert weights[0] == pytest.approx(1 / (2 * (points - 1)))
+
+
+def test_log_rule_is_the_trapezoid_over_log_tokens_and_the_linear_rule_is_unchanged():
+    # log: 10, 100, 1000 tokens lie one log interval apart and step 0 one interval before: equal intervals
+    assert curve_auc([0, 10, 100, 1000], [4.0, 3.0, 2.0, 1.0], "log") == pytest.approx((3.5 + 2.5 + 1.5) / 3)
+    assert auc_without_step0([0, 10, 100, 1000], [4.0, 3.0, 2.0, 1.0], "log") == pytest.approx((2.5 + 1.5) / 2)
+    assert curve_auc([0, 1000, 4000], [4.0, 2.0, 1.0], "linear") == curve_auc([0, 1000, 4000], [4.0, 2.0, 1.0]) == 1.875
+    # over linear tokens, the last two of 11 log-spaced points would weigh nearly three quarters
+    log_grid = eval_steps(5000, 11, "log")
+    assert sum(eval_point_weights(log_grid, "linear")[-2:]) > 0.7
+    with pytest.raises(ValueError, match="linear or log"):
+        curve_auc([0, 1], [1.0, 1.0], "cubic")
+
+
+def test_summary_takes_the_auc_without_step0_by_the_rule_of_the_probes_auc(tmp_path):
+    run = make_run(tmp_path, "100K", cycles=2)
+    for tag in ("cycle000", "cycle001", "cycle002"):
+        rewrite_probe(run, tag, eval_tokens=[0, 10, 100, 1000], val_losses=[4.0, 3.0, 2.0, 1.0], auc=2.5,
+                      auc_rule="trapezoid_log_tokens")
+    summary = write_report([run], tmp_path / "report")
+    assert [probe["auc_without_step0"] for probe in summary["runs"][0]["probes"]] == pytest.approx([2.0] * 3)
 
 
 def test_log_spacing_evaluates_step_0_then_log_spaced_steps_to_the_end():

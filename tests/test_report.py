@@ -112,3 +112,29 @@ def test_predict_refuses_a_summary_without_fit(tmp_path, capsys):
     summary.write_text(json.dumps({"runs": [], "scaling_fit": None}))
     assert main(["predict", "--params", "1e9", "--fit", str(summary)]) == 2
     assert "no scaling fit" in capsys.readouterr().err
+
+
+def test_a_diverged_probe_is_kept_and_reported_as_diverged_without_a_change(tmp_path):
+    def aucs(cycle):
+        return None if cycle == 3 else 3.0 + 0.1 * cycle
+
+    warning = {"kind": "probe_diverged", "step": 24, "tokens": 6000, "task": "zh", "task_index": 5, "cycle": 3,
+               "value": None, "reference": 3.1, "threshold": 3.255, "message": "probe after task 6 diverged"}
+    runs = [make_run(tmp_path, "100K", cycles=3, name="plain", aucs=aucs, warnings=[warning],
+                     diagnostics=lambda cycle, task_index, task_end: {"dormant_ratio": 0.1 * cycle}),
+            make_run(tmp_path, "100K", cycles=3, name="shrink", aucs=aucs,
+                     overrides=["mitigations.shrink_perturb.enabled=true"])]
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    probes = summary["runs"][0]["probes"]
+    assert [probe["diverged"] for probe in probes] == [False, False, False, True]
+    assert [probes[3][key] for key in ("auc", "auc_pct_change", "auc_without_step0")] == [None, None, None]
+    assert probes[2]["auc_pct_change"] == pytest.approx(100 * 0.1 / 3.1)
+    markdown = (out / "report.md").read_text()
+    assert "| plain | 100K | 3 | 6 | 6,000 | diverged | – | – | – | – | – |" in markdown
+    comparison = markdown.split("### Runs that differ only in their mitigations")[1]
+    assert "| 3.2000 (+3.23) | diverged |" in comparison
+    assert "| – | 3.1 | 3.255 | probe after task 6 diverged |" in markdown
+    for figure in ("probe_curves_plain.png", "diagnostics_plain.png"):
+        assert f"({figure})" in markdown and (out / figure).is_file()

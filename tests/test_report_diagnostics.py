@@ -11,8 +11,8 @@ import yaml
 from PIL import Image
 
 from fabricated_runs import TASKS, make_run
-from plasticity_dist.analysis.correlation import spearman
-from plasticity_dist.analysis.predictors import DIAGNOSTICS
+from plasticity_dist.analysis.correlation import mean_interval, spearman
+from plasticity_dist.analysis.predictors import DIAGNOSTICS, auc_spearman
 from plasticity_dist.cli import main
 
 CYCLES = 5
@@ -100,11 +100,40 @@ def test_each_diagnostic_is_correlated_with_the_auc_change_at_cycle_ends_only(re
         assert correlations[undefined] is None, undefined
 
 
-def test_mean_correlation_is_over_the_runs_where_it_is_defined(report):
-    _, _, _, summary = report
+def test_each_rho_has_its_interval_and_n_beside_it_and_none_below_5_cycles(report):
+    _, markdown, runs, _ = report
+    intervals = runs["baseline"]["diagnostics_auc_spearman_ci"]
+    assert set(intervals) == set(DIAGNOSTICS)
+    low, high = mean_interval([9.5 / math.sqrt(95)], [CYCLES])
+    assert intervals["feature_norm"] == {"ci": [pytest.approx(low), pytest.approx(high)], "n": CYCLES, "reason": None}
+    assert intervals["grad_norm"] == {"ci": None, "n": 2, "reason": "2 points; an interval needs at least 5"}
+    assert intervals["param_norm"] == {"ci": None, "n": CYCLES, "reason": "constant values"}
+    section = markdown.split("## Diagnostics as predictors")[1].split("\n## ")[0]
+    assert "fewer than 5 cycles" in section
+    assert f"| {9.5 / math.sqrt(95):+.2f} [{low:+.2f}, {high:+.2f}] (n = 5) |" in section
+    assert "| – (n = 2) |" in section
+
+
+def test_mean_correlation_is_over_the_runs_where_it_is_defined_with_the_interval_of_the_mean(report):
+    _, markdown, _, summary = report
     means = summary["diagnostics_auc_spearman_mean"]
-    assert means["dormant_ratio"] == {"rho": pytest.approx(1.0), "runs": 2}  # baseline and shrink
-    assert means["update_ratio"] == {"rho": None, "runs": 0}
+    # baseline and shrink, 5 cycles each, both rho = 1: the upper bound 1, the lower one from the mean z at
+    # rho = 0.95 (half a rank step in) with SE sqrt(0.75 + 0.75) / 2
+    low = math.tanh(math.atanh(0.95) - 1.959964 * math.sqrt(1.5) / 2)
+    assert means["dormant_ratio"] == {"rho": pytest.approx(1.0), "runs": 2, "n": 10,
+                                      "ci": [pytest.approx(low, abs=1e-6), 1.0]}
+    assert means["update_ratio"] == {"rho": None, "runs": 0, "n": 0, "ci": None}
+    assert f"| +1.00 [{low:+.2f}, +1.00] (2 runs, n = 10) |" in markdown
+
+
+def test_a_diverged_probe_ranks_above_every_finite_auc_change():
+    metrics = [{"event": "diagnostics", "task_index": 2 * cycle - 1, "task_end": True, "dormant_ratio": 0.1 * cycle}
+               for cycle in range(1, 6)]
+    probes = [{"cycle": cycle, "tasks_trained": 2 * cycle, "diverged": cycle == 3,
+               "auc_pct_change": None if cycle == 3 else [0.0, 1.0, None, 2.0, 3.0][cycle - 1]} for cycle in range(1, 6)]
+    correlation = auc_spearman(metrics, probes)["dormant_ratio"]
+    # changes 0, 1, +inf, 2, 3 rank 1, 2, 5, 3, 4 against the rising dormant ratio: 1 - 6 * (0 + 0 + 4 + 1 + 1) / 120
+    assert (correlation.rho, correlation.n) == (pytest.approx(0.7), 5)
 
 
 def test_summary_lists_each_runs_mitigations_with_hyperparameters(report):

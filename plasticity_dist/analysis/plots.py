@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from plasticity_dist.analysis.predictors import DIAGNOSTICS, diagnostic_value
-from plasticity_dist.analysis.runs import Run, events
+from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import STUDY_LAW, fitted_groups, law_of, predict_onset
 
 DIAGNOSTIC_COLUMNS = 5  # panels per row of the diagnostics figure
@@ -98,16 +98,21 @@ def plot_group_auc_change(groups: Sequence[dict[str, Any]], problem: str, path: 
     return _save(group_auc_change_figure(groups, problem), path)
 
 
+def _auc_text(probe: ProbeResult) -> str:
+    return "diverged" if probe.diverged else f"{probe.auc:.3f}"
+
+
 def plot_probe_curves(run: Run, path: Path) -> Path:
-    """Every probe's validation loss over its training tokens, coloured by cycle (baseline dashed)."""
+    """Every probe's validation loss over its training tokens, coloured by cycle (baseline dashed); a diverged
+    probe's line ends at its last finite loss."""
     figure, axes = _new_axes(f"Probe validation loss: {run.name} ({run.model})", "probe training tokens",
                              "validation loss")
     last_cycle = max((probe.cycle for probe in run.probes), default=1)
     for probe in run.probes:
         style = {"ls": "--", "color": "grey"} if probe.cycle == 0 else {
             "color": colormaps["viridis"](0.9 * (probe.cycle - 1) / max(last_cycle - 1, 1))}
-        axes.plot(probe.eval_tokens, probe.val_losses, marker="o", ms=3, **style,
-                  label=f"cycle {probe.cycle} (AUC {probe.auc:.3f})")
+        axes.plot(probe.eval_tokens, probe.val_losses, marker="o", ms=3, **style,  # null losses: gaps
+                  label=f"cycle {probe.cycle} (AUC {_auc_text(probe)})")
     if run.probes:
         axes.legend(fontsize=8)
     return _save(figure, path)
@@ -161,11 +166,15 @@ def plot_training_loss(run: Run, path: Path) -> Path:
 
 
 def _plot_probe_auc(run: Run, axes: Axes) -> None:
-    """Probe AUC against the tokens trained before the probe; the untrained baseline's AUC in the title, so that
-    it does not flatten the post-cycle AUCs."""
+    """Probe AUC against the tokens trained before the probe, diverged probes as crosses on the top edge; the
+    untrained baseline's AUC in the title, so that it does not flatten the post-cycle AUCs."""
     trained = [probe for probe in run.probes if probe.cycle >= 1]
-    baseline = [f"{probe.auc:.3f}" for probe in run.probes if probe.cycle == 0]
+    baseline = [_auc_text(probe) for probe in run.probes if probe.cycle == 0]
     axes.plot([probe.tokens for probe in trained], [probe.auc for probe in trained], "o-", color="tab:red", ms=4)
+    diverged = [probe.tokens for probe in trained if probe.diverged]
+    if diverged:  # an empty line off the clip box spoils tight_layout
+        axes.plot(diverged, [1] * len(diverged), "x", color="tab:red", transform=axes.get_xaxis_transform(),
+                  clip_on=False)
     axes.set_title(f"probe AUC (untrained: {', '.join(baseline) or '–'})", fontsize=9)
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from plasticity_dist.analysis import plots
 from plasticity_dist.analysis.onset import describe_onset_rule
+from plasticity_dist.analysis.correlation import MIN_POINTS
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
 from plasticity_dist.analysis.runs import Run, events, load_run
 from plasticity_dist.analysis.censoring import BOUND_SIGNS
@@ -54,7 +55,7 @@ def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
         for probe in run["probes"]:
             rows.append((
                 run["run"], run["model"], "0 (baseline)" if probe["cycle"] == 0 else str(probe["cycle"]),
-                str(probe["tasks_trained"]), f"{probe['tokens']:,}", f"{probe['auc']:.4f}",
+                str(probe["tasks_trained"]), f"{probe['tokens']:,}", _auc_value(probe),
                 _change_cell(probe["auc_pct_change"], probe["auc_pct_change_within_noise"]), _sigma_cell(noise["auc"]),
                 _number(probe["auc_without_step0"], ".4f"),
                 _change_cell(probe["auc_without_step0_pct_change"], probe["auc_without_step0_pct_change_within_noise"]),
@@ -174,9 +175,15 @@ def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
     return _markdown_table(columns, rows)
 
 
+def _auc_value(probe: dict[str, Any]) -> str:
+    return "diverged" if probe["diverged"] else f"{probe['auc']:.4f}"
+
+
 def _auc_cell(probe: dict[str, Any] | None) -> str:
     if probe is None:
         return "–"
+    if probe["diverged"]:
+        return "diverged"
     return f"{probe['auc']:.4f} ({_change_cell(probe['auc_pct_change'], probe['auc_pct_change_within_noise'])})"
 
 
@@ -194,19 +201,30 @@ def mitigations_section(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rho_cell(rho: float | None, interval: Sequence[float] | None, count: str) -> str:
+    """ρ with its interval and what it rests on; – and the count where ρ is not given."""
+    return f"– ({count})" if rho is None else f"{rho:+.2f} [{interval[0]:+.2f}, {interval[1]:+.2f}] ({count})"
+
+
 def diagnostics_section(summary: dict[str, Any]) -> str:
-    """How well each diagnostic predicts the AUC rise, per run and on average."""
-    rows = [(run["run"], *(_number(run["diagnostics_auc_spearman"][name], "+.2f") for name in DIAGNOSTICS))
-            for run in summary["runs"]]
+    """How well each diagnostic predicts the AUC rise, per run and on average, each ρ with its 95 % interval."""
+    rows = []
+    for run in summary["runs"]:
+        rhos, intervals = run["diagnostics_auc_spearman"], run["diagnostics_auc_spearman_ci"]
+        rows.append((run["run"], *(_rho_cell(rhos[name], intervals[name]["ci"], f"n = {intervals[name]['n']}")
+                                   for name in DIAGNOSTICS)))
     mean = summary["diagnostics_auc_spearman_mean"]
-    rows.append(("mean (runs)", *(f"{_number(mean[name]['rho'], '+.2f')} ({mean[name]['runs']})"
-                                  for name in DIAGNOSTICS)))
+    rows.append(("mean (runs)", *(_rho_cell(mean[name]["rho"], mean[name]["ci"], f"{mean[name]['runs']} runs, n = "
+                                            f"{mean[name]['n']}") for name in DIAGNOSTICS)))
     return "\n".join([
         "## Diagnostics as predictors of plasticity loss", "",
         "Spearman's ρ over cycles between a diagnostic's value at the end of a cycle and the AUC % change of the "
-        "probe after that cycle: +1 = it rises in step with the AUC, −1 = it falls as the AUC rises; – when fewer "
-        "than 3 cycles have both or either side is constant. The diagnostics over tokens are in the "
-        "`diagnostics_<run>.png` figures.", "",
+        "probe after that cycle (a diverged probe's counts as +∞, above every finite change): +1 = it rises in step "
+        "with the AUC, −1 = it falls as the AUC rises. Beside ρ: its 95 % interval (Fisher's z with the "
+        "Bonett–Wright standard error √((1 + ρ²/2)/(n − 3))) and n, the cycles that have both; – when fewer than "
+        f"{MIN_POINTS} cycles have both (with 4 the interval about ρ = 0 spans ±0.96) or either side is constant. "
+        "The mean over runs averages the runs' ρ where it is given; its interval is that of the mean of their z's, "
+        "n their cycles together. The diagnostics over tokens are in the `diagnostics_<run>.png` figures.", "",
         _markdown_table(("run", *DIAGNOSTICS), rows),
     ])
 
@@ -230,8 +248,8 @@ def forgetting_section(summary: dict[str, Any]) -> str:
 def warnings_section(summary: dict[str, Any]) -> str:
     """The early-warning records the trainer logged, or "none"."""
     rows = [(run["run"], warning["kind"], warning["task"], str(warning["cycle"]), f"{warning['step']:,}",
-             f"{warning['tokens']:,}", f"{warning['value']:.4g}", f"{warning['reference']:.4g}",
-             f"{warning['threshold']:.4g}", warning["message"])
+             f"{warning['tokens']:,}", *(_number(warning[key], ".4g") for key in ("value", "reference", "threshold")),
+             warning["message"])
             for run in summary["runs"] for warning in run["warnings"]]
     return "\n".join(["## Early warnings", "", "Learning-stagnation warnings logged during training.", "",
                       _markdown_table(WARNING_COLUMNS, rows) if rows else "none"])
@@ -297,7 +315,10 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "# Plasticity report", "",
         "Runs: " + ", ".join(f"`{run['path']}`" for run in runs), "",
         "## Probe AUC", "",
-        "AUC is the probe's mean validation loss (trapezoid area over probe training tokens / span). "
+        "AUC is the probe's mean validation loss (trapezoid area over probe training tokens / span; over log "
+        "tokens for a log-spaced eval grid, so that every eval interval weighs alike: `auc_rule` in each probe "
+        "result). A probe whose validation loss turned NaN or infinite diverged: its AUC reads \"diverged\" and "
+        "has no % change. "
         "% change is against the run's reference probe, the one at the end of cycle 1 (none stands in for a "
         "missing one): positive = worse probing = less plasticity; cycle 0 is the probe of the untrained initial "
         "weights, and probes after every task of the first cycles (`probe.every_task_cycles`) carry their task's "

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from plasticity_dist.analysis.auc import auc_without_step0
+from plasticity_dist.analysis.auc import auc_without_step0, spacing_of_rule
 from plasticity_dist.analysis.censoring import observe_onset
 from plasticity_dist.analysis.forgetting import forgetting_summary
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
 from plasticity_dist.analysis.noise import change_noise, within_noise
 from plasticity_dist.analysis.onset import find_onset, onset_interval
-from plasticity_dist.analysis.predictors import auc_spearman, mean_over_runs
+from plasticity_dist.analysis.predictors import mean_over_runs, spearman_fields
 from plasticity_dist.analysis.replicates import group_record, replicate_groups
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import scaling_fits
@@ -39,6 +39,13 @@ def reference_fields(probes: Sequence[ProbeResult], reference_tasks: int) -> dic
                                 "tasks_trained": reference.tasks_trained}, "reference_reason": None}
 
 
+def _auc_without_step0(probe: ProbeResult) -> float | None:
+    """By the rule of the probe's AUC; null for a diverged probe, as its AUC is."""
+    if probe.diverged:
+        return None
+    return auc_without_step0(probe.eval_tokens, probe.val_losses, spacing_of_rule(probe.auc_rule))
+
+
 def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
                   reference_tasks: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One record per probe, the baseline included: the study's AUC and the AUC without step 0, each with its
@@ -48,9 +55,9 @@ def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
     `positions`: the post-cycle probes' tasks (continual) or tokens (stationary)."""
     reference = reference_probe(probes, reference_tasks)
     series = {"auc": [probe.auc for probe in probes],
-              "auc_without_step0": [auc_without_step0(probe.eval_tokens, probe.val_losses) for probe in probes]}
+              "auc_without_step0": [_auc_without_step0(probe) for probe in probes]}
     records = [{"cycle": probe.cycle, "tokens": probe.tokens, "tasks_trained": probe.tasks_trained,
-                "checkpoint": probe.checkpoint} for probe in probes]
+                "checkpoint": probe.checkpoint, "diverged": probe.diverged} for probe in probes]
     noise: dict[str, Any] = {}
     for name, values in series.items():
         reference_value = values[probes.index(reference)] if reference else None
@@ -113,7 +120,7 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
         "training": training_summary(run.metrics),
         "forgetting": forgetting_summary(run),
         "mitigations": active_mitigations(run.config),
-        "diagnostics_auc_spearman": auc_spearman(run.metrics, probes),
+        **spearman_fields(run.metrics, probes),
         "warnings": [{key: value for key, value in record.items() if key != "event"}
                      for record in events(run.metrics, "warning")],
     }
@@ -131,7 +138,6 @@ def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
         "replicate_groups": groups,
         **scaling_fits(groups),
         "onset_k": k,
-        "diagnostics_auc_spearman_mean": mean_over_runs([record["diagnostics_auc_spearman"]
-                                                         for record in records.values()]),
+        "diagnostics_auc_spearman_mean": mean_over_runs(list(records.values())),
         "mitigation_groups": mitigation_groups(runs),
     }

@@ -7,6 +7,10 @@ probe's constant LR, and validation loss on `<probe dataset>/val` at `probe.eval
 the last included). Being a run, it checkpoints every `probe.checkpoint_every_steps`, resumes exactly after a
 kill, and stops on USR1/TERM with the requeue exit code. On completion it writes `RUN/probes/<tag>.json`
 atomically and deletes its own checkpoints; its config.yaml and metrics.jsonl stay.
+
+A probe whose validation loss turns NaN or infinite has diverged, the strongest loss of plasticity: it still
+trains to its budget (so its eval grid stays the one its run's other probes share) and writes its result, with
+`diverged: true`, `diverged_at_tokens`, a null AUC and null losses from the first non-finite one on.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.analysis.auc import curve_auc
+from plasticity_dist.analysis.auc import AUC_RULES, curve_auc
 from plasticity_dist.checkpoint import read_trainer_state
 from plasticity_dist.config import (CheckpointSection, ConfigError, CurriculumSection, DiagnosticsSection,
                                     EarlyWarningSection, EvaluationSection, ExperimentConfig, ForgettingSection,
@@ -72,6 +78,20 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) 
         forgetting=ForgettingSection(enabled=False),
         wandb=dataclasses.replace(config.wandb, enabled=False),  # the trainer logs probe results to its W&B run
     )
+
+
+def curve_fields(curve: Sequence[Sequence[Any]], spacing: str) -> dict[str, Any]:
+    """A probe result's curve fields from its [step, tokens, val_loss] points, eval points on `spacing`; a
+    non-finite loss makes the probe diverged from that point on (JSON has no NaN: null losses, null AUC)."""
+    tokens = [point[1] for point in curve]
+    losses = [point[2] for point in curve]
+    first_bad = next((index for index, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    if first_bad is not None:
+        losses[first_bad:] = [None] * (len(losses) - first_bad)
+    return {"eval_tokens": tokens, "val_losses": losses,
+            "auc": None if first_bad is not None else curve_auc(tokens, losses, spacing),
+            "auc_rule": AUC_RULES[spacing], "diverged": first_bad is not None,
+            "diverged_at_tokens": None if first_bad is None else tokens[first_bad]}
 
 
 def existing_result(result_path: Path, config_hash: str, force: bool) -> dict[str, Any] | None:
@@ -140,9 +160,7 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
             "cycle": trainer_state["probe_cycle"],
             "tasks_trained": trainer_state["task_index"],
             "tokens": trainer_state["tokens_seen"],
-            "eval_tokens": [tokens for _, tokens, _ in curve],
-            "val_losses": [loss for _, _, loss in curve],
-            "auc": curve_auc([tokens for _, tokens, _ in curve], [loss for _, _, loss in curve]),
+            **curve_fields(curve, config.probe.eval_spacing),
             "config_hash": config_hash,
             "probe_dataset": dataset_path(config.data.root, config.probe.dataset),
             "world_size": trainer.world.world_size,
@@ -154,7 +172,9 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
             result_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(result_path, result)
             shutil.rmtree(probe_run.checkpoints, ignore_errors=True)
-            log.info(f"probe of {checkpoint.name}: AUC {result['auc']:.4f} → {result_path}")
+            outcome = (f"diverged at {result['diverged_at_tokens']:,} tokens" if result["diverged"]
+                       else f"AUC {result['auc']:.4f}")
+            log.info(f"probe of {checkpoint.name}: {outcome} → {result_path}")
         trainer.accelerator.wait_for_everyone()
         return 0
     finally:

@@ -11,6 +11,8 @@ from pathlib import Path
 from plasticity_dist.run_layout import RunLayout
 
 PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
+LATER_FIELDS = ("diverged", "auc_rule")  # results written before them hold the defaults
+LINEAR_AUC_RULE = "trapezoid_linear_tokens"  # the study's, and that of every result from before `auc_rule`
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,12 @@ class ProbeResult:
     tasks_trained: int
     tokens: int
     eval_tokens: list[int]
-    val_losses: list[float]
-    auc: float
+    val_losses: list[float | None]  # null from the first non-finite loss of a diverged probe on
+    auc: float | None  # None: diverged
     config_hash: str  # of the probe settings that change its numbers
     path: Path
+    diverged: bool = False
+    auc_rule: str = LINEAR_AUC_RULE  # which AUC (analysis/auc.py)
 
 
 def read_probe(path: Path) -> ProbeResult:
@@ -36,7 +40,11 @@ def read_probe(path: Path) -> ProbeResult:
     missing = [name for name in PROBE_FIELDS if name not in record]
     if missing:
         raise ValueError(f"probe result {path} lacks field(s): {', '.join(missing)}")
-    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS}, path=path)
+    if (record["auc"] is None) != bool(record.get("diverged")):
+        raise ValueError(f"probe result {path}: auc is {record['auc']} but diverged is {record.get('diverged')}; "
+                         "a diverged probe, and only it, has a null AUC")
+    return ProbeResult(**{name: record[name] for name in PROBE_FIELDS},
+                       **{name: record[name] for name in LATER_FIELDS if name in record}, path=path)
 
 
 def read_probes(run_dir: Path) -> list[ProbeResult]:

@@ -239,6 +239,15 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"law: T = {law.a:.4g} * P^{law.b:.4f} ({args.fit or 'published'})")
     print(f"model: {args.params:,} non-embedding parameters")
     print(f"onset: {tasks:,.0f} tasks = {tasks * args.task_tokens:.3g} tokens at {args.task_tokens:.3g} tokens per task")
+    if not law.has_intervals:
+        print("uncertainty: none given: the published law states no interval of its own")
+    else:
+        low, high = law.prediction_interval(args.params)
+        low_params, high_params = law.params_range
+        where = ("inside" if low_params <= args.params <= high_params else
+                 f"an extrapolation {max(args.params / high_params, low_params / args.params):.1f}x beyond")
+        print(f"95 % prediction interval: {low:,.0f} to {high:,.0f} tasks ({where} the sizes fitted, "
+              f"{low_params:,.0f} to {high_params:,.0f})")
     return 0
 
 

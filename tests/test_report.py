@@ -53,7 +53,7 @@ def test_summary_has_the_required_keys_and_types(report):
         assert RUN_KEYS <= set(run)
         assert isinstance(run["run"], str) and isinstance(run["model"], str)
         assert isinstance(run["non_embedding_params"], int) and run["problem"] in ("continual", "stationary")
-        assert run["onset"] is None or isinstance(run["onset"], int)
+        assert run["onset"] is None or isinstance(run["onset"], (int, float))
         for probe in run["probes"]:
             assert PROBE_KEYS <= set(probe)
             assert isinstance(probe["cycle"], int) and isinstance(probe["tokens"], int)
@@ -71,7 +71,9 @@ def test_summary_holds_pct_change_against_cycle_1_and_the_onset_in_tasks(report)
     for probe in small["probes"][1:]:
         assert probe["auc_pct_change"] == pytest.approx(100 * (probe_auc("100K", probe["cycle"]) - cycle1) / cycle1)
     assert small["probes"][0]["auc_pct_change"] == pytest.approx(100 * (3.5 - cycle1) / cycle1)  # baseline
-    assert small["onset"] == 2 * len(TASKS) and runs["continual-600K"]["onset"] == 4 * len(TASKS)
+    for name, minimum in (("continual-100K", 2 * len(TASKS)), ("continual-600K", 4 * len(TASKS))):
+        low, high = runs[name]["onset_interval"]  # the U's minimum, where its rise starts
+        assert runs[name]["onset_censoring"] == "interval" and low < minimum <= high
     assert runs["continual-250K"]["probes"] == [] and runs["continual-250K"]["onset"] is None
     assert runs["stationary-250K"]["onset"] is None  # 3 probes are too few to call a rise
 

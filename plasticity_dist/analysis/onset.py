@@ -1,188 +1,270 @@
-"""Onset of plasticity loss: the task count after which probe AUC starts a sustained rise.
+"""Onset of plasticity loss: where a run's probe AUC starts a sustained rise, as an interval with a known error.
 
-The rule, over the post-cycle probes in training order (the cycle-0 baseline is not part of it):
-1. Fit AUC on tasks by least squares with a hinge (two lines that meet at a probe with at least two probes
-   after it) at every such probe and keep the break with the smallest residual sum of squares; this places a
-   kink (a transfer dip or a flat stretch, then a rise) without the shift a moving average gives it. A
-   parabola replaces the hinge when it at least halves that sum: a hinge cannot place a smooth U's minimum
-   (its best break on a parabola is the middle of the probes, wherever the minimum is).
-2. The candidate onset is the hinge's break, or the last probe at the parabola's minimum.
-3. The rise is the fitted AUC at the last probe minus the fitted AUC at the candidate. It is sustained when it
-   exceeds k standard errors (from the fit's residuals) and `min_rise` × the fitted minimum, at least two
-   probes follow the candidate, and the last two probes both lie more than k residual standard deviations
-   above the fitted minimum (a lone spike at the end is not a rise). Then the onset is the candidate's
-   `tasks_trained`; otherwise (flat, still falling, a lone spike, or fewer than 4 probes) there is no onset
-   yet: None.
+The curve model, over the post-cycle probes in training order (positions: tasks, or tokens for stationary runs):
+AUC falls (transfer) or stays flat, then rises from the onset T and keeps rising. Candidate fits, by least squares
+with the signs constrained (the fall never rises, the rise never falls), for every candidate T (the first probe,
+then `SUBDIVISIONS` points per probe interval, with `PROBES_AFTER_ONSET` probes after T):
+- a hinge: a line falling (or flat) until T, rising after it;
+- a flat bottom: a line falling until a probe B, flat from B to T, rising after T; the onset is where the rise
+  starts, not where the fall ends;
+each with a linear and an accelerating (quadratic) rise. T at the first probe is one straight line: a rise from
+the first probe on. No curve that rises before T fits well at a later T, so a straight rise is not given a later
+onset (the search over T cannot invent one, as an unconstrained hinge's can).
 
-`onset_interval` resamples the fit's residuals (a residual bootstrap: the probes' task counts are fixed by
-the design, so resampling whole probes, as scipy.stats.bootstrap does, would drop the ones that place the
-break) and gives the probes around a percentile interval of the break.
+The rule:
+1. The best fit over every candidate gives the best break. Its rise is sustained when the fitted rise from T to
+   the last probe exceeds k standard errors (the fit's own) and `MIN_RISE` of the fitted AUC at T, and the last
+   two probes lie more than k residual standard deviations above it (a lone spike at the end is not a rise).
+2. The interval: the candidate onsets whose profile residual sum of squares lies within the `CONFIDENCE` F cutoff
+   (1 and n − 3 degrees of freedom) of the best, reaching two candidates below the first (a kink between
+   candidates fits best as a short flat stretch ending at the next one) and one above the last. It is open below
+   (left-censored: at or before its upper end) when it reaches the first probe, and open above when it reaches
+   the last candidate.
+3. No sustained rise: the onset lies after the last position at which a rise reaching `DETECTABLE_RISE` of the
+   AUC by the last probe would have been found with `DETECTION_POWER` at the run's noise (right-censored there);
+   where no position qualifies, the onset is undetermined and the estimate says why.
+A diverged probe (AUC +inf) ends the series: the onset lies at or before it.
 
-A straight rise from the first probe is one line, not a hinge: a hinge whose extra slope does not beat one
-line by an F test (level LINE_TEST_LEVEL) gives way to the line, whose break is the first probe (a
-left-censored onset, "at or before the first probe").
+`bench/onset_accuracy.py` (per run) and `bench/law_recovery.py` (through the scaling fit) measure its coverage
+and bias on simulated curves of several shapes and noise levels.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import stats
 
+from plasticity_dist.probe.noise import probe_noise
+
 MIN_PROBES = 4
-MIN_RISE = 1e-3
 PROBES_AFTER_ONSET = 2
-BOOTSTRAP_RESAMPLES = 1000
-PARABOLA_MARGIN = 0.5
-LINE_TEST_LEVEL = 0.05
+SUBDIVISIONS = 4
+MAX_BOTTOMS = 16
+MIN_RISE = 1e-3
+CONFIDENCE = 0.95
+DETECTABLE_RISE = 0.02
+DETECTION_POWER = 0.8
+Censoring = Literal["interval", "left", "right", "undetermined"]
 _RULE = (
-    "the onset is the task count (tokens for stationary runs) of the break of the least-squares hinge fit of AUC "
-    "on tasks (two lines meeting at a probe; the first probe where one straight line fits as well by an F test "
-    "at level {line_level:g}; a parabola's minimum where a parabola halves the residual sum of squares), provided "
-    "the fitted rise from there to the last probe exceeds max(k standard errors, {min_rise:.1%} of the fitted "
-    "minimum) with k = {k:g}, at least {after} probes follow it and the last two probes lie more than k residual "
-    "standard deviations above the fitted minimum; otherwise (flat, still falling, a lone spike, fewer than "
-    "{min_probes} probes) there is no onset yet"
+    "the onset is where a sustained rise of the probe AUC starts: least-squares fits of a fall (or a flat stretch) "
+    "then a rise, as a hinge or with a flat bottom, with a linear or an accelerating rise, the rise starting at the "
+    "first probe or anywhere between probes with at least {after} probes after it; the best fit's rise is "
+    "sustained when it exceeds k = {k:g} standard errors and {min_rise:.1%} of the AUC and the last two probes lie "
+    "k residual standard deviations above its start; the interval holds every start whose fit lies within the "
+    "{confidence:.0%} F cutoff of the best; without a sustained rise the onset lies after the last position where "
+    "a rise reaching {detectable:.0%} of the AUC by the last probe would have been found with {power:.0%} power at "
+    "the run's noise, and is undetermined where there is none"
 )
 
 
 def describe_onset_rule(k: float) -> str:
     """The rule in one sentence, for the report."""
-    return _RULE.format(k=k, min_rise=MIN_RISE, after=PROBES_AFTER_ONSET, min_probes=MIN_PROBES,
-                        line_level=LINE_TEST_LEVEL)
-
-
-def _hinge_design(tasks: np.ndarray, break_index: int) -> np.ndarray:
-    """Columns: the AUC at the break, the slope after it and the slope before it (none at the first probe)."""
-    offset = tasks - tasks[break_index]
-    columns = [np.ones_like(tasks), np.maximum(offset, 0.0), np.minimum(offset, 0.0)]
-    return np.column_stack(columns if break_index else columns[:2])
-
-
-def _parabola_design(tasks: np.ndarray) -> np.ndarray:
-    scaled = (tasks - tasks.mean()) / (tasks[-1] - tasks[0])
-    return np.column_stack([np.ones_like(tasks), scaled, scaled ** 2])
-
-
-def _designs(tasks: np.ndarray) -> list[np.ndarray]:
-    """Every hinge whose break has PROBES_AFTER_ONSET probes after it, then the parabola (last)."""
-    breaks = range(len(tasks) - PROBES_AFTER_ONSET)
-    return [_hinge_design(tasks, index) for index in breaks] + [_parabola_design(tasks)]
-
-
-def _last_argmin(fitted: np.ndarray) -> np.ndarray:
-    """Index of the last minimum of each column."""
-    return len(fitted) - 1 - np.argmin(fitted[::-1], axis=0)
-
-
-def _beats_line(hinge_rss: np.ndarray, line_rss: np.ndarray, aucs: np.ndarray) -> np.ndarray:
-    """Whether a hinge's extra slope improves on one straight line (the hinge at the first probe) by an F test
-    at LINE_TEST_LEVEL, and by more than rounding; where it does not, the curve is one straight line."""
-    degrees_of_freedom = len(aucs) - 3
-    improvement = line_rss - hinge_rss
-    critical = stats.f.ppf(1 - LINE_TEST_LEVEL, 1, degrees_of_freedom)
-    return (improvement > critical * hinge_rss / degrees_of_freedom) & (improvement > 1e-12 * (aucs ** 2).sum(axis=0))
-
-
-def _best_fits(designs: list[np.ndarray], aucs: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """For each column of `aucs`: the index of the best design, its candidate onset, and every design's
-    coefficients (one array per design, a column per curve)."""
-    coefficients = [np.linalg.lstsq(design, aucs, rcond=None)[0] for design in designs]
-    rss = np.stack([((aucs - design @ coef) ** 2).sum(axis=0) for design, coef in zip(designs, coefficients)])
-    parabola = len(designs) - 1
-    curves = np.arange(aucs.shape[1])
-    best = np.argmin(rss[:parabola], axis=0)
-    best = np.where(_beats_line(rss[best, curves], rss[0], aucs), best, 0)
-    best = np.where(rss[parabola] < PARABOLA_MARGIN * rss[best, curves], parabola, best)
-    parabola_minimum = _last_argmin(designs[-1] @ coefficients[-1])
-    candidates = np.where(best == parabola, parabola_minimum, best)
-    return best, candidates, coefficients
-
-
-def _check_probes(tasks: Sequence[int], aucs: Sequence[float]) -> None:
-    if len(tasks) != len(aucs):
-        raise ValueError(f"onset needs one AUC per probe: {len(tasks)} task counts, {len(aucs)} AUCs")
-    if any(later <= earlier for earlier, later in zip(tasks, tasks[1:])):
-        raise ValueError(f"probes must be in training order with increasing task counts, got {list(tasks)}")
+    return _RULE.format(after=PROBES_AFTER_ONSET, k=k, min_rise=MIN_RISE, confidence=CONFIDENCE,
+                        detectable=DETECTABLE_RISE, power=DETECTION_POWER)
 
 
 @dataclass(frozen=True)
-class CurveFit:
-    """The best-fitting shape of one AUC series and its candidate onset (a probe index)."""
+class OnsetEstimate:
+    """Where the onset lies, in the probes' positions: (low, high], low 0 when open below, high None when open
+    above; `onset` is the best fit's break (interval-censored only); `reason` says how it was found, or why not."""
 
-    design: np.ndarray
+    censoring: Censoring
+    onset: float | None
+    low: float | None
+    high: float | None
+    reason: str
+
+
+SUBSETS = ((0, 1, 2), (0, 1), (0, 2), (0,))  # the columns kept: all, without the fall, without the rise, neither
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Every break fit of one probe grid, columns (level, rise after T, fall before the bottom): its onset T, its
+    design and, per column subset (SUBSETS), the pseudo-inverses of its design (all stacked)."""
+
+    onsets: np.ndarray
+    designs: np.ndarray  # (fits, probes, 3)
+    pseudo_inverses: tuple[np.ndarray, ...]  # per subset: (fits, columns, probes)
+
+    def constrained_fits(self, aucs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Least squares of every fit with the rise ≥ 0 and the fall's slope ≥ 0 before the bottom (AUC does
+        not rise before T): the optimum is the best subset fit whose coefficients keep those signs.
+        Returns the residual sums of squares (fits,) and coefficients (fits, 3) for one curve."""
+        best_rss = np.full(len(self.onsets), np.inf)
+        best = np.zeros((len(self.onsets), 3))
+        for columns, pseudo_inverse in zip(SUBSETS, self.pseudo_inverses):
+            coefficients = pseudo_inverse @ aucs
+            residuals = aucs - np.einsum("fpc,fc->fp", self.designs[:, :, list(columns)], coefficients)
+            rss = (residuals ** 2).sum(axis=1)
+            full = np.zeros((len(self.onsets), 3))
+            full[:, list(columns)] = coefficients
+            better = (full[:, 1] >= 0) & (full[:, 2] >= 0) & (rss < best_rss)
+            best_rss = np.where(better, rss, best_rss)
+            best = np.where(better[:, None], full, best)
+        return best_rss, best
+
+
+def _break_points(positions: np.ndarray) -> np.ndarray:
+    """Candidate onsets: the first probe (a rise from there on), then SUBDIVISIONS points in each probe interval
+    up to the probe with PROBES_AFTER_ONSET probes after it."""
+    last = len(positions) - 1 - PROBES_AFTER_ONSET
+    fractions = np.arange(1, SUBDIVISIONS + 1) / SUBDIVISIONS
+    return np.concatenate([positions[:1], *(positions[i] + fractions * (positions[i + 1] - positions[i])
+                                            for i in range(last))])
+
+
+def _bottoms(positions: np.ndarray, onset: float) -> np.ndarray:
+    """Candidate ends of the fall before `onset`: the probes after the first and before it, thinned evenly to
+    MAX_BOTTOMS (the candidates grow as probes², so long runs are bounded)."""
+    before = positions[1:][positions[1:] < onset]
+    return before[np.unique(np.linspace(0, len(before) - 1, min(len(before), MAX_BOTTOMS)).round().astype(int))] \
+        if len(before) else before
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates(positions: tuple[float, ...]) -> _Candidates:
+    """Per candidate onset T: a hinge (the fall runs until T) and a flat bottom from every probe B before T, each
+    with a linear and an accelerating (quadratic) rise after T."""
+    x = np.asarray(positions, float)
+    span = x[-1] - x[0]
+    onsets, designs = [], []
+    for onset in _break_points(x):
+        after = np.maximum(x - onset, 0.0)
+        for bottom in [onset, *_bottoms(x, onset)]:
+            for rise in (after, after ** 2 / span):
+                designs.append(np.column_stack([np.ones_like(x), rise, np.maximum(bottom - x, 0.0)]))
+                onsets.append(onset)
+    stacked = np.stack(designs)
+    pseudo_inverses = tuple(np.linalg.pinv(stacked[:, :, list(columns)]) for columns in SUBSETS)
+    return _Candidates(np.asarray(onsets), stacked, pseudo_inverses)
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """The constrained fits of one curve, profiled over the onset: each candidate onset's smallest residual sum
+    of squares, and the best fit overall."""
+
+    onsets: np.ndarray  # the distinct candidate onsets
+    rss: np.ndarray  # per distinct onset
+    best: int  # index into the fits
+    fit_rss: float
     coefficients: np.ndarray
-    candidate: int
-    fitted: np.ndarray
-    residual_variance: float
 
     @classmethod
-    def of(cls, designs: list[np.ndarray], aucs: np.ndarray) -> CurveFit:
-        best, candidates, coefficients = _best_fits(designs, aucs[:, None])
-        design, coef = designs[best[0]], coefficients[best[0]][:, 0]
-        fitted = design @ coef
-        residual_variance = float(((aucs - fitted) ** 2).sum()) / (len(aucs) - design.shape[1])
-        return cls(design, coef, int(candidates[0]), fitted, residual_variance)
-
-    def is_sustained_rise(self, aucs: np.ndarray, k: float, min_rise: float) -> bool:
-        """The fitted rise from the candidate to the last probe exceeds k standard errors and `min_rise` × the
-        fitted minimum, and so do the last two probes, by k residual standard deviations."""
-        if self.candidate > len(aucs) - 1 - PROBES_AFTER_ONSET:
-            return False
-        contrast = self.design[-1] - self.design[self.candidate]
-        rise = float(contrast @ self.coefficients)
-        variance = self.residual_variance * float(contrast @ np.linalg.pinv(self.design.T @ self.design) @ contrast)
-        minimum = self.fitted[self.candidate]
-        last_two_above = bool(np.all(aucs[-2:] - minimum > k * math.sqrt(self.residual_variance)))
-        return rise > max(k * math.sqrt(variance), min_rise * abs(minimum)) and last_two_above
+    def of(cls, positions: np.ndarray, aucs: np.ndarray) -> _Profile:
+        candidates = _candidates(tuple(positions))
+        rss, coefficients = candidates.constrained_fits(aucs)
+        onsets, inverse = np.unique(candidates.onsets, return_inverse=True)
+        profile = np.full(len(onsets), np.inf)
+        np.minimum.at(profile, inverse, rss)
+        best = int(np.argmin(rss))
+        return cls(onsets, profile, best, float(rss[best]), coefficients[best])
 
 
-def find_onset(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_rise: float = MIN_RISE) -> int | None:
-    """Tasks trained before AUC starts a sustained rise (see the module docstring), or None."""
-    _check_probes(tasks, aucs)
-    if len(aucs) < MIN_PROBES:
+def _sustained_rise(positions: np.ndarray, aucs: np.ndarray, profile: _Profile, k: float) -> bool:
+    """The best fit's rise from its onset to the last probe exceeds k standard errors and MIN_RISE of the AUC
+    there, and the last two probes lie k residual standard deviations above that AUC."""
+    design = _candidates(tuple(positions)).designs[profile.best]
+    onset = float(_candidates(tuple(positions)).onsets[profile.best])
+    kept = np.flatnonzero(np.abs(profile.coefficients) > 0)
+    design = design[:, kept]
+    residual_variance = profile.fit_rss / (len(aucs) - len(kept))
+    start = np.array([np.interp(onset, positions, column) for column in design.T])
+    contrast = design[-1] - start
+    rise = float(contrast @ profile.coefficients[kept])
+    variance = residual_variance * float(contrast @ np.linalg.pinv(design.T @ design) @ contrast)
+    level = float(start @ profile.coefficients[kept])
+    return (rise > max(k * math.sqrt(variance), MIN_RISE * abs(level))
+            and bool(np.all(aucs[-2:] - level > k * math.sqrt(residual_variance))))
+
+
+def _confidence_set(aucs: np.ndarray, profile: _Profile) -> tuple[float, float | None]:
+    """The onsets whose profile residual sum of squares lies within the F cutoff of the best (CONFIDENCE, 1 and
+    n − 3 degrees of freedom), from two candidates before the first (a kink between candidates fits best as a
+    flat stretch shorter than a step, ending at the candidate after it) to the candidate after the last; 0 below
+    when that reaches the first probe (at or before it), open above when the last candidate is inside."""
+    degrees_of_freedom = len(aucs) - 3
+    cutoff = profile.fit_rss * (1 + stats.f.ppf(CONFIDENCE, 1, degrees_of_freedom) / degrees_of_freedom)
+    inside = np.flatnonzero(profile.rss <= cutoff)
+    low = 0.0 if inside[0] <= 1 else float(profile.onsets[inside[0] - 2])
+    high = None if inside[-1] == len(profile.onsets) - 1 else float(profile.onsets[inside[-1] + 1])
+    return low, high
+
+
+def _right_censored_bound(positions: np.ndarray, aucs: np.ndarray, k: float) -> float | None:
+    """The last position at which a rise from flat reaching DETECTABLE_RISE of the mean AUC by the last probe
+    would be found with DETECTION_POWER at the run's noise (its rise above k standard errors); None if none."""
+    noise = probe_noise(positions, aucs)
+    if noise is None:
         return None
-    observed = np.asarray(aucs, float)
-    fit = CurveFit.of(_designs(np.asarray(tasks, float)), observed)
-    return int(tasks[fit.candidate]) if fit.is_sustained_rise(observed, k, min_rise) else None
+    bound = None
+    for onset in _break_points(positions):
+        design = np.column_stack([np.ones_like(positions), np.maximum(positions - onset, 0.0)])
+        contrast = np.array([0.0, positions[-1] - onset])
+        standard_error = noise.sigma * math.sqrt(float(contrast @ np.linalg.pinv(design.T @ design) @ contrast))
+        if standard_error == 0 or stats.norm.cdf(DETECTABLE_RISE * float(np.mean(aucs)) / standard_error - k) \
+                >= DETECTION_POWER:
+            bound = float(onset)
+    return bound
 
 
-def residual_noise(tasks: Sequence[float], aucs: Sequence[float]) -> tuple[float, int] | None:
-    """The residual standard deviation of the rule's best fit and its degrees of freedom; None below
-    MIN_PROBES probes."""
-    _check_probes(tasks, aucs)
-    if len(aucs) < MIN_PROBES:
-        return None
-    fit = CurveFit.of(_designs(np.asarray(tasks, float)), np.asarray(aucs, float))
-    return math.sqrt(fit.residual_variance), len(aucs) - fit.design.shape[1]
+def _check_probes(positions: Sequence[float], aucs: Sequence[float]) -> None:
+    if len(positions) != len(aucs):
+        raise ValueError(f"onset needs one AUC per probe: {len(positions)} positions, {len(aucs)} AUCs")
+    if any(later <= earlier for earlier, later in zip(positions, positions[1:])):
+        raise ValueError(f"probes must be in training order with increasing positions, got {list(positions)}")
 
 
-def onset_interval(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_rise: float = MIN_RISE,
-                   confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
-                   seed: int = 0) -> tuple[int, int] | None:
-    """Interval of task counts holding the onset: from the probe before to the probe after the residual-bootstrap
-    percentile interval of the break (0 before the first probe); None without an onset.
+def estimate_onset(positions: Sequence[float], aucs: Sequence[float], k: float = 3.0) -> OnsetEstimate:
+    """The onset of one run's post-cycle probes (see the module docstring); AUC +inf marks a diverged probe."""
+    _check_probes(positions, aucs)
+    x, y = np.asarray(positions, float), np.asarray(aucs, float)
+    diverged = np.flatnonzero(~np.isfinite(y))
+    cap = float(x[diverged[0]]) if len(diverged) else None
+    if cap is not None:
+        x, y = x[:diverged[0]], y[:diverged[0]]
+    estimate = _estimate(x, y, k)
+    if cap is None:
+        return estimate
+    diverged_at = f"the probe at {cap:g} diverged"
+    if estimate.censoring in ("interval", "left"):
+        high = cap if estimate.high is None else min(estimate.high, cap)
+        return OnsetEstimate(estimate.censoring, estimate.onset, estimate.low, high, f"{estimate.reason}; {diverged_at}")
+    if estimate.censoring == "right" and estimate.low < cap:
+        return OnsetEstimate("interval", None, estimate.low, cap, f"{diverged_at}; before it: {estimate.reason}")
+    return OnsetEstimate("left", None, 0.0, cap, f"{diverged_at}; before it: {estimate.reason}")
 
-    Each resample adds the fit's residuals, drawn with replacement and inflated by √(n / degrees of freedom),
-    to the fitted curve and takes the candidate onset of the refit. The break sits on a probe while a true
-    onset lies anywhere between probes, so the interval reaches to the neighbouring probes on both sides
-    (`bench/onset_accuracy.py` measures its coverage).
-    """
-    _check_probes(tasks, aucs)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie between 0 and 1, got {confidence}")
-    if find_onset(tasks, aucs, k, min_rise) is None:
-        return None
-    task_counts, observed = np.asarray(tasks, float), np.asarray(aucs, float)
-    designs = _designs(task_counts)
-    fit = CurveFit.of(designs, observed)
-    residuals = (observed - fit.fitted) * math.sqrt(len(observed) / (len(observed) - fit.design.shape[1]))
-    rng = np.random.default_rng(seed)
-    draws = fit.fitted[:, None] + rng.choice(residuals, size=(len(observed), resamples))
-    breaks = _best_fits(designs, draws)[1]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(breaks, [tail, 1 - tail], method="inverted_cdf")
-    return (int(tasks[low - 1]) if low else 0), int(tasks[min(high + 1, len(tasks) - 1)])
+
+def _estimate(x: np.ndarray, y: np.ndarray, k: float) -> OnsetEstimate:
+    if len(x) < MIN_PROBES:
+        return OnsetEstimate("undetermined", None, None, None,
+                             f"{len(x)} usable probe{'s' * (len(x) != 1)}; the rule needs {MIN_PROBES}")
+    profile = _Profile.of(x, y)
+    if not _sustained_rise(x, y, profile, k):
+        bound = _right_censored_bound(x, y, k)
+        if bound is None:
+            return OnsetEstimate("undetermined", None, None, None,
+                                 f"no sustained rise, and at this noise a rise of {DETECTABLE_RISE:.0%} by the last "
+                                 f"probe would not have been found ({DETECTION_POWER:.0%} power) from any position")
+        return OnsetEstimate("right", None, bound, None,
+                             f"no sustained rise; one of {DETECTABLE_RISE:.0%} by the last probe starting at or "
+                             f"before {bound:g} would have been found with {DETECTION_POWER:.0%} power")
+    onset = float(_candidates(tuple(x)).onsets[profile.best])
+    low, high = _confidence_set(y, profile)
+    if high is None:
+        if low == 0:
+            return OnsetEstimate("undetermined", None, None, None, "a rise whose start the probes do not pin down: "
+                                 "from before the first probe to after the last judgeable one")
+        return OnsetEstimate("right", onset, low, None, "a rise that may start after the last judgeable probe")
+    if low == 0:
+        straight = onset <= x[0]
+        return OnsetEstimate("left", None if straight else onset, 0.0, high,
+                             "a rise from the first probe" if straight else "a break near the first probe")
+    return OnsetEstimate("interval", onset, low, high, "a fall or a flat stretch, then a sustained rise")

@@ -11,10 +11,11 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from plasticity_dist.analysis.predictors import DIAGNOSTICS, diagnostic_value
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
-from plasticity_dist.analysis.scaling import STUDY_LAW, fitted_groups, law_of, predict_onset
+from plasticity_dist.analysis.scaling import STUDY_LAW, STUDY_TASK_TOKENS, fitted_runs, law_of, predict_onset
 
 DIAGNOSTIC_COLUMNS = 5  # panels per row of the diagnostics figure
 
@@ -33,20 +34,27 @@ def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     return figure, axes
 
 
+def _position_axis(problem: str) -> tuple[str, str]:
+    """The x key and label of a % change plot: tasks for continual runs (probes may follow single tasks), tokens
+    for stationary ones."""
+    return ("tasks_trained", "tasks trained") if problem == "continual" else ("tokens", "tokens trained")
+
+
 def run_label(run: dict[str, Any]) -> str:
     """A legend entry that tells apart runs of one model size: the run's name, its model and size."""
     return f"{run['run']}: {run['model']} ({run['non_embedding_params']:,} params)"
 
 
 def auc_change_figure(runs: Sequence[dict[str, Any]], problem: str) -> Figure:
-    """AUC % change against the first post-cycle probe, one colour per run: the study's AUC solid, the AUC
-    without step 0 dotted; the cycle-0 baseline on its own narrow axis, so its large change does not flatten
-    the post-cycle ones."""
-    x_key, xlabel = ("cycle", "cycle") if problem == "continual" else ("tokens", "tokens trained")
+    """AUC % change against the reference probe, one colour per run: the study's AUC solid with bars of ± t·σ
+    (the run's within-noise band), the AUC without step 0 dotted; the cycle-0 baseline on its own narrow axis,
+    so its large change does not flatten the post-cycle ones."""
+    x_key, xlabel = _position_axis(problem)
     figure = Figure(figsize=(8, 4.5))
     baseline_axes, axes = figure.subplots(1, 2, width_ratios=[1, 6])
-    axes.set(title=f"Probe AUC change ({problem}; positive = less plasticity)", xlabel=xlabel,
-             ylabel="AUC % change vs first post-cycle probe")
+    axes.set(title=f"Probe AUC change ({problem}; positive = less plasticity; bars: ± t·σ)", xlabel=xlabel,
+             ylabel="AUC % change vs reference probe")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     baseline_axes.set(title="untrained\n(cycle 0)", xticks=[], ylabel="% change")
     colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(runs), 1)))
     for run, color in zip(sorted(runs, key=lambda run: (run["non_embedding_params"], run["run"])), colors):
@@ -54,7 +62,10 @@ def auc_change_figure(runs: Sequence[dict[str, Any]], problem: str) -> Figure:
         for key, style, label in (("auc_pct_change", "o-", run_label(run)),
                                   ("auc_without_step0_pct_change", ":", None)):
             points = [(probe[x_key], probe[key]) for probe in trained if probe[key] is not None]
-            axes.plot([x for x, _ in points], [change for _, change in points], style, color=color, label=label)
+            noise = run["noise"]["auc"] if key == "auc_pct_change" else None
+            axes.errorbar([x for x, _ in points], [change for _, change in points], fmt=style, color=color,
+                          label=label, capsize=2, elinewidth=0.8,
+                          yerr=None if noise is None else noise["multiple"] * noise["sigma_pct_change"])
         baseline = [probe["auc_pct_change"] for probe in run["probes"]
                     if probe["cycle"] == 0 and probe["auc_pct_change"] is not None]
         baseline_axes.plot([0] * len(baseline), baseline, "o", mfc="none", color=color)
@@ -76,18 +87,21 @@ def group_label(group: dict[str, Any]) -> str:
 
 
 def group_auc_change_figure(groups: Sequence[dict[str, Any]], problem: str) -> Figure:
-    """Each replicate group's mean AUC % change per post-cycle probe with a band of ± one standard error."""
-    x_key, xlabel = ("cycle", "cycle") if problem == "continual" else ("tokens", "tokens trained")
-    figure, axes = _new_axes(f"Probe AUC change of replicate groups ({problem}; band: ± 1 standard error)", xlabel,
-                             "mean AUC % change vs first post-cycle probe")
+    """Each replicate group's mean AUC % change per post-cycle probe with its 95 % t-interval as a band (none
+    where only one run has the probe: one run has no standard error)."""
+    x_key, xlabel = _position_axis(problem)
+    figure, axes = _new_axes(f"Probe AUC change of replicate groups ({problem}; band: 95 % t-interval)", xlabel,
+                             "mean AUC % change vs reference probe")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(groups), 1)))
     for group, color in zip(groups, colors):
-        cycles = [cycle for cycle in group["cycles"] if cycle["cycle"] >= 1 and cycle["auc_pct_change_mean"] is not None]
-        x = np.array([cycle[x_key] for cycle in cycles], float)
-        mean = np.array([cycle["auc_pct_change_mean"] for cycle in cycles])
-        se = np.array([cycle["auc_pct_change_se"] or 0.0 for cycle in cycles])
-        axes.plot(x, mean, "o-", color=color, label=group_label(group))
-        axes.fill_between(x, mean - se, mean + se, color=color, alpha=0.25)
+        points = [point for point in group["cycles"] if point["cycle"] >= 1 and point["auc_pct_change_mean"] is not None]
+        axes.plot([point[x_key] for point in points], [point["auc_pct_change_mean"] for point in points], "o-",
+                  color=color, label=group_label(group))
+        banded = [point for point in points if point["auc_pct_change_ci95"] is not None]
+        if banded:
+            axes.fill_between([point[x_key] for point in banded], [point["auc_pct_change_ci95"][0] for point in banded],
+                              [point["auc_pct_change_ci95"][1] for point in banded], color=color, alpha=0.25)
     axes.axhline(0, color="black", lw=0.8)
     axes.legend(fontsize=8)
     return figure
@@ -182,7 +196,9 @@ def plot_diagnostics(run: Run, path: Path) -> Path:
     """Each diagnostic total against tokens in a small panel, beside the probe AUC; task ends dotted, cycle
     ends (where the probes are taken) dashed."""
     records = events(run.metrics, "diagnostics")
-    cycle_ends = sorted({probe.tokens for probe in run.probes if probe.cycle >= 1})
+    per_cycle = run.tasks_per_cycle if run.problem == "continual" else 1
+    cycle_ends = sorted({probe.tokens for probe in run.probes
+                         if probe.cycle >= 1 and probe.tasks_trained == probe.cycle * per_cycle})
     task_ends = [record["tokens"] for record in events(run.metrics, "task_end") if record["tokens"] not in cycle_ends]
     rows = math.ceil((len(DIAGNOSTICS) + 1) / DIAGNOSTIC_COLUMNS)
     figure = Figure(figsize=(3.3 * DIAGNOSTIC_COLUMNS, 2.6 * rows + 0.6))
@@ -211,32 +227,43 @@ def plot_diagnostics(run: Run, path: Path) -> Path:
 
 
 def scaling_figure(summary: dict[str, Any]) -> Figure:
-    """Onset (tasks) against non-embedding parameters, log-log, one point per replicate group the law is fit on
-    (its runs' geometric-mean onset): exact onsets as dots, no onset yet as a lower bound (arrow up), a rise
-    from the first probe as an upper bound (arrow down); the fits that the groups support and the published law."""
-    figure, axes = _new_axes("Onset of plasticity loss", "non-embedding parameters", "onset (tasks trained)")
-    groups = fitted_groups(summary["replicate_groups"])
-    sizes = [run["non_embedding_params"] for run in summary["runs"]] + [1e9]
-    grid = np.geomspace(min(sizes), max(sizes), 50)
-    laws = [(STUDY_LAW, "--", "grey", "published")]
-    laws += [(law_of(summary[key]), style, color, f"{name} (n = {summary[key]['n']})")
-             for key, style, color, name in (("scaling_fit", "-", "tab:blue", "least squares"),
-                                             ("censored_fit", "-.", "tab:orange", "censored ML"))
-             if summary[key] is not None]
-    for law, style, color, name in laws:
-        axes.plot(grid, [predict_onset(p, law) for p in grid], style, color=color,
-                  label=f"{name}: T = {law.a:.3g}·P^{law.b:.4g}")
-    for censoring, arrow, label in (("exact", {}, "onset"), ("right", {"lolims": True}, "no onset yet: lower bound"),
-                                    ("left", {"uplims": True}, "rise from the first probe: upper bound")):
-        points = [(group["non_embedding_params"], group["onset_observation"]["tasks"]) for group in groups
-                  if group["onset_observation"]["censoring"] == censoring]
-        if points:
-            params, tasks = np.array(points, float).T
-            axes.errorbar(params, tasks, yerr=0.5 * tasks if arrow else None, fmt="o", color="tab:red",
-                          mfc="tab:red" if censoring == "exact" else "none", capsize=3, **arrow,
-                          label=f"{label} (n = {len(points)})")
-    axes.set(xscale="log", yscale="log")
-    axes.legend(fontsize=8)
+    """Onset (tasks) against non-embedding parameters, log-log: each fitted run's onset interval as a bar (an open
+    end as an arrow to the edge), its best break as a dot; the fit with its 95 % confidence band over the sizes it
+    was fit on; the published law only where every run's task has the study's size (its tasks are 5e9 tokens)."""
+    runs = fitted_runs(summary["runs"])
+    same_unit = bool(runs) and all(run["task_tokens"] == STUDY_TASK_TOKENS for run in runs)
+    figure, axes = _new_axes("Onset of plasticity loss" + ("" if same_unit else " (published law not drawn: other "
+                                                           "task size)"), "non-embedding parameters",
+                             "onset (tasks trained)")
+    fit = summary["scaling_fit"]
+    sizes = [run["non_embedding_params"] for run in runs]
+    if fit is not None:
+        law = law_of(fit)
+        grid = np.geomspace(*law.params_range, 50)
+        axes.plot(grid, [predict_onset(p, law) for p in grid], "-", color="tab:blue",
+                  label=f"fit (n = {fit['runs']} runs): T = {law.a:.3g}·P^{law.b:.3f}, b in "
+                        f"[{fit['b_ci'][0]:.3f}, {fit['b_ci'][1]:.3f}]")
+        axes.fill_between(grid, *zip(*(law.band(p) for p in grid)), color="tab:blue", alpha=0.2,
+                          label="95 % confidence band")
+    if same_unit:
+        grid = np.geomspace(min(sizes), max(sizes), 50)
+        axes.plot(grid, [predict_onset(p) for p in grid], "--", color="grey",
+                  label=f"published: T = {STUDY_LAW.a:.3g}·P^{STUDY_LAW.b:.4g} (no interval stated)")
+    bounds = [value for run in runs for value in run["onset_observation"]["tasks"] if value]
+    bottom, top = (min(bounds) / 3, max(bounds) * 3) if bounds else (1, 10)
+    for index, run in enumerate(sorted(runs, key=lambda run: (run["non_embedding_params"], run["run"]))):
+        low, high = run["onset_observation"]["tasks"]
+        x = run["non_embedding_params"] * 1.04 ** (index % 3 - 1)  # replicate seeds side by side
+        axes.vlines(x, low or bottom, high or top, color="tab:red", lw=1.5)
+        if low == 0:
+            axes.plot(x, bottom, "v", color="tab:red", ms=5)
+        if high is None:
+            axes.plot(x, top, "^", color="tab:red", ms=5)
+        if run["onset"] is not None:
+            axes.plot(x, run["onset"], "o", color="tab:red", ms=4)
+    axes.plot([], [], color="tab:red", marker="o", label="run: onset interval (arrow: open end), best break")
+    axes.set(xscale="log", yscale="log", ylim=(bottom, top))
+    axes.legend(fontsize=7)
     return figure
 
 

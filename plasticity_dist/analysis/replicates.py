@@ -2,23 +2,21 @@
 
 Per probe point (tasks trained in a continual run, tokens in a stationary one: a cycle holds several where
 `probe.every_task_cycles` probes after every task) a group gives each % change as the mean ± standard error over
-the runs that have that probe (n), "within noise" when the mean lies within `noise.noise_multiple(n − 1)`
-standard errors of zero. Its onset is the mean ± standard error of its runs' exact onsets, with the censored ones
-counted beside it. Every group enters the scaling fits once, at the geometric mean of its runs' onsets
-(`combine_observations`): a run alone is a group of one.
+the runs that have that probe (n), with its 95 % t-interval (n − 1 degrees of freedom; none for one run), and
+"within noise" when the mean lies within `noise.noise_multiple(n − 1, m)` standard errors of zero, family-wise
+over the group's m compared points. Its onset is the mean ± standard error of its runs' onsets that the probes
+pin to an interval, the other runs counted beside it by kind. The scaling fit takes every run on its own.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict
 from collections.abc import Sequence
 from typing import Any
 
 from scipy import stats
 
-from plasticity_dist.analysis.censoring import OnsetObservation, combine_observations
-from plasticity_dist.analysis.noise import within_noise
+from plasticity_dist.probe.noise import noise_multiple, within_noise
 from plasticity_dist.analysis.runs import Run
 from plasticity_dist.analysis.settings import settings_key
 
@@ -41,26 +39,30 @@ def mean_and_error(values: Sequence[float]) -> dict[str, Any]:
             "se": float(stats.sem(values)) if len(values) > 1 else None, "n": len(values)}
 
 
-def _point_record(probes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _point_record(probes: Sequence[dict[str, Any]], comparisons: int) -> dict[str, Any]:
     record: dict[str, Any] = {"cycle": probes[0]["cycle"], "tasks_trained": probes[0]["tasks_trained"],
                               "tokens": probes[0]["tokens"], "n": len(probes)}
     for change in CHANGES:
         figures = mean_and_error([probe[change] for probe in probes if probe[change] is not None])
+        multiple = noise_multiple(figures["n"] - 1, comparisons) if figures["n"] > 1 else None
         record |= {f"{change}_mean": figures["mean"], f"{change}_se": figures["se"],
-                   f"{change}_within_noise": within_noise(figures["mean"], figures["se"], figures["n"] - 1)}
+                   f"{change}_ci95": None if multiple is None else _interval(figures, noise_multiple(figures["n"] - 1)),
+                   f"{change}_within_noise": None if multiple is None else within_noise(figures["mean"], figures["se"],
+                                                                                         multiple)}
     return record
 
 
+def _interval(figures: dict[str, Any], multiple: float) -> list[float]:
+    return [figures["mean"] - multiple * figures["se"], figures["mean"] + multiple * figures["se"]]
+
+
 def _onset_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    observations = [OnsetObservation(**run["onset_observation"]) for run in members if run["onset_observation"]]
-    exact = mean_and_error([run["onset"] for run in members
-                            if run["onset_observation"] and run["onset_observation"]["censoring"] == "exact"])
-    combined = combine_observations(observations)
-    return {"onset_mean": exact["mean"], "onset_se": exact["se"], "onset_exact_n": exact["n"],
-            "onset_right_censored": sum(o.censoring == "right" for o in observations),
-            "onset_left_censored": sum(o.censoring == "left" for o in observations),
-            "onset_unjudged": len(members) - len(observations),
-            "onset_observation": None if combined is None else asdict(combined)}
+    """Mean ± SE of the runs' onsets pinned to an interval (their best breaks), the other runs counted by kind."""
+    kinds = [run["onset_censoring"] for run in members]
+    pinned = mean_and_error([run["onset"] for run, kind in zip(members, kinds) if kind == "interval"])
+    return {"onset_mean": pinned["mean"], "onset_se": pinned["se"], "onset_interval_n": pinned["n"],
+            "onset_right_censored": kinds.count("right"), "onset_left_censored": kinds.count("left"),
+            "onset_undetermined": kinds.count("undetermined")}
 
 
 def group_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -73,9 +75,12 @@ def group_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for run in members:
         for probe in run["probes"]:
             by_position.setdefault(probe[position], []).append(probe)
+    compared = sum(any(probe["cycle"] >= 1 and probe["auc_pct_change"] is not None for probe in probes)
+                   for probes in by_position.values())
+    comparisons = max(compared - 1, 1)  # the reference point's change is 0 by definition
     return {
         "runs": [run["run"] for run in members], "n": len(members),
         **{key: first[key] for key in ("model", "non_embedding_params", "problem", "mitigations", "onset_unit")},
-        "cycles": [_point_record(probes) for _, probes in sorted(by_position.items())],
+        "cycles": [_point_record(probes, comparisons) for _, probes in sorted(by_position.items())],
         **_onset_record(members),
     }

@@ -10,23 +10,23 @@ from rich.console import Console
 from rich.table import Table
 
 from plasticity_dist.analysis import plots
+from plasticity_dist.probe.noise import describe_noise_rule
 from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.correlation import MIN_POINTS
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
 from plasticity_dist.analysis.runs import Run, events, load_run
-from plasticity_dist.analysis.censoring import BOUND_SIGNS
-from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, predict_onset
+from plasticity_dist.analysis.censoring import OnsetObservation
+from plasticity_dist.analysis.scaling import STUDY_LAW, STUDY_TASK_TOKENS, PowerLaw, law_of, predict_onset
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 
 AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "σ (% change)", "AUC w/o step 0",
                "% change w/o step 0", "σ (% change w/o step 0)")
 TERMINAL_AUC_COLUMNS = ("run", "cycle", "tasks", "AUC", "% change", "σ (% change)")  # report.md has them all
-ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset (tasks)", "onset (tokens)",
-                 "95 % interval")
-GROUP_ONSET_COLUMNS = ("group", "model", "n", "onset: mean ± SE", "exact", "> (no onset yet)",
-                       "≤ (from the first probe)", "fit point (geometric mean)")
-STUDY_TASK_TOKENS = 5_000_000_000  # the study's task size: the published law's tasks are of this many tokens
+ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset: best break", "95 % interval",
+                 "95 % interval (tokens)", "how")
+GROUP_ONSET_COLUMNS = ("group", "model", "n", "onset: mean ± SE (pinned runs)", "pinned", "> (after)",
+                       "≤ (at or before)", "undetermined")
 TRAINING_COLUMNS = ("run", "steps", "tokens", "tasks completed", "final loss", "last val loss", "tokens/s")
 WARNING_COLUMNS = ("run", "kind", "task", "cycle", "step", "tokens", "value", "reference", "threshold", "message")
 PREDICTION_PARAMS = 1e9
@@ -42,8 +42,11 @@ def _change_cell(change: float | None, within: bool | None) -> str:
 
 
 def _sigma_cell(noise: dict[str, Any] | None) -> str:
-    """σ of a run's % changes with the degrees of freedom it rests on (few make σ itself uncertain)."""
-    return "–" if noise is None else f"{noise['sigma_pct_change']:.2f} ({noise['degrees_of_freedom']} df)"
+    """σ of a run's % changes, its degrees of freedom and the t multiple its changes are judged by."""
+    if noise is None:
+        return "–"
+    return (f"{noise['sigma_pct_change']:.2f} ({noise['degrees_of_freedom']:.1f} df; t = {noise['multiple']:.2f} over "
+            f"{noise['comparisons']} change{'s' * (noise['comparisons'] != 1)})")
 
 
 def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -72,25 +75,20 @@ def reference_line(summary: dict[str, Any]) -> str:
         for run in summary["runs"]) + "."
 
 
-def _bounded(observation: dict[str, Any] | None, key: str, spec: str) -> str:
-    """An observation's tasks or tokens with its bound: "16", "> 24" (right-censored), "≤ 8" (left-censored)."""
-    if observation is None or observation[key] is None:
+def _observation_cell(run: dict[str, Any], unit: str) -> str:
+    """Where a run's onset lies in `unit`: "(16, 24]", "> 224", "≤ 10", or – when undetermined."""
+    observation = run["onset_observation"]
+    if observation is None or (unit == "tasks" and observation["tasks"] is None):
         return "–"
-    return f"{BOUND_SIGNS[observation['censoring']]}{format(observation[key], spec)}"
-
-
-def _interval_cell(run: dict[str, Any]) -> str:
-    if run["onset_interval"] is None:
-        return "–"
-    low, high = run["onset_interval"]
-    return f"[{low:,}, {high:,}] {run['onset_unit']}"
+    return OnsetObservation.from_json(observation).describe(unit)
 
 
 def onset_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    """One row per run; a stationary run's onset is in tokens only."""
+    """One row per run: the best break, the interval in the run's unit and in tokens, and how it was found."""
     return [(run["run"], run["model"], f"{run['non_embedding_params']:,}", run["problem"],
-             _bounded(run["onset_observation"], "tasks", "g"), _bounded(run["onset_observation"], "tokens", ",.0f"),
-             _interval_cell(run)) for run in summary["runs"]]
+             _number(run["onset"], ",.4g") + (f" {run['onset_unit']}" if run["onset"] is not None else ""),
+             _observation_cell(run, run["onset_unit"]) + f" {run['onset_unit']}" * (run["onset_observation"] is not None),
+             _observation_cell(run, "tokens"), run["onset_reason"]) for run in summary["runs"]]
 
 
 def _mean_cell(mean: float | None, se: float | None, spec: str) -> str:
@@ -106,8 +104,8 @@ def group_onset_rows(groups: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         unit = group["onset_unit"]
         rows.append((", ".join(group["runs"]), group["model"], str(group["n"]),
                      _mean_cell(group["onset_mean"], group["onset_se"], ",.4g") + (f" {unit}" if group["onset_mean"] else ""),
-                     str(group["onset_exact_n"]), str(group["onset_right_censored"]), str(group["onset_left_censored"]),
-                     _bounded(group["onset_observation"], "tasks" if unit == "tasks" else "tokens", ",.4g")))
+                     str(group["onset_interval_n"]), str(group["onset_right_censored"]),
+                     str(group["onset_left_censored"]), str(group["onset_undetermined"])))
     return rows
 
 
@@ -115,11 +113,16 @@ def _group_change_table(group: dict[str, Any]) -> str:
     rows = [("0 (baseline)" if cycle["cycle"] == 0 else str(cycle["cycle"]), str(cycle["tasks_trained"]),
              f"{cycle['tokens']:,}", str(cycle["n"]),
              *(_mean_cell(cycle[f"{change}_mean"], cycle[f"{change}_se"], "+.2f")
+               + _ci_text(cycle[f"{change}_ci95"])
                + (" (within noise)" if cycle[f"{change}_within_noise"] and cycle["cycle"] > 1 else "")
                for change in ("auc_pct_change", "auc_without_step0_pct_change")))
             for cycle in group["cycles"]]
-    return _markdown_table(("cycle", "tasks", "tokens", "n", "% change: mean ± SE", "% change w/o step 0: mean ± SE"),
-                           rows)
+    return _markdown_table(("cycle", "tasks", "tokens", "n", "% change: mean ± SE [95 % CI]",
+                            "% change w/o step 0: mean ± SE [95 % CI]"), rows)
+
+
+def _ci_text(interval: Sequence[float] | None) -> str:
+    return "" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
 
 
 def replicates_section(summary: dict[str, Any]) -> str:
@@ -128,11 +131,12 @@ def replicates_section(summary: dict[str, Any]) -> str:
     replicated = [group for group in groups if group["n"] > 1]
     lines = ["## Replicate groups", "",
              "Runs that differ only in `seed` and `data.seed` form a group. Each % change is against the run's own "
-             "first post-cycle probe; a group's is the mean ± standard error over its runs with that probe (n), "
-             "\"within noise\" when the mean lies within t standard errors of zero (t: the two-sided 95 % quantile of "
-             "Student's t on n − 1 degrees of freedom, 12.71 for 2 runs). A group's onset is the mean ± "
-             "SE of its runs' exact onsets, censored runs counted beside it; it enters the scaling fits once, at "
-             "the geometric mean of its runs' onsets (a bound when some runs are censored).", "",
+             "reference probe; a group's is the mean ± standard error over its runs with that probe (n) and its 95 % "
+             "t-interval (n − 1 degrees of freedom: ± 12.71 SE for 2 runs, as ± 1 SE would be only a 50 % interval); "
+             "\"within noise\" when the mean lies within t standard errors of zero, t family-wise at 95 % over the "
+             "group's compared probes (Bonferroni). A group's onset is the mean ± SE of the best breaks of its runs "
+             "whose onset the probes pin to an interval, the other runs counted beside it; the scaling fit takes "
+             "every run on its own.", "",
              _markdown_table(GROUP_ONSET_COLUMNS, group_onset_rows(groups))]
     if not replicated:
         lines += ["", "No run has a replicate, so no % change has a standard error: the σ in the AUC table is each "
@@ -161,17 +165,21 @@ def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> st
 
 
 def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
-    """Runs that differ only in mitigations: AUC and its % change per cycle, onset, last task-end val loss."""
-    cycles = sorted({probe["cycle"] for run in group for probe in run["probes"] if probe["cycle"] >= 1})
+    """Runs that differ only in mitigations: AUC and its % change per probe point (a cycle's end, or a task of
+    the first cycles where probes follow every task), onset, last task-end val loss."""
+    points = sorted({(probe["tasks_trained"], probe["cycle"]) for run in group for probe in run["probes"]
+                     if probe["cycle"] >= 1})
     rows = []
     for run in group:
-        probes = {probe["cycle"]: probe for probe in run["probes"]}
+        probes = {probe["tasks_trained"]: probe for probe in run["probes"]}
         rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
-                     *(_auc_cell(probes.get(cycle)) for cycle in cycles),
-                     _bounded(run["onset_observation"], "tasks" if run["onset_unit"] == "tasks" else "tokens", ",.0f"),
+                     *(_auc_cell(probes.get(tasks)) for tasks, _ in points),
+                     _observation_cell(run, run["onset_unit"]),
                      _number(run["training"].get("last_val_loss"), ".4f")))
-    columns = ("run", "mitigations", *(f"cycle {cycle} AUC (%)" for cycle in cycles), f"onset ({group[0]['onset_unit']})",
-               "last val loss")
+    per_cycle = group[0]["tasks_per_cycle"] if group[0]["problem"] == "continual" else 1
+    columns = ("run", "mitigations",
+               *(f"cycle {cycle} AUC (%)" if tasks == cycle * per_cycle else f"task {tasks} (cycle {cycle}) AUC (%)"
+                 for tasks, cycle in points), f"onset ({group[0]['onset_unit']})", "last val loss")
     return _markdown_table(columns, rows)
 
 
@@ -197,7 +205,7 @@ def mitigations_section(summary: dict[str, Any]) -> str:
     for names in summary["mitigation_groups"]:
         lines += ["", f"### Runs that differ only in their mitigations: {', '.join(names)}", "",
                   "Each cell is the probe's AUC and, in brackets, its % change against the run's own first "
-                  "post-cycle probe; the last val loss is that of the last task end.", "", _comparison_table([runs[name] for name in names])]
+                  "reference probe; the last val loss is that of the last task end.", "", _comparison_table([runs[name] for name in names])]
     return "\n".join(lines)
 
 
@@ -255,56 +263,50 @@ def warnings_section(summary: dict[str, Any]) -> str:
                       _markdown_table(WARNING_COLUMNS, rows) if rows else "none"])
 
 
-def _law_text(law: PowerLaw, task_tokens: int) -> str:
-    tasks = predict_onset(PREDICTION_PARAMS, law)
-    return (f"T = {law.a:.4g} · P^{law.b:.4f}; a {PREDICTION_PARAMS:.0e}-parameter model → {tasks:,.0f} tasks "
-            f"({tasks * task_tokens:.3g} tokens at {task_tokens:.3g} tokens per task)")
-
-
-def _interval(bounds: Sequence[float | None]) -> str:
-    low, high = bounds
-    return f"{'(−∞' if low is None else f'[{low:.4f}'}, {'∞)' if high is None else f'{high:.4f}]'}"
-
-
-def _points(fit: dict[str, Any]) -> str:
-    return f"n = {fit['n']} replicate group{'s' * (fit['n'] != 1)} ({fit['runs']} runs) at {fit['sizes']} sizes"
+def _interval(bounds: Sequence[float], spec: str) -> str:
+    return f"[{format(bounds[0], spec)}, {format(bounds[1], spec)}]"
 
 
 def fit_statements(summary: dict[str, Any]) -> list[str]:
-    """One line per fit, stating n; a fit the runs cannot support says why."""
-    statements = []
+    """The fit with what it rests on and its intervals, or why the runs cannot support one."""
     fit = summary["scaling_fit"]
     if fit is None:
-        statements.append(f"no least-squares fit: {summary['scaling_fit_reason']}")
-    else:
-        statements.append(
-            f"least squares over exact onsets, {_points(fit)}: T = {fit['a']:.4g} · P^{fit['b']:.4f}, b in "
-            f"{_interval(fit['b_ci'])}, a in [{fit['a_ci'][0]:.4g}, {fit['a_ci'][1]:.4g}] ({fit['confidence']:.0%} "
-            f"t-intervals, n − 2 = {fit['n'] - 2} degrees of freedom), σ(log T) = {fit['sigma']:.3g}")
-    fit = summary["censored_fit"]
-    if fit is None:
-        statements.append(f"no censored fit: {summary['censored_fit_reason']}")
-    else:
-        statements.append(
-            f"censored maximum likelihood, {_points(fit)} ({fit['exact']} exact, {fit['right_censored']} "
-            f"right-censored, {fit['left_censored']} left-censored): T = {fit['a']:.4g} · P^{fit['b']:.4f}, b in "
-            f"{_interval(fit['b_ci'])} ({fit['confidence']:.0%} profile likelihood), σ(log T) = {fit['sigma']:.3g}")
-    return statements
+        return [f"no fit: {summary['scaling_fit_reason']}"]
+    return [f"interval-censored maximum likelihood over {fit['runs']} runs ({fit['groups']} replicate groups) at "
+            f"{fit['sizes']} sizes ({fit['interval']} pinned to an interval, {fit['left']} at or before a bound, "
+            f"{fit['right']} after one; {fit['unjudged_runs']} undetermined runs left out): T = {fit['a']:.4g} · "
+            f"P^{fit['b']:.4f}, b in {_interval(fit['b_ci'], '.4f')} ({fit['confidence']:.0%} profile likelihood, "
+            f"Student's t on n − 2 = {fit['degrees_of_freedom']} degrees of freedom), σ(log T) = {fit['sigma']:.3g} "
+            "(the scatter of single runs about the law)"]
+
+
+def _prediction_text(law: PowerLaw, task_tokens: int) -> str:
+    """The fit's onset at PREDICTION_PARAMS with its prediction interval, and how far it extrapolates."""
+    tasks = predict_onset(PREDICTION_PARAMS, law)
+    low, high = law.prediction_interval(PREDICTION_PARAMS)
+    largest = law.params_range[1]
+    return (f"{PREDICTION_PARAMS:.0e} parameters → {tasks:,.0f} tasks, 95 % prediction interval {_interval((low, high), ',.0f')} "
+            f"tasks ({tasks * task_tokens:.3g} tokens at {task_tokens:.3g} tokens per task), an extrapolation "
+            f"{PREDICTION_PARAMS / largest:.1f}× beyond the largest size fitted ({largest:,.0f}): the interval holds only "
+            "if the law does out there")
 
 
 def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
-    """The fits with their n, their predictions at the runs' task size, and the published law at the study's."""
+    """The fit with its n and intervals, its prediction at the runs' task size, and the published law at the study's."""
     lines = ["## Scaling law of the onset", "",
-             "Fits of log T = log a + b log P over the replicate groups of continual runs without mitigations (T "
-             "in tasks, P the non-embedding parameters; a group is one point, at its runs' geometric-mean onset), "
-             "each only from onsets at 3 or more model sizes. Least squares uses the exact onsets, with "
-             "t-intervals on n − 2 degrees of freedom. The censored maximum-likelihood fit (Gaussian errors in "
-             "log T) also takes groups without an onset as lower bounds (> X) and rises from the first probe as "
-             "upper bounds (≤ X), with a profile-likelihood interval on b.", ""]
+             "One fit of log T = log a + b log P + ε, ε ~ N(0, σ²), over the continual runs without mitigations (T in "
+             "tasks of the runs' size, P the non-embedding parameters), each run one observation of the interval its "
+             "onset lies in (an interval, at or before a bound, or after one); runs whose onset is undetermined are "
+             "left out. It needs bounded onsets at 3 or more sizes and an interval on b that the data close. "
+             "`bench/law_recovery.py` measures its bias and coverage on simulated studies that follow a known law.", ""]
     lines += [f"- {statement}" for statement in fit_statements(summary)]
-    lines += [f"- {name} prediction (n = {summary[key]['n']}): {_law_text(law_of(summary[key]), task_tokens)}"
-              for key, name in (("scaling_fit", "least-squares"), ("censored_fit", "censored")) if summary[key]]
-    lines.append(f"- published law (the study's tasks): {_law_text(STUDY_LAW, STUDY_TASK_TOKENS)}")
+    if summary["scaling_fit"]:
+        lines.append(f"- prediction: {_prediction_text(law_of(summary['scaling_fit']), task_tokens)}")
+    published = predict_onset(PREDICTION_PARAMS)
+    lines.append(f"- published law: T = {STUDY_LAW.a:.4g} · P^{STUDY_LAW.b:.4f} in the study's tasks of "
+                 f"{STUDY_TASK_TOKENS:.0e} tokens; {PREDICTION_PARAMS:.0e} parameters → {published:,.0f} tasks "
+                 f"({published * STUDY_TASK_TOKENS:.3g} tokens). The study states no interval for its law, so none "
+                 "is given here; compare it with a fit only in tokens, or in tasks of the study's size.")
     return "\n".join(lines)
 
 
@@ -325,22 +327,18 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "cycle. Stationary runs: cycles are probe intervals. The AUC "
         "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
-        "probes share one probe config and eval grid (the report refuses to mix them). σ is the noise of the "
-        "run's % changes: the scatter of its post-cycle AUCs about their trend (from second differences, 3 or "
-        "more post-cycle probes), times √2 for the two AUCs a change compares, with the degrees of freedom of "
-        "that fit; \"within noise\" marks a change within t·σ of zero, t the two-sided 95 % quantile of Student's t "
-        "on those degrees of freedom (12.71 on 1, 4.30 on 2, 1.96 with many), as a σ from few probes is itself "
-        "uncertain.", "", reference_line(summary), "",
+        "probes share one probe config and eval grid (the report refuses to mix them). " + describe_noise_rule() + ".", "", reference_line(summary), "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",
         _markdown_table(ONSET_COLUMNS, onset_rows(summary)), "",
-        "\"> X\": no onset yet; the onset lies after the last probe the rule can judge (right-censored). "
-        "\"≤ X\": the rise starts at the first post-cycle probe, so the onset lies at or before it "
-        "(left-censored); neither is fit as an exact onset. Continual onsets are in tasks, stationary ones in "
-        "tokens (their probe intervals are not tasks). The interval runs from the probe before to the probe after "
-        "the 95 % residual-bootstrap interval of the break (a break sits on a probe, an onset anywhere between "
-        "probes).", "",
+        "Onsets are intervals (low, high]: \"> X\", no sustained rise where one of the stated size would have been "
+        "found, so the onset lies after X (right-censored); \"≤ X\", a rise from the first probe or a break near "
+        "it, so the onset lies at or before X (left-censored); \"–\", undetermined, with the reason (these bound "
+        "nothing and stay out of the scaling fit). The best break is the fit's onset; the interval is where the "
+        "profile likelihood of the onset lies within the 95 % F cutoff of its best, reaching to the neighbouring "
+        "candidate breaks (the onset lies anywhere between them). Continual onsets are in tasks, stationary ones "
+        "in tokens (their probe intervals are not tasks).", "",
         replicates_section(summary), "",
         scaling_section(summary, task_tokens), "",
         "## Training", "",
@@ -391,7 +389,7 @@ def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     shown = [AUC_COLUMNS.index(column) for column in TERMINAL_AUC_COLUMNS]
-    console.print(_rich_table("Probe AUC per run and cycle (% change vs first post-cycle probe)", TERMINAL_AUC_COLUMNS,
+    console.print(_rich_table("Probe AUC per run and probe (% change vs the reference probe, the end of cycle 1)", TERMINAL_AUC_COLUMNS,
                               [tuple(row[index] for index in shown) for row in auc_rows(summary)]))
     console.print(_rich_table("Onset of plasticity loss", ONSET_COLUMNS, onset_rows(summary)))
     groups = summary["replicate_groups"]

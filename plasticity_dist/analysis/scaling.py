@@ -1,28 +1,27 @@
 """Scaling law of the onset: T = a · P^b (tasks against non-embedding parameters), fit in log space.
 
-Two fits over the replicate groups of continual runs without mitigations (a group, its runs' geometric-mean
-onset, is one point; a run alone is a group of one), each only from onsets at `MIN_SIZES` or more model
-sizes (fewer leave a line with no scatter to give it an interval):
-- `fit_power_law`: least squares over the exact onsets, with t-intervals (n − 2 degrees of freedom);
-- `fit_censored_power_law`: maximum likelihood with Gaussian errors in log T that also takes runs without an
-  onset (right-censored) and runs rising from their first probe (left-censored) as the bounds they are, with
-  a profile-likelihood interval on b.
-`STUDY_LAW` is the study's published fit.
+One fit, `fit_power_law`: maximum likelihood of log T = log a + b log P + ε, ε ~ N(0, σ²) over every continual
+run without mitigations whose onset the probes bound, each run one observation of the interval its onset lies in
+(interval-, left- or right-censored; `censoring.fit_interval_line`). A replicate seed is a run of its own:
+σ is the scatter of single runs about the law. The fit needs bounded onsets at `MIN_SIZES` or more model sizes
+and a b whose interval the data close on both sides; otherwise it is refused with the reason.
+`bench/law_recovery.py` measures its bias and coverage on simulated studies that follow a known law.
+`STUDY_LAW` is the study's published fit, which states no interval of its own.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-from plasticity_dist.analysis.censoring import NoFit, OnsetObservation, fit_censored_line
+from plasticity_dist.analysis.censoring import IntervalLine, NoFit, OnsetObservation, fit_interval_line
 
 MIN_SIZES = 3
 CONFIDENCE = 0.95
@@ -32,62 +31,39 @@ CONFIDENCE = 0.95
 class PowerLaw:
     a: float
     b: float
-    a_ci: tuple[float, float] | None = None
-    b_ci: tuple[float | None, float | None] | None = None  # None at an end the data leave open
-    n: int = 0  # how many points (replicate groups) it was fit on (0: given, not fit)
+    b_ci: tuple[float | None, float | None] | None = None
+    n: int = 0  # how many runs it was fit on (0: given, not fit)
     sigma: float | None = None  # scatter of log T about the law
+    log_params_centre: float | None = None  # mean log P of the runs fit
+    log_onset_ci_at_centre: tuple[float, float] | None = None  # the law's log T there, its interval
+    degrees_of_freedom: int | None = None
+    params_range: tuple[float, float] | None = None  # the model sizes it was fit on
+
+    @property
+    def has_intervals(self) -> bool:
+        return self.log_onset_ci_at_centre is not None
+
+    def _line(self) -> IntervalLine:
+        if not self.has_intervals:
+            raise ValueError("the published law states no uncertainty: it has no interval")
+        level = math.log(self.a) + self.b * self.log_params_centre
+        return IntervalLine(self.log_params_centre, level, self.b, tuple(self.log_onset_ci_at_centre),
+                            tuple(self.b_ci), self.sigma, self.degrees_of_freedom)
+
+    def prediction_interval(self, params: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        """Where a new run's onset at `params` lies with `confidence` (tasks): the law's own uncertainty there
+        plus the runs' scatter about it."""
+        low, high = self._line().prediction_interval(math.log(params), confidence)
+        return math.exp(low), math.exp(high)
+
+    def band(self, params: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        """Confidence interval of the law itself at `params` (tasks)."""
+        low, high = self._line().mean_interval(math.log(params), confidence)
+        return math.exp(low), math.exp(high)
 
 
 STUDY_LAW = PowerLaw(a=1.3e-5, b=0.8269)
-
-
-def _log_points(params: Sequence[float], onsets: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    if len(params) != len(onsets):
-        raise ValueError(f"scaling fit needs one onset per run: {len(params)} sizes, {len(onsets)} onsets")
-    if min(params, default=1) <= 0 or min(onsets, default=1) <= 0:
-        raise ValueError(f"scaling fit needs positive sizes and onsets, got sizes {list(params)}, onsets {list(onsets)}")
-    return np.log(np.asarray(params, float)), np.log(np.asarray(onsets, float))
-
-
-def _require_sizes(params: Sequence[float], what: str) -> None:
-    sizes = sorted(set(params))
-    if len(sizes) < MIN_SIZES:
-        listed = f" ({', '.join(f'{size:,.0f}' for size in sizes)} params)" if sizes else ""
-        raise NoFit(f"{what} at {len(sizes)} model size{'s' * (len(sizes) != 1)}{listed}; a fit needs "
-                    f"{MIN_SIZES} or more")
-
-
-def fit_power_law(params: Sequence[float], onsets: Sequence[float], confidence: float = CONFIDENCE) -> PowerLaw:
-    """Least squares of log T = log a + b log P over exact onsets, with t-intervals on log a and b."""
-    log_params, log_onsets = _log_points(params, onsets)
-    _require_sizes(params, "exact onsets")
-    line = stats.linregress(log_params, log_onsets)
-    degrees_of_freedom = len(log_params) - 2
-    t = stats.t.ppf((1 + confidence) / 2, degrees_of_freedom)
-    residuals = log_onsets - line.intercept - line.slope * log_params
-    return PowerLaw(
-        a=float(np.exp(line.intercept)), b=float(line.slope),
-        a_ci=(float(np.exp(line.intercept - t * line.intercept_stderr)),
-              float(np.exp(line.intercept + t * line.intercept_stderr))),
-        b_ci=(float(line.slope - t * line.stderr), float(line.slope + t * line.stderr)),
-        n=len(log_params), sigma=float(np.sqrt(residuals @ residuals / degrees_of_freedom)))
-
-
-def fit_censored_power_law(params: Sequence[float], observations: Sequence[OnsetObservation],
-                           confidence: float = CONFIDENCE) -> PowerLaw:
-    """Maximum likelihood of log T = log a + b log P + ε, ε ~ N(0, σ²), over exact and censored onsets."""
-    log_params, log_bounds = _log_points(params, [observation.tasks for observation in observations])
-    _require_sizes([p for p, o in zip(params, observations) if o.censoring != "right"], "onsets")
-    line = fit_censored_line(log_params, log_bounds, [observation.censoring for observation in observations],
-                             confidence)
-    return PowerLaw(a=float(np.exp(line.intercept)), b=line.slope, b_ci=line.slope_ci, n=len(log_params),
-                    sigma=line.sigma)
-
-
-def law_of(fit: dict[str, Any]) -> PowerLaw:
-    """A fit as summary.json stores it, back as a `PowerLaw`."""
-    return PowerLaw(a=float(fit["a"]), b=float(fit["b"]), a_ci=fit.get("a_ci"), b_ci=fit.get("b_ci"),
-                    n=fit.get("n", 0), sigma=fit.get("sigma"))
+STUDY_TASK_TOKENS = 5_000_000_000  # the published law's tasks are of this many tokens
 
 
 def predict_onset(params: float, law: PowerLaw = STUDY_LAW) -> float:
@@ -97,43 +73,66 @@ def predict_onset(params: float, law: PowerLaw = STUDY_LAW) -> float:
     return law.a * params ** law.b
 
 
-def fitted_groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The summary's replicate groups the law is fit on: continual, without mitigations, with an onset
-    observation (each group one point, however many runs it has)."""
-    return [group for group in groups
-            if group["problem"] == "continual" and not group["mitigations"] and group["onset_observation"] is not None]
+def _log_bounds(observations: Sequence[OnsetObservation]) -> tuple[np.ndarray, np.ndarray]:
+    """Each observation's (low, high] in log tasks, −inf and +inf for open ends."""
+    lows, highs = [], []
+    for observation in observations:
+        low, high = observation.bounds("tasks")
+        lows.append(-math.inf if low <= 0 else math.log(low))
+        highs.append(math.inf if high is None else math.log(high))
+    return np.asarray(lows), np.asarray(highs)
 
 
-def _fit_record(law: PowerLaw, groups: Sequence[dict[str, Any]], observations: Sequence[OnsetObservation]) -> dict[str, Any]:
-    counts = Counter(observation.censoring for observation in observations)
-    return {**asdict(law), "runs": sum(group["n"] for group in groups),
-            "sizes": len({group["non_embedding_params"] for group in groups}), "confidence": CONFIDENCE,
-            "exact": counts["exact"], "right_censored": counts["right"], "left_censored": counts["left"]}
+def fit_power_law(params: Sequence[float], observations: Sequence[OnsetObservation],
+                  confidence: float = CONFIDENCE) -> PowerLaw:
+    """The law through the runs' onset intervals (see the module docstring); NoFit where the data cannot
+    support it."""
+    if len(params) != len(observations) or min(params, default=1) <= 0:
+        raise ValueError(f"scaling fit needs one onset observation per positive size, got sizes {list(params)}")
+    bounded = sorted({size for size, o in zip(params, observations) if o.censoring != "right"})
+    if len(bounded) < MIN_SIZES:
+        raise NoFit(f"onsets bounded above at {len(bounded)} model size{'s' * (len(bounded) != 1)}; a fit needs "
+                    f"{MIN_SIZES} or more")
+    line = fit_interval_line(np.log(np.asarray(params, float)), *_log_bounds(observations), confidence)
+    if None in line.slope_ci or None in line.level_ci:
+        raise NoFit(f"b is not bounded by the data: the {confidence:.0%} intervals stay open (b "
+                    f"({line.slope_ci[0]}, {line.slope_ci[1]}) around {line.slope:.3f})")
+    return PowerLaw(a=math.exp(line.intercept), b=line.slope, b_ci=line.slope_ci, n=len(params),
+                    sigma=line.sigma, log_params_centre=line.centre, log_onset_ci_at_centre=line.level_ci,
+                    degrees_of_freedom=line.degrees_of_freedom, params_range=(min(params), max(params)))
 
 
-def _fit_entry(key: str, fit: Callable[[], PowerLaw], groups: Sequence[dict[str, Any]],
-               observations: Sequence[OnsetObservation]) -> dict[str, Any]:
+def law_of(fit: dict[str, Any]) -> PowerLaw:
+    """A fit as summary.json stores it, back as a `PowerLaw`."""
+    fields = {key: fit.get(key) for key in ("b_ci", "sigma", "log_params_centre", "log_onset_ci_at_centre",
+                                            "degrees_of_freedom", "params_range")}
+    return PowerLaw(a=float(fit["a"]), b=float(fit["b"]), n=fit.get("n", 0), **fields)
+
+
+def fitted_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary's runs the law is fit on: continual, without mitigations, with an onset observation."""
+    return [run for run in runs
+            if run["problem"] == "continual" and not run["mitigations"] and run["onset_observation"] is not None]
+
+
+def scaling_fits(runs: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's `scaling_fit` over the runs (null with its `scaling_fit_reason` when they cannot support
+    it): n runs in `groups` replicate groups at `sizes` sizes, with the censoring counts."""
+    fitted = fitted_runs(runs)
+    observations = [OnsetObservation.from_json(run["onset_observation"]) for run in fitted]
+    params = [run["non_embedding_params"] for run in fitted]
     try:
-        return {key: _fit_record(fit(), groups, observations), f"{key}_reason": None}
+        law = fit_power_law(params, observations)
     except NoFit as reason:
-        return {key: None, f"{key}_reason": str(reason)}
-
-
-def scaling_fits(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json's fits over replicate groups: `scaling_fit` (least squares over exact onsets) and
-    `censored_fit` (maximum likelihood), each null with its `_reason` when the groups cannot support it; `n`
-    counts groups (the points), `runs` the runs in them."""
-    fitted = fitted_groups(groups)
-    observations = [OnsetObservation(**group["onset_observation"]) for group in fitted]
-    params = [group["non_embedding_params"] for group in fitted]
-    exact = [(group, o) for group, o in zip(fitted, observations) if o.censoring == "exact"]
-    exact_groups, exact_observations = [group for group, _ in exact], [o for _, o in exact]
-    return {
-        **_fit_entry("scaling_fit", lambda: fit_power_law([g["non_embedding_params"] for g in exact_groups],
-                                                          [o.tasks for o in exact_observations]),
-                     exact_groups, exact_observations),
-        **_fit_entry("censored_fit", lambda: fit_censored_power_law(params, observations), fitted, observations),
-    }
+        return {"scaling_fit": None, "scaling_fit_reason": str(reason)}
+    names = {run["run"] for run in fitted}
+    counts = Counter(observation.censoring for observation in observations)
+    record = {**asdict(law), "runs": len(fitted), "confidence": CONFIDENCE,
+              "groups": sum(any(name in names for name in group["runs"]) for group in groups),
+              "sizes": len(set(params)), **{censoring: counts[censoring] for censoring in ("interval", "left", "right")},
+              "unjudged_runs": sum(run["problem"] == "continual" and not run["mitigations"]
+                                   and run["onset_observation"] is None for run in runs)}
+    return {"scaling_fit": record, "scaling_fit_reason": None}
 
 
 def law_from_summary(path: str | Path) -> PowerLaw:

@@ -7,17 +7,18 @@ scaling fits on them and the mitigation groups.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from plasticity_dist.analysis.auc import auc_without_step0, spacing_of_rule
-from plasticity_dist.analysis.censoring import observe_onset
+from plasticity_dist.analysis.censoring import observation_of
 from plasticity_dist.analysis.forgetting import forgetting_summary
 from plasticity_dist.analysis.mitigations import active_mitigations, mitigation_groups
-from plasticity_dist.analysis.noise import change_noise, within_noise
-from plasticity_dist.analysis.onset import find_onset, onset_interval
+from plasticity_dist.probe.noise import change_noise, within_noise
+from plasticity_dist.analysis.onset import estimate_onset
 from plasticity_dist.analysis.predictors import mean_over_runs, spearman_fields
 from plasticity_dist.analysis.replicates import group_record, replicate_groups
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
@@ -61,15 +62,16 @@ def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
     noise: dict[str, Any] = {}
     for name, values in series.items():
         reference_value = values[probes.index(reference)] if reference else None
-        trained = [value for probe, value in zip(probes, values) if probe.cycle >= 1]
-        known = None not in trained and reference_value is not None
-        noise[name] = change_noise(positions, trained, reference_value) if known else None
+        post_cycle = [(probe, value) for probe, value in zip(probes, values) if probe.cycle >= 1]
+        finite = [(position, value) for position, (_, value) in zip(positions, post_cycle) if value is not None]
+        judged = [probe for probe, value in post_cycle if probe is not reference and value is not None]
+        known = reference_value is not None and len(finite) > 0
+        noise[name] = change_noise(*zip(*finite), reference_value, len(judged)) if known else None
         figures = noise[name]
         for probe, value, record in zip(probes, values, records):
             change = _pct_change(value, reference_value)
-            judged = probe.cycle >= 1 and probe is not reference and figures is not None
             record |= {name: value, f"{name}_pct_change": change, f"{name}_pct_change_within_noise": within_noise(
-                change, figures.sigma_pct_change, figures.degrees_of_freedom) if judged else None}
+                change, figures.sigma_pct_change, figures.multiple) if probe in judged and figures else None}
     return records, {name: None if figures is None else asdict(figures) for name, figures in noise.items()}
 
 
@@ -96,10 +98,9 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
     tasks = [probe.tasks_trained for probe in post_cycle]
     tokens = [probe.tokens for probe in post_cycle]
     unit, positions = ("tokens", tokens) if run.problem == "stationary" else ("tasks", tasks)
-    aucs = [probe.auc for probe in post_cycle]
-    onset = find_onset(positions, aucs, k=k)
-    observation = observe_onset(None if unit == "tokens" else tasks, tokens,
-                                None if onset is None else positions.index(onset))
+    aucs = [math.inf if probe.diverged else probe.auc for probe in post_cycle]
+    estimate = estimate_onset(positions, aucs, k=k)
+    observation = observation_of(estimate.low, estimate.high, None if unit == "tokens" else tasks, tokens)
     probes, noise = probe_records(run.probes, positions, run.reference_tasks)
     return {
         "run": run.name,
@@ -109,11 +110,12 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
         "probes": probes,
         **reference_fields(run.probes, run.reference_tasks),
         "noise": noise,
-        "onset": onset,
+        "onset": estimate.onset,
         "onset_unit": unit,
-        "onset_interval": onset_interval(positions, aucs, k=k),
-        "onset_tokens": observation.tokens if onset is not None else None,
-        "onset_observation": None if observation is None else asdict(observation),
+        "onset_interval": None if estimate.low is None else [estimate.low, estimate.high],
+        "onset_censoring": estimate.censoring,
+        "onset_reason": estimate.reason,
+        "onset_observation": None if observation is None else observation.to_json(),
         "path": str(run.path),
         "tasks_per_cycle": run.tasks_per_cycle,
         "task_tokens": run.task_tokens,
@@ -136,7 +138,7 @@ def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
     return {
         "runs": list(records.values()),
         "replicate_groups": groups,
-        **scaling_fits(groups),
+        **scaling_fits(list(records.values()), groups),
         "onset_k": k,
         "diagnostics_auc_spearman_mean": mean_over_runs(list(records.values())),
         "mitigation_groups": mitigation_groups(runs),

@@ -4,7 +4,9 @@ At every task end (main process only) two checks run on what the run has written
 - the task's training-loss improvement against the same task's in the earliest earlier cycle that has one
   (the run's first task, trained from random weights, is never a reference);
 - every probe result after the reference probe (the end of cycle 1, which the report's % change is against)
-  against the reference's AUC.
+  against the reference's AUC: it warns when the change exceeds `auc_increase_pct` and lies outside the probe
+  noise by the report's rule (`probe.noise`: σ from the run's probes so far, t family-wise over the changes
+  the run will make), so it never calls a change the report would mark "within noise" a decline.
 A stagnation is a warning line in the log and a `warning` record in `RUN/metrics.jsonl`.
 """
 
@@ -19,10 +21,11 @@ from typing import Any
 
 from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import EarlyWarningSection
-from plasticity_dist.curriculum import reference_tasks
+from plasticity_dist.probe.noise import ChangeNoise, change_noise, within_noise
+from plasticity_dist.curriculum import build_tasks, reference_tasks
 from plasticity_dist.logging import get_logger
 from plasticity_dist.metrics import MetricsLog, read_metrics
-from plasticity_dist.probe.results import auc_pct_change, read_probes, reference_probe
+from plasticity_dist.probe.results import ProbeResult, auc_pct_change, read_probes, reference_probe
 from plasticity_dist.run_layout import RunLayout
 
 
@@ -51,10 +54,12 @@ class StagnationMonitor(Callback):
     name = "early_warning"
 
     def __init__(self, section: EarlyWarningSection, run_dir: Path, metrics: MetricsLog, is_main: bool,
-                 reference_tasks: int) -> None:
-        """`reference_tasks`: tasks trained at the reference probe (`curriculum.reference_tasks`)."""
+                 reference_tasks: int, comparisons: int) -> None:
+        """`reference_tasks`: tasks trained at the reference probe (`curriculum.reference_tasks`); `comparisons`:
+        the % changes the run's probes will make against it, judged together as the report judges them."""
         self.section = section
         self.reference_tasks = reference_tasks
+        self.comparisons = comparisons
         self.run_dir = Path(run_dir)
         self.metrics = metrics
         self.is_main = is_main
@@ -68,7 +73,9 @@ class StagnationMonitor(Callback):
         section = context.config.early_warning
         if not section.enabled:
             return None
-        return cls(section, context.layout.root, context.metrics, context.is_main, reference_tasks(context.config))
+        probes = sum(task.probe_after for task in build_tasks(context.config))
+        return cls(section, context.layout.root, context.metrics, context.is_main, reference_tasks(context.config),
+                   comparisons=max(probes - 1, 1))
 
     def on_task_end(self, at: LoopPosition) -> None:
         if self.is_main:
@@ -100,21 +107,30 @@ class StagnationMonitor(Callback):
         if reference is None:
             return
         threshold = None if reference.diverged else reference.auc * (1 + self.section.auc_increase_pct / 100)
+        noise = None if reference.diverged else self._noise(probes, reference.auc)
         for probe in probes:  # the baseline and the probes before the reference trained less: no sign of stagnation
             if probe.tasks_trained < reference.tasks_trained or probe.checkpoint in self.warned_probes:
                 continue
             where = f"probe after task {probe.tasks_trained}, cycle {probe.cycle} ({probe.checkpoint})"
             if probe.diverged:  # the strongest loss of plasticity, the reference itself included
                 message = f"{where} diverged: its validation loss turned NaN or infinite: plasticity is lost"
-            elif threshold is not None and probe.auc > threshold:
+            elif threshold is not None and probe.auc > threshold and noise is not None and not within_noise(
+                    auc_pct_change(probe.auc, reference.auc), noise.sigma_pct_change, noise.multiple):
                 message = (f"{where}: AUC {probe.auc:.4f} is {auc_pct_change(probe.auc, reference.auc):+.1f}% vs "
                            f"{reference.auc:.4f} at the end of cycle {reference.cycle} "
-                           f"(threshold +{self.section.auc_increase_pct:g}%): plasticity is declining")
+                           f"(threshold +{self.section.auc_increase_pct:g}%, outside the noise: t·σ = "
+                           f"{noise.multiple * noise.sigma_pct_change:.2f}%): plasticity is declining")
             else:
                 continue
             self.warned_probes.add(probe.checkpoint)
             self._warn(at, "probe_diverged" if probe.diverged else "probe_auc", probe.auc, reference.auc, threshold,
                        message, probe_cycle=probe.cycle, probe_tasks_trained=probe.tasks_trained)
+
+    def _noise(self, probes: Sequence[ProbeResult], reference: float) -> ChangeNoise | None:
+        """The report's noise of the % changes from the finite post-cycle probes so far (None below 3)."""
+        finite = [probe for probe in probes if probe.cycle >= 1 and not probe.diverged]
+        return change_noise([probe.tasks_trained for probe in finite], [probe.auc for probe in finite], reference,
+                            self.comparisons)
 
     def _warn(self, at: LoopPosition, kind: str, value: float | None, reference: float | None,
               threshold: float | None, message: str, **extra: Any) -> None:

@@ -1,159 +1,142 @@
-"""Accuracy of the onset rule on simulated probe AUCs with known onsets, against the old rule (the minimum of a
-3-probe moving average, ends unsmoothed) as the baseline. Targets: >= 90% of estimates within one cycle
-(8 tasks) at noise sigma = 0.1% of the AUC, false alarms <= 5% on flat curves, no bias on a noise-free kink.
+"""Accuracy of the onset estimator on simulated probe AUCs with known onsets, per curve shape and noise level:
+the 95 % interval's coverage and width, the best break's bias (log tasks), how often no onset is found, the
+false-onset rate on straight rises from before the first probe (an inner onset where the truth is "at or before
+the first probe", target <= 5 %) and the false-alarm rate on flat curves.
 
-A curve has probes every 8 tasks. It starts at AUC 1, dips by transfer (1 - depth * (1 - exp(-tasks / scale)),
-depth 0.5-2%, scale 8-40 tasks) until its onset, drawn uniformly over the task counts with 2 probes before and
-3 after it, then rises linearly by 0.25-1% per cycle. Noise is Gaussian, sigma 0.05-0.5% of the AUC, over 8,
-15 or 30 probes. Bias is the mean of estimate - true onset over the curves with an estimate; "within one
-cycle" counts a missing estimate as a miss. Flat curves are 1 + noise; a dip without a rise is the transfer
-dip alone. A straight rise from the first probe should be put at the first probe (left-censored). The 95%
-onset interval's coverage counts intervals that hold the true onset. Deterministic from --seed; about a
-minute on one core.
+Curves come from bench/law_recovery.py (`curve`: exponential dip, V, flat bottom, straight rise, smooth U; a rise
+of 0.25-1 % of the AUC per cycle of 8 tasks); an onset is drawn log-uniformly between the second probe and the
+probe 4 before the last, on the once-per-cycle grid (30 probes) and the early grid (every task of the first 2
+cycles, then every cycle). Noise: Gaussian, sigma in % of the AUC.
+
+`--baseline-ref REF` also runs the estimator of a past commit (its `find_onset` and `onset_interval`) on the same
+curves, through `bench/past_package.py`. Deterministic from --seed.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-from collections.abc import Callable, Sequence
+import os
 
-import numpy as np
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # BLAS threads on 2 cores slow the many small fits five-fold
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from plasticity_dist.analysis.onset import find_onset, onset_interval
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
 
-TASKS_PER_CYCLE = 8
-NOISE_PCT = (0.05, 0.1, 0.2, 0.5)
-PROBE_COUNTS = (8, 15, 30)
-HEADLINE_NOISE_PCT = 0.1
-Rule = Callable[[Sequence[int], Sequence[float]], "int | None"]
+import numpy as np  # noqa: E402
 
+from law_recovery import SHAPES, curve, probe_tasks  # noqa: E402
+from past_package import run_in_past_package  # noqa: E402
 
-def noise_level(values: Sequence[float]) -> float:
-    """The old rule's noise: standard deviation from second differences (independent noise gives them 6σ²)."""
-    second_differences = [a - 2 * b + c for a, b, c in zip(values, values[1:], values[2:])]
-    return (statistics.fmean(d * d for d in second_differences) / 6) ** 0.5
-
-
-def old_rule(tasks: Sequence[int], aucs: Sequence[float], k: float = 3.0, min_rise: float = 1e-3) -> int | None:
-    """The rule before the hinge fit: last minimum of a centred 3-probe moving average (ends as they are),
-    provided the last two probes exceed it by max(k·σ, min_rise × minimum)."""
-    if len(aucs) < 4:
-        return None
-    smoothed = [aucs[0], *(statistics.fmean(aucs[i - 1:i + 2]) for i in range(1, len(aucs) - 1)), aucs[-1]]
-    minimum = min(smoothed)
-    candidate = max(i for i, value in enumerate(smoothed) if value == minimum)
-    threshold = max(k * noise_level(aucs), min_rise * abs(minimum))
-    if candidate > len(aucs) - 3 or not all(auc - minimum > threshold for auc in aucs[-2:]):
-        return None
-    return int(tasks[candidate])
+NOISE_PCT = (0.1, 0.2, 0.5, 1.0, 2.0)
+SCHEDULES = ("cycle", "early")
 
 
-def probe_tasks(probes: int) -> np.ndarray:
-    return TASKS_PER_CYCLE * np.arange(1, probes + 1)
+def new_estimate(tasks: list[float], aucs: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(best break, low, high) of today's estimator; low None when it finds no onset."""
+    from plasticity_dist.analysis.onset import estimate_onset
+
+    estimate = estimate_onset(tasks, aucs)
+    if estimate.censoring not in ("interval", "left"):
+        return None, None, None
+    return estimate.onset, estimate.low, estimate.high
 
 
-def dip_then_rise(tasks: np.ndarray, onset: float, rng: np.random.Generator, rise: bool = True) -> np.ndarray:
-    """Noise-free AUC: a transfer dip until `onset`, then a linear rise (none when `rise` is False)."""
-    depth, scale = rng.uniform(0.005, 0.02), rng.uniform(8, 40)
-    slope = rng.uniform(0.0025, 0.01) / TASKS_PER_CYCLE if rise else 0.0
-    dip = 1 - depth * (1 - np.exp(-np.minimum(tasks, onset) / scale))
-    return dip + slope * np.maximum(tasks - onset, 0)
+def old_estimate(tasks: list[float], aucs: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(onset, low, high) of the estimator before issue 24 (`find_onset`, `onset_interval`)."""
+    from plasticity_dist.analysis.onset import find_onset, onset_interval
+
+    onset = find_onset(tasks, aucs)
+    if onset is None:
+        return None, None, None
+    low, high = onset_interval(tasks, aucs, resamples=400)
+    return (None if onset <= tasks[0] else float(onset)), (0.0 if onset <= tasks[0] else low), high
 
 
-def draw_onset(probes: int, rng: np.random.Generator) -> float:
-    return rng.uniform(2 * TASKS_PER_CYCLE, (probes - 3) * TASKS_PER_CYCLE)
+def evaluate(estimate, curves: int, seed: int) -> list[dict]:
+    rows = []
+    for schedule in SCHEDULES:
+        tasks = probe_tasks(schedule)
+        for shape in SHAPES:
+            for noise_pct in NOISE_PCT:
+                rng = np.random.default_rng(seed)
+                covered, widths, errors, found = [], [], [], 0
+                for _ in range(curves):
+                    onset = math.exp(rng.uniform(math.log(tasks[1]), math.log(tasks[-5])))
+                    aucs = curve(tasks, onset, shape, rng) + rng.normal(0, noise_pct / 100, len(tasks))
+                    best, low, high = estimate(list(tasks), list(aucs))
+                    if low is None:
+                        continue
+                    found += 1
+                    covered.append(low < onset <= (math.inf if high is None else high))
+                    if high is not None and low > 0:
+                        widths.append(math.log(high / low))
+                    if best is not None:
+                        errors.append(math.log(best / onset))
+                rows.append({"schedule": schedule, "shape": shape, "noise_pct": noise_pct, "found": found / curves,
+                             "coverage": statistics.fmean(covered) if covered else math.nan,
+                             "median_log_width": statistics.median(widths) if widths else math.nan,
+                             "median_log_error": statistics.median(errors) if errors else math.nan})
+    return rows
 
 
-def accuracy(rule: Rule, probes: int, noise_pct: float, curves: int, seed: int) -> tuple[float, float]:
-    """Bias (tasks) and share within one cycle of the rule on `curves` noisy dip-then-rise curves."""
-    rng, tasks = np.random.default_rng(seed), probe_tasks(probes)
-    errors, within = [], 0
-    for _ in range(curves):
-        onset = draw_onset(probes, rng)
-        aucs = dip_then_rise(tasks, onset, rng) + rng.normal(0, noise_pct / 100, probes)
-        estimate = rule(list(tasks), list(aucs))
-        if estimate is not None:
-            errors.append(estimate - onset)
-            within += abs(estimate - onset) <= TASKS_PER_CYCLE
-    return (statistics.fmean(errors) if errors else float("nan")), within / curves
-
-
-def false_alarms(rule: Rule, probes: int, curves: int, seed: int, with_dip: bool) -> float:
-    """Share of curves without a rise (flat, or the transfer dip alone) that get an onset, at sigma 0.1%."""
-    rng, tasks = np.random.default_rng(seed), probe_tasks(probes)
-    base = (lambda: dip_then_rise(tasks, float(tasks[-1]), rng, rise=False)) if with_dip else (lambda: np.ones(probes))
-    noise = HEADLINE_NOISE_PCT / 100
-    return statistics.fmean(rule(list(tasks), list(base() + rng.normal(0, noise, probes))) is not None
-                            for _ in range(curves))
-
-
-def noise_free_kink_errors(rule: Rule, probes: int, seed: int) -> list[float]:
-    """Estimate - onset on noise-free curves, one per probe that can be an onset (kink on the probe)."""
-    rng, tasks = np.random.default_rng(seed), probe_tasks(probes)
-    onsets = tasks[1:-3]
-    estimates = [rule(list(tasks), list(dip_then_rise(tasks, float(onset), rng))) for onset in onsets]
-    return [np.inf if estimate is None else estimate - onset for estimate, onset in zip(estimates, onsets)]
-
-
-def interval_coverage(probes: int, curves: int, seed: int) -> tuple[float, float]:
-    """Share of 95% onset intervals that hold the true onset, and their mean width in cycles, at sigma 0.1%."""
-    rng, tasks = np.random.default_rng(seed), probe_tasks(probes)
-    covered, widths = [], []
-    for _ in range(curves):
-        onset = draw_onset(probes, rng)
-        aucs = dip_then_rise(tasks, onset, rng) + rng.normal(0, HEADLINE_NOISE_PCT / 100, probes)
-        interval = onset_interval(list(tasks), list(aucs), resamples=400)
-        if interval is not None:
-            low, high = interval
-            covered.append(low <= onset <= high)
-            widths.append((high - low) / TASKS_PER_CYCLE)
-    return statistics.fmean(covered), statistics.fmean(widths)
-
-
-def left_censored_share(rule: Rule, probes: int, curves: int, seed: int) -> float:
-    """Share of straight rises from the first probe (0.25-1% per cycle, sigma 0.1%) put at the first probe."""
-    rng, tasks = np.random.default_rng(seed), probe_tasks(probes)
-    estimates = [rule(list(tasks), list(1 + rng.uniform(0.0025, 0.01) * np.arange(probes)
-                                        + rng.normal(0, HEADLINE_NOISE_PCT / 100, probes)))
-                 for _ in range(curves)]
-    return statistics.fmean(estimate == tasks[0] for estimate in estimates)
+def false_onsets(estimate, curves: int, seed: int) -> list[dict]:
+    """Straight rises starting before the first probe (an inner onset is false) and flat curves (any onset is)."""
+    rows = []
+    for schedule in SCHEDULES:
+        tasks = probe_tasks(schedule)
+        for noise_pct in NOISE_PCT:
+            rng = np.random.default_rng(seed)
+            inner = alarms = 0
+            for _ in range(curves):
+                rise = curve(tasks, rng.uniform(0, tasks[0]), "straight", rng) + rng.normal(0, noise_pct / 100, len(tasks))
+                best, low, _ = estimate(list(tasks), list(rise))
+                inner += low is not None and low > 0
+                flat = 1 + rng.normal(0, noise_pct / 100, len(tasks))
+                alarms += estimate(list(tasks), list(flat))[1] is not None
+            rows.append({"schedule": schedule, "noise_pct": noise_pct, "straight_rise_inner_onset": inner / curves,
+                         "flat_false_alarm": alarms / curves})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--curves", type=int, default=400, help="noisy curves per noise level and probe count")
+    parser.add_argument("--curves", type=int, default=200, help="curves per shape, noise level and grid")
+    parser.add_argument("--baseline-ref", help="also run the estimator of this git commit (e.g. cf5dc82)")
+    parser.add_argument("--estimator", choices=("new", "old"), default="new", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rules = {"old": old_rule, "new": find_onset}
-    print(f"curves per cell: {args.curves}, seed {args.seed}, probes every {TASKS_PER_CYCLE} tasks")
-    headline: dict[str, list[float]] = {name: [] for name in rules}
-    for probes in PROBE_COUNTS:
-        for noise_pct in NOISE_PCT:
-            for name, rule in rules.items():
-                bias, within = accuracy(rule, probes, noise_pct, args.curves, args.seed)
-                print(f"{name}_probes_{probes}_sigma_{noise_pct}pct_bias_tasks: {bias:+.2f}")
-                print(f"{name}_probes_{probes}_sigma_{noise_pct}pct_within_one_cycle: {within:.3f}")
-                if noise_pct == HEADLINE_NOISE_PCT:
-                    headline[name].append(within)
-    for name, rule in rules.items():
-        for probes in PROBE_COUNTS:
-            for shape, with_dip in (("flat", False), ("dip_only", True)):
-                rate = false_alarms(rule, probes, 4 * args.curves, args.seed, with_dip)
-                print(f"{name}_probes_{probes}_false_alarms_{shape}: {rate:.3f}")
-        errors = [error for probes in PROBE_COUNTS for error in noise_free_kink_errors(rule, probes, args.seed)]
-        print(f"{name}_noise_free_kink_mean_error_tasks: {statistics.fmean(errors):+.2f}")
-        print(f"{name}_noise_free_kink_max_abs_error_tasks: {max(abs(error) for error in errors):.2f}")
-        for probes in PROBE_COUNTS:
-            share = left_censored_share(rule, probes, args.curves, args.seed)
-            print(f"{name}_probes_{probes}_straight_rise_at_first_probe: {share:.3f}")
-    for probes in PROBE_COUNTS:
-        coverage, width = interval_coverage(probes, args.curves // 4, args.seed)
-        print(f"new_probes_{probes}_interval95_coverage: {coverage:.3f} (mean width {width:.2f} cycles)")
-    old, new = min(headline["old"]), min(headline["new"])
-    print(f"worst_within_one_cycle_sigma_{HEADLINE_NOISE_PCT}pct: old {old:.3f}, new {new:.3f} (target >= 0.90)")
-    print(f"worst_within_one_cycle_new_vs_old_ratio: {new / old:.2f}")
+    estimate = new_estimate if args.estimator == "new" else old_estimate
+    results = {args.estimator: (evaluate(estimate, args.curves, args.seed),
+                                false_onsets(estimate, args.curves, args.seed))}
+    if args.json:
+        print(json.dumps(results))
+        return
+    if args.baseline_ref:
+        results |= run_in_past_package(args.baseline_ref, __file__, ["--estimator", "old", "--json",
+                                                                     "--curves", str(args.curves),
+                                                                     "--seed", str(args.seed)])
+    print(f"curves per cell: {args.curves}, seed {args.seed}")
+    for name, (rows, false_rows) in results.items():
+        for row in rows:
+            prefix = f"{name}_{row['schedule']}_{row['shape']}_sigma_{row['noise_pct']}pct"
+            print(f"{prefix}_found: {row['found']:.3f}")
+            print(f"{prefix}_interval95_coverage: {row['coverage']:.3f}")
+            print(f"{prefix}_median_log_width: {row['median_log_width']:.3f}")
+            print(f"{prefix}_median_log_error: {row['median_log_error']:+.3f}")
+        for row in false_rows:
+            prefix = f"{name}_{row['schedule']}_sigma_{row['noise_pct']}pct"
+            print(f"{prefix}_straight_rise_inner_onset: {row['straight_rise_inner_onset']:.3f} (target <= 0.05)")
+            print(f"{prefix}_flat_false_alarm: {row['flat_false_alarm']:.3f}")
+    for name, (rows, false_rows) in results.items():
+        coverages = [row["coverage"] for row in rows if row["noise_pct"] <= 0.5 and not math.isnan(row["coverage"])]
+        print(f"{name}_coverage_range_noise_le_0.5pct: {min(coverages):.3f}-{max(coverages):.3f}")
+        print(f"{name}_worst_straight_rise_inner_onset: {max(r['straight_rise_inner_onset'] for r in false_rows):.3f}")
+        print(f"{name}_worst_flat_false_alarm: {max(r['flat_false_alarm'] for r in false_rows):.3f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

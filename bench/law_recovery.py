@@ -107,8 +107,11 @@ def new_estimator(study: Study) -> dict[str, tuple[float, float | None, float | 
     """Today's report: each run's onset interval (`estimate_onset`), then the interval-censored law."""
     from plasticity_dist.analysis.censoring import NoFit, observation_of
     from plasticity_dist.analysis.onset import estimate_onset
-    from plasticity_dist.analysis.scaling import fit_power_law
+    from plasticity_dist.analysis.scaling import check_probe_noise, fit_power_law
+    from plasticity_dist.probe.noise import probe_noise
 
+    reference = study.tasks.index(TASKS_PER_CYCLE)  # the report's % changes and noise are against cycle 1's probe
+    noise_pcts = [100 * probe_noise(study.tasks, aucs).sigma / aucs[reference] for aucs in study.aucs]
     params, observations = [], []
     for size, aucs in zip(study.params, study.aucs):
         estimate = estimate_onset(study.tasks, aucs)
@@ -117,6 +120,7 @@ def new_estimator(study: Study) -> dict[str, tuple[float, float | None, float | 
             params.append(size)
             observations.append(observation)
     try:
+        check_probe_noise(noise_pcts)
         law = fit_power_law(params, observations)
     except NoFit:
         return {"interval_ml": None}

@@ -14,7 +14,7 @@ import pytest
 from fabricated_runs import make_run
 from plasticity_dist.analysis.censoring import NoFit, OnsetObservation
 from plasticity_dist.analysis.plots import scaling_figure
-from plasticity_dist.analysis.scaling import STUDY_LAW, fit_power_law, predict_onset
+from plasticity_dist.analysis.scaling import STUDY_LAW, check_probe_noise, fit_power_law, predict_onset
 from plasticity_dist.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -67,6 +67,9 @@ def test_a_fit_the_data_cannot_support_is_refused_with_the_reason():
         fit_power_law([1e6, 1e6, 1e7], [tasks_in(4, 8), tasks_in(8, 16), tasks_in(16, 24)])
     with pytest.raises(NoFit, match="not bounded by the data"):  # every onset before the first probe
         fit_power_law([1e6, 1e7, 1e8], [tasks_in(0, 8), tasks_in(0, 8), tasks_in(0, 8)])
+    with pytest.raises(NoFit, match="too noisy .* median σ 2.00 % of the AUC over 3 runs"):  # the data, not b
+        check_probe_noise([2.5, 2.0, 0.3])
+    check_probe_noise([0.3, 0.2, 1.4])
 
 
 def test_the_small_yardstick_recovers_the_published_exponent():

@@ -28,6 +28,7 @@ Censoring = Literal["interval", "left", "right"]
 MIN_LOG_SIGMA = math.log(1e-3)  # below this the scatter is lost in the intervals' own width
 MAX_LOG_SIGMA = math.log(100.0)  # a scatter of e^100 about the line: no line at all
 SIGMA_RESTART = 0.3
+SCATTER_FLOOR = 1.0  # of the median interval's spread, median(high − low)/√12 (see min_scatter)
 MAX_SPAN = 20.0  # how far from the estimate a profile interval's ends are sought
 
 
@@ -128,7 +129,7 @@ def min_scatter(low: np.ndarray, high: np.ndarray) -> float:
     interval (`bench/law_recovery.py`: coverage 0.73-0.85 at 0.2-0.5 % AUC noise without the floor, 0.90-1.0
     with it)."""
     widths = (high - low)[np.isfinite(low) & np.isfinite(high)]
-    return float(np.median(widths)) / math.sqrt(12) if len(widths) else 0.0
+    return SCATTER_FLOOR * float(np.median(widths)) / math.sqrt(12) if len(widths) else 0.0
 
 
 def _log_probability(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:

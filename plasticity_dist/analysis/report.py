@@ -42,11 +42,11 @@ def _change_cell(change: float | None, within: bool | None) -> str:
 
 
 def _sigma_cell(noise: dict[str, Any] | None) -> str:
-    """σ of a run's % changes, its degrees of freedom and the t multiple its changes are judged by."""
+    """σ of a run's % changes, its degrees of freedom and the t multiple its changes are judged by (family-wise
+    over the run's changes, as the report's text says)."""
     if noise is None:
         return "–"
-    return (f"{noise['sigma_pct_change']:.2f} ({noise['degrees_of_freedom']:.1f} df; t = {noise['multiple']:.2f} over "
-            f"{noise['comparisons']} change{'s' * (noise['comparisons'] != 1)})")
+    return f"{noise['sigma_pct_change']:.2f} ({noise['degrees_of_freedom']:.1f} df, t {noise['multiple']:.2f})"
 
 
 def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:

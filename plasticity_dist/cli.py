@@ -240,7 +240,8 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"model: {args.params:,} non-embedding parameters")
     print(f"onset: {tasks:,.0f} tasks = {tasks * args.task_tokens:.3g} tokens at {args.task_tokens:.3g} tokens per task")
     if not law.has_intervals:
-        print("uncertainty: none given: the published law states no interval of its own")
+        print("uncertainty: none given: " + (f"{args.fit} predates the fit's intervals (run report again)" if args.fit
+                                             else "the published law states no interval of its own"))
     else:
         low, high = law.prediction_interval(args.params)
         low_params, high_params = law.params_range

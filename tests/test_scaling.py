@@ -152,3 +152,7 @@ def test_predict_gives_a_fit_its_prediction_interval_and_the_published_law_none(
     assert f"{fit['a'] * 1e9 ** fit['b']:,.0f} tasks" in printed and "95 % prediction interval" in printed
     assert main(["predict", "--params", "1e9"]) == 0
     assert "states no interval" in capsys.readouterr().out
+    older = out / "older_summary.json"  # a report from before the fit had intervals
+    older.write_text(json.dumps({"runs": [], "scaling_fit": {"a": fit["a"], "b": fit["b"]}}))
+    assert main(["predict", "--params", "1e9", "--fit", str(older)]) == 0
+    assert "predates the fit's intervals" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from typing import Any
 from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import EarlyWarningSection
 from plasticity_dist.probe.noise import ChangeNoise, change_noise, within_noise
-from plasticity_dist.curriculum import build_tasks, reference_tasks
+from plasticity_dist.curriculum import reference_tasks
 from plasticity_dist.logging import get_logger
 from plasticity_dist.metrics import MetricsLog, read_metrics
 from plasticity_dist.probe.results import ProbeResult, auc_pct_change, read_probes, reference_probe
@@ -73,7 +73,7 @@ class StagnationMonitor(Callback):
         section = context.config.early_warning
         if not section.enabled:
             return None
-        probes = sum(task.probe_after for task in build_tasks(context.config))
+        probes = sum(task.probe_after for task in context.tasks)
         return cls(section, context.layout.root, context.metrics, context.is_main, reference_tasks(context.config),
                    comparisons=max(probes - 1, 1))
 

@@ -10,8 +10,9 @@ and of the line's level at the mean x are where the profile likelihood lies with
 maximum (t the Student quantile): for exact points those are the least-squares t-intervals, where the χ² cutoff
 of large samples would be too narrow for a dozen runs. σ is kept at or above `min_scatter`, the spread of a
 value within the typical interval: scatter below that cannot be told from none. The line's band at any x
-combines the two intervals (uncorrelated at the mean x); a prediction interval adds the scatter σ². (A numerical Hessian is no alternative: when the
-intervals all hold one line, the likelihood is flat-topped and its curvature meaningless.)
+combines the two intervals (uncorrelated at the mean x); a prediction interval adds the scatter σ². (A numerical
+Hessian is no alternative: when the intervals all hold one line, the likelihood is flat-topped and its curvature
+meaningless.)
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import numpy as np
 from scipy import optimize, special, stats
 
 Censoring = Literal["interval", "left", "right"]
-MIN_LOG_SIGMA = math.log(1e-3)  # below this the scatter is lost in the intervals' own width
+MIN_LOG_SIGMA = math.log(1e-3)  # a numerical floor under min_scatter (intervals of zero width)
 MAX_LOG_SIGMA = math.log(100.0)  # a scatter of e^100 about the line: no line at all
-SIGMA_RESTART = 0.3
+SIGMA_RESTART = 0.3  # the second start of every maximisation: a σ off the plateau of a flat-topped likelihood
 SCATTER_FLOOR = 1.0  # of the median interval's spread, median(high − low)/√12 (see min_scatter)
 MAX_SPAN = 20.0  # how far from the estimate a profile interval's ends are sought
 
@@ -95,31 +96,27 @@ class IntervalLine:
     def intercept(self) -> float:
         return self.level - self.slope * self.centre
 
-    def _spread(self, x: float, confidence: float) -> float:
-        """Standard error of the line at `x`, from the half-widths of the level's and slope's intervals over t
-        (uncorrelated at the centre)."""
+    def _interval(self, x: float, confidence: float, scatter: float) -> tuple[float, float]:
+        """The line at `x` ± t·√(its variance + `scatter`), Student's t on n − 2; the line's standard error comes
+        from the half-widths of the level's and slope's intervals over t (uncorrelated at the centre)."""
         if None in self.level_ci or None in self.slope_ci:
             raise ValueError("the line's intervals are open: it has no band")
         t = stats.t.ppf((1 + confidence) / 2, self.degrees_of_freedom)
         level_se = (self.level_ci[1] - self.level_ci[0]) / (2 * t)
         slope_se = (self.slope_ci[1] - self.slope_ci[0]) / (2 * t)
-        return math.hypot(level_se, slope_se * (x - self.centre))
+        spread = math.sqrt(level_se ** 2 + (slope_se * (x - self.centre)) ** 2 + scatter)
+        centre = self.level + self.slope * (x - self.centre)
+        return centre - t * spread, centre + t * spread
 
     def mean_interval(self, x: float, confidence: float) -> tuple[float, float]:
         """Confidence interval of the line itself at `x`."""
-        t = stats.t.ppf((1 + confidence) / 2, self.degrees_of_freedom)
-        centre = self.level + self.slope * (x - self.centre)
-        return centre - t * self._spread(x, confidence), centre + t * self._spread(x, confidence)
+        return self._interval(x, confidence, 0.0)
 
     def prediction_interval(self, x: float, confidence: float) -> tuple[float, float]:
         """Interval for a new y at `x`: the line's uncertainty there plus the scatter (σ² scaled by n/(n − 2) from
-        the maximum-likelihood RSS/n to the unbiased RSS/(n − 2)), Student's t on n − 2: for exact points the
-        textbook least-squares interval."""
-        t = stats.t.ppf((1 + confidence) / 2, self.degrees_of_freedom)
-        scatter = self.sigma ** 2 * (self.degrees_of_freedom + 2) / self.degrees_of_freedom
-        spread = math.sqrt(self._spread(x, confidence) ** 2 + scatter)
-        centre = self.level + self.slope * (x - self.centre)
-        return centre - t * spread, centre + t * spread
+        the maximum-likelihood RSS/n to the unbiased RSS/(n − 2)): for exact points the textbook least-squares
+        interval."""
+        return self._interval(x, confidence, self.sigma ** 2 * (self.degrees_of_freedom + 2) / self.degrees_of_freedom)
 
 
 def min_scatter(low: np.ndarray, high: np.ndarray) -> float:
@@ -213,6 +210,7 @@ def observation_of(low: float | None, high: float | None, tasks: Sequence[float]
     observation in both units (tokens by interpolation between probes); None for an undetermined onset."""
     if low is None:
         return None
+
     def in_tokens(value: float | None) -> float | None:
         """Tokens at a task count: interpolated between probes, at the last probe's tokens per task beyond it."""
         if value is None or tasks is None:

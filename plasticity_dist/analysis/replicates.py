@@ -44,16 +44,13 @@ def _point_record(probes: Sequence[dict[str, Any]], comparisons: int) -> dict[st
                               "tokens": probes[0]["tokens"], "n": len(probes)}
     for change in CHANGES:
         figures = mean_and_error([probe[change] for probe in probes if probe[change] is not None])
-        multiple = noise_multiple(figures["n"] - 1, comparisons) if figures["n"] > 1 else None
-        record |= {f"{change}_mean": figures["mean"], f"{change}_se": figures["se"],
-                   f"{change}_ci95": None if multiple is None else _interval(figures, noise_multiple(figures["n"] - 1)),
-                   f"{change}_within_noise": None if multiple is None else within_noise(figures["mean"], figures["se"],
-                                                                                         multiple)}
+        record |= {f"{change}_mean": figures["mean"], f"{change}_se": figures["se"], f"{change}_ci95": None,
+                   f"{change}_within_noise": None}
+        if figures["n"] > 1:  # one run has no standard error: no interval, no judgement
+            mean, se, t = figures["mean"], figures["se"], noise_multiple(figures["n"] - 1)
+            record |= {f"{change}_ci95": [mean - t * se, mean + t * se],
+                       f"{change}_within_noise": within_noise(mean, se, noise_multiple(figures["n"] - 1, comparisons))}
     return record
-
-
-def _interval(figures: dict[str, Any], multiple: float) -> list[float]:
-    return [figures["mean"] - multiple * figures["se"], figures["mean"] + multiple * figures["se"]]
 
 
 def _onset_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -67,8 +64,7 @@ def _onset_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def group_record(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A replicate group from its runs' summary records: per probe point (`cycles`, each with its cycle) the
-    % changes as mean ± SE with n, the onset as mean ± SE of the exact ones, and the group's onset observation
-    for the scaling fits."""
+    % changes as mean ± SE with n and their 95 % intervals, and the onset as mean ± SE of the pinned ones."""
     first = members[0]
     position = "tokens" if first["problem"] == "stationary" else "tasks_trained"
     by_position: dict[int, list[dict[str, Any]]] = {}

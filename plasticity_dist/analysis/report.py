@@ -327,7 +327,8 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "cycle. Stationary runs: cycles are probe intervals. The AUC "
         "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
-        "probes share one probe config and eval grid (the report refuses to mix them). " + describe_noise_rule() + ".", "", reference_line(summary), "",
+        "probes share one probe config and eval grid (the report refuses to mix them). " + describe_noise_rule() + ".",
+        "", reference_line(summary), "",
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",
@@ -389,7 +390,8 @@ def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     shown = [AUC_COLUMNS.index(column) for column in TERMINAL_AUC_COLUMNS]
-    console.print(_rich_table("Probe AUC per run and probe (% change vs the reference probe, the end of cycle 1)", TERMINAL_AUC_COLUMNS,
+    console.print(_rich_table("Probe AUC per run and probe (% change vs the reference probe, the end of cycle 1)",
+                              TERMINAL_AUC_COLUMNS,
                               [tuple(row[index] for index in shown) for row in auc_rows(summary)]))
     console.print(_rich_table("Onset of plasticity loss", ONSET_COLUMNS, onset_rows(summary)))
     groups = summary["replicate_groups"]

@@ -124,10 +124,14 @@ def law_of(fit: dict[str, Any]) -> PowerLaw:
     return PowerLaw(a=float(fit["a"]), b=float(fit["b"]), n=fit.get("n", 0), **fields)
 
 
+def law_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary's runs the law is about: continual, without mitigations."""
+    return [run for run in runs if run["problem"] == "continual" and not run["mitigations"]]
+
+
 def fitted_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The summary's runs the law is fit on: continual, without mitigations, with an onset observation."""
-    return [run for run in runs
-            if run["problem"] == "continual" and not run["mitigations"] and run["onset_observation"] is not None]
+    """The law's runs whose onset the probes bound (an observation): the ones it is fit on."""
+    return [run for run in law_runs(runs) if run["onset_observation"] is not None]
 
 
 def scaling_fits(runs: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -136,8 +140,8 @@ def scaling_fits(runs: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]
     fitted = fitted_runs(runs)
     observations = [OnsetObservation.from_json(run["onset_observation"]) for run in fitted]
     params = [run["non_embedding_params"] for run in fitted]
-    noise_pcts = [run["noise"]["auc"]["sigma_pct_change"] / math.sqrt(2) for run in runs
-                  if run["problem"] == "continual" and not run["mitigations"] and run["noise"]["auc"]]
+    noise_pcts = [run["noise"]["auc"]["sigma_pct_change"] / math.sqrt(2) for run in law_runs(runs)
+                  if run["noise"]["auc"]]
     try:
         check_probe_noise(noise_pcts)
         law = fit_power_law(params, observations)
@@ -148,8 +152,7 @@ def scaling_fits(runs: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]
     record = {**asdict(law), "runs": len(fitted), "confidence": CONFIDENCE,
               "groups": sum(any(name in names for name in group["runs"]) for group in groups),
               "sizes": len(set(params)), **{censoring: counts[censoring] for censoring in ("interval", "left", "right")},
-              "unjudged_runs": sum(run["problem"] == "continual" and not run["mitigations"]
-                                   and run["onset_observation"] is None for run in runs)}
+              "unjudged_runs": len(law_runs(runs)) - len(fitted)}
     return {"scaling_fit": record, "scaling_fit_reason": None}
 
 

@@ -30,9 +30,8 @@ def _pct_change(auc: float | None, reference: float | None) -> float | None:
     return None if auc is None or reference is None else auc_pct_change(auc, reference)
 
 
-def reference_fields(probes: Sequence[ProbeResult], reference_tasks: int) -> dict[str, Any]:
+def reference_fields(reference: ProbeResult | None, reference_tasks: int) -> dict[str, Any]:
     """A run's `reference_probe` ({checkpoint, cycle, tasks_trained}) and, when it is missing, `reference_reason`."""
-    reference = reference_probe(probes, reference_tasks)
     if reference is None:
         return {"reference_probe": None, "reference_reason": f"no probe at the end of cycle 1 (tasks_trained "
                                                              f"{reference_tasks}): % changes not computed"}
@@ -48,13 +47,12 @@ def _auc_without_step0(probe: ProbeResult) -> float | None:
 
 
 def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
-                  reference_tasks: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  reference: ProbeResult | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One record per probe, the baseline included: the study's AUC and the AUC without step 0, each with its
-    % change against the reference probe after `reference_tasks` tasks (null while it does not exist, or without
+    % change against the `reference` probe (null while it does not exist, or without
     2 eval points after step 0) and whether that change is within the run's probe noise (null for the baseline,
     the reference itself, or an unknown σ); and that noise per AUC (null with too few post-cycle probes).
     `positions`: the post-cycle probes' tasks (continual) or tokens (stationary)."""
-    reference = reference_probe(probes, reference_tasks)
     series = {"auc": [probe.auc for probe in probes],
               "auc_without_step0": [_auc_without_step0(probe) for probe in probes]}
     records = [{"cycle": probe.cycle, "tokens": probe.tokens, "tasks_trained": probe.tasks_trained,
@@ -101,14 +99,15 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
     aucs = [math.inf if probe.diverged else probe.auc for probe in post_cycle]
     estimate = estimate_onset(positions, aucs, k=k)
     observation = observation_of(estimate.low, estimate.high, None if unit == "tokens" else tasks, tokens)
-    probes, noise = probe_records(run.probes, positions, run.reference_tasks)
+    reference = reference_probe(run.probes, run.reference_tasks)
+    probes, noise = probe_records(run.probes, positions, reference)
     return {
         "run": run.name,
         "model": run.model,
         "non_embedding_params": run.non_embedding_params,
         "problem": run.problem,
         "probes": probes,
-        **reference_fields(run.probes, run.reference_tasks),
+        **reference_fields(reference, run.reference_tasks),
         "noise": noise,
         "onset": estimate.onset,
         "onset_unit": unit,

@@ -114,7 +114,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     model.load_state_dict(load_consolidated_weights(checkpoint, list(model.state_dict())))
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    to_gpt2(model, tokenizer.eot_id).save_pretrained(staging, safe_serialization=True)
+    to_gpt2(model, tokenizer.eot_id).save_pretrained(staging)  # safetensors: the default since transformers 4.35
     hf_tokenizer(state["tokenizer"]).save_pretrained(staging)
     (staging / "README.md").write_text(model_card(run_dir.root, checkpoint.name, state, config.model.preset,
                                                   model.num_params()))

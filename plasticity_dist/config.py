@@ -66,11 +66,25 @@ class TaskSpec:
     name: str
     dataset: str = ""  # shard dataset folder; defaults to <data.root>/<name>
     tokens: int | None = field(default=None, metadata=_at_least(1))  # defaults to curriculum.task_tokens
+    # seed of a permutation of the token ids applied to this task's data and validation split (data/permutation.py);
+    # null: none. The control problem sets it per task; a control run's probe runs carry the probe's
+    permutation: int | None = field(default=None, metadata=_at_least(0))
+
+
+@dataclass
+class ControlSection:
+    """The control problem (`curriculum.problem=control`): `curriculum.cycles` x `tasks_per_cycle` tasks, each
+    the one dataset of `curriculum.tasks` under a fresh permutation of the token ids, a probe after every cycle on
+    the probe language under a permutation no task uses. The dataset is the fixed chunk: a task of
+    `curriculum.task_tokens` trains task_tokens / (dataset tokens) epochs over it."""
+
+    permutation_seed: int = field(default=0, metadata=_at_least(0))  # seeds every task's and the probe's permutation
+    tasks_per_cycle: int = field(default=5, metadata=_at_least(1))  # permuted tasks between two probes
 
 
 @dataclass
 class CurriculumSection:
-    problem: str = field(default="continual", metadata=_choices("continual", "stationary"))
+    problem: str = field(default="continual", metadata=_choices("continual", "stationary", "control"))
     tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec(lang) for lang in STUDY_LANGUAGES])
     task_tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
     cycles: int = field(default=1, metadata=_at_least(1))
@@ -78,6 +92,7 @@ class CurriculumSection:
     mix_weights: list[float] | None = None
     total_tokens: int | None = field(default=None, metadata=_at_least(1))
     probe_every_tokens: int | None = field(default=None, metadata=_at_least(1))
+    control: ControlSection = field(default_factory=ControlSection)  # read only by the control problem
 
     def check(self) -> None:
         if not self.tasks:
@@ -85,6 +100,12 @@ class CurriculumSection:
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise ConfigError(f"curriculum.tasks has duplicate names: {names}")
+        if self.problem == "control" and len(self.tasks) != 1:
+            raise ConfigError(f"curriculum.problem=control permutes one dataset, but curriculum.tasks names "
+                              f"{len(self.tasks)}: {names}; list the one text to permute")
+        if self.problem == "control" and self.tasks[0].permutation is not None:
+            raise ConfigError(f"curriculum.tasks[0].permutation={self.tasks[0].permutation}: the control problem "
+                              "draws every task's permutation from curriculum.control.permutation_seed; leave it unset")
         if self.mix_weights is not None:
             if len(self.mix_weights) != len(self.tasks) or min(self.mix_weights) < 0 or sum(self.mix_weights) <= 0:
                 raise ConfigError(
@@ -333,6 +354,9 @@ class ExperimentConfig:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 
     def check(self) -> None:
+        if self.curriculum.problem == "control" and self.mitigations.replay.enabled:
+            raise ConfigError("mitigations.replay replays earlier languages; curriculum.problem=control has one "
+                              "dataset under a new permutation per task: set mitigations.replay.enabled=false")
         if self.curriculum.problem == "stationary" and self.probe.every_task_cycles:
             raise ConfigError(f"probe.every_task_cycles={self.probe.every_task_cycles} probes after the tasks of a "
                               "continual run; a stationary run probes every curriculum.probe_every_tokens: set it to 0")

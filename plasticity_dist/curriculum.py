@@ -1,7 +1,9 @@
-"""The training problem as a list of tasks: the continual cycles or the stationary mixed stream.
+"""The training problem as a list of tasks: the continual cycles, the stationary mixed stream, or the control
+problem (one text under a fresh token permutation per task).
 
-Both problems become the same thing for the trainer: an ordered list of `Task`s, each a set of shard
-datasets (with mixing weights), a token budget, and whether a probe request follows it.
+Every problem becomes the same thing for the trainer: an ordered list of `Task`s, each a set of shard
+datasets (with mixing weights), a token budget, an optional token permutation, and whether a probe request
+follows it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from plasticity_dist.config import ConfigError, ExperimentConfig, TaskSpec
 
@@ -24,6 +28,7 @@ class Task:
     # continual: a cycle end, or any task of the first probe.every_task_cycles cycles; stationary: every interval
     probe_after: bool
     val_datasets: tuple[str, ...]  # whose validation splits measure it: its own language (continual), all (stationary)
+    permutation: int | None = None  # seed of the token permutation of its data and validation (data/permutation.py)
 
     def checkpoint_tag(self, step: int) -> str:
         """Checkpoint name at optimizer step `step` of the run: sorts by time, reads well in a listing."""
@@ -72,6 +77,7 @@ def _continual_tasks(config: ExperimentConfig) -> list[Task]:
                 tokens=spec.tokens or curriculum.task_tokens,
                 probe_after=position == len(curriculum.tasks) - 1 or cycle <= config.probe.every_task_cycles,
                 val_datasets=(own,),
+                permutation=spec.permutation,
             ))
             if own not in trained:
                 trained.append(own)
@@ -103,14 +109,67 @@ def _stationary_tasks(config: ExperimentConfig) -> list[Task]:
     ]
 
 
+_TASK_PERMUTATIONS, _PROBE_PERMUTATION = 11, 12  # first entropy word of each derivation: the streams never meet
+
+
+def _derived_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint32)[0])
+
+
+def task_permutation_seed(permutation_seed: int, task_index: int) -> int:
+    """The seed of task `task_index`'s token permutation in a control run with `control.permutation_seed`."""
+    return _derived_seed(_TASK_PERMUTATIONS, permutation_seed, task_index)
+
+
+def _control_tasks(config: ExperimentConfig) -> list[Task]:
+    """`cycles` x `control.tasks_per_cycle` tasks on the one dataset, task i under permutation
+    `task_permutation_seed(control.permutation_seed, i)`; a probe after each cycle (and after every task of the
+    first `probe.every_task_cycles` cycles)."""
+    curriculum = config.curriculum
+    control = curriculum.control
+    (spec,) = curriculum.tasks
+    dataset = _task_dataset(config, spec)
+    tasks = []
+    for index in range(curriculum.cycles * control.tasks_per_cycle):
+        cycle, position = divmod(index, control.tasks_per_cycle)
+        tasks.append(Task(
+            index=index,
+            cycle=cycle + 1,
+            name=f"{spec.name}-perm{index:04d}",
+            datasets=(dataset,),
+            weights=None,
+            tokens=spec.tokens or curriculum.task_tokens,
+            probe_after=position == control.tasks_per_cycle - 1 or cycle < config.probe.every_task_cycles,
+            val_datasets=(dataset,),
+            permutation=task_permutation_seed(control.permutation_seed, index),
+        ))
+    return tasks
+
+
+def probe_permutation(config: ExperimentConfig) -> int | None:
+    """The seed of the token permutation a run's probes train and validate under: the control problem's probe
+    permutation, which no task of the run uses; None for the other problems."""
+    if config.curriculum.problem != "control":
+        return None
+    return _derived_seed(_PROBE_PERMUTATION, config.curriculum.control.permutation_seed)
+
+
+def tasks_per_cycle(config: ExperimentConfig) -> int:
+    """Tasks in one cycle: one per language (continual), the control's `tasks_per_cycle`, one interval (stationary)."""
+    problem = config.curriculum.problem
+    if problem == "stationary":
+        return 1
+    return config.curriculum.control.tasks_per_cycle if problem == "control" else len(config.curriculum.tasks)
+
+
 def reference_tasks(config: ExperimentConfig) -> int:
-    """Tasks trained when the study's reference probe (the 0 % of every % change) is taken, at the end of cycle 1:
-    one per language (continual), the first probe interval (stationary)."""
-    return 1 if config.curriculum.problem == "stationary" else len(config.curriculum.tasks)
+    """Tasks trained when the study's reference probe (the 0 % of every % change) is taken, at the end of cycle 1."""
+    return tasks_per_cycle(config)
+
+
+_PROBLEMS = {"continual": _continual_tasks, "stationary": _stationary_tasks, "control": _control_tasks}
 
 
 def build_tasks(config: ExperimentConfig) -> list[Task]:
     """Every task of the run in training order."""
-    if config.curriculum.problem == "stationary":
-        return _stationary_tasks(config)
-    return _continual_tasks(config)
+    return _PROBLEMS[config.curriculum.problem](config)

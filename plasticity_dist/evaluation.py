@@ -32,15 +32,16 @@ def eval_steps(num_steps: int, points: int, spacing: str = "linear") -> list[int
     return sorted({int(round(x)) for x in grid})
 
 
-def validation_loss(step_runner: StepRunner, datasets: tuple[str, ...], tokens: int, data: DataSection) -> float | None:
+def validation_loss(step_runner: StepRunner, datasets: tuple[str, ...], tokens: int, data: DataSection,
+                    permutation: int | None = None) -> float | None:
     """Mean loss over the first `tokens` of the datasets' validation splits (`<dataset>/val`), split evenly
-    between them; None when a split is missing."""
+    between them, under token permutation `permutation` if given; None when a split is missing."""
     val_dirs = [Path(dataset) / "val" for dataset in datasets]
     if not all(path.is_dir() for path in val_dirs):
         return None
     return step_runner.evaluate(itertools.chain.from_iterable(
         iter_eval_batches(val_dir, seq_len=data.seq_len, batch_size=data.micro_batch_size,
-                          max_tokens=tokens // len(val_dirs))
+                          max_tokens=tokens // len(val_dirs), permutation=permutation)
         for val_dir in val_dirs
     ))
 
@@ -56,11 +57,12 @@ class Validator:
         self.data = data
         self.last: tuple[tuple[Any, ...], float | None] | None = None
 
-    def loss(self, datasets: tuple[str, ...], tokens: int, point: tuple[int, int]) -> float | None:
+    def loss(self, datasets: tuple[str, ...], tokens: int, point: tuple[int, int],
+             permutation: int | None = None) -> float | None:
         """`validation_loss` of the weights at `point` = (task index, step)."""
-        question = (tuple(datasets), tokens, point)
+        question = (tuple(datasets), tokens, point, permutation)
         if self.last is None or self.last[0] != question:
-            self.last = (question, validation_loss(self.step_runner, datasets, tokens, self.data))
+            self.last = (question, validation_loss(self.step_runner, datasets, tokens, self.data, permutation))
         return self.last[1]
 
 
@@ -101,7 +103,7 @@ class PeriodicEvaluation(Callback):
         return eval_steps(task_steps, self.section.points, self.section.spacing)
 
     def _evaluate(self, at: LoopPosition, step: int, tokens: int) -> None:
-        loss = self.validator.loss(at.task.val_datasets, self.section.tokens, (at.task.index, step))
+        loss = self.validator.loss(at.task.val_datasets, self.section.tokens, (at.task.index, step), at.task.permutation)
         self.curve.append([step, tokens, loss])
         self.metrics.write({"event": "eval", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
                             "cycle": at.task.cycle, "step": step, "tokens": tokens, "val_loss": loss})

@@ -29,6 +29,10 @@ class Preset:
 
 
 PRESETS: tuple[Preset, ...] = (
+    # the control problem's sizes (configs/control.yaml): one block, widths 32 to 64, head width 16
+    Preset("12.4K", n_layer=1, d_model=32, n_head=2),
+    Preset("28K", n_layer=1, d_model=48, n_head=3),
+    Preset("50K", n_layer=1, d_model=64, n_head=4),
     # tiny sizes: tests and the demo
     Preset("100K", n_layer=2, d_model=64, n_head=2),
     Preset("250K", n_layer=4, d_model=72, n_head=3),

@@ -19,7 +19,7 @@ from plasticity_dist.batch_plan import BatchPlan
 from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition, RunContext
 from plasticity_dist.checkpoint import Checkpointer, read_trainer_state
 from plasticity_dist.config import ConfigError, ExperimentConfig, config_to_yaml
-from plasticity_dist.curriculum import Task, build_tasks, dataset_path, languages
+from plasticity_dist.curriculum import Task, build_tasks, dataset_path, languages, probe_permutation
 from plasticity_dist.data.loader import ShardLoader, task_loader
 from plasticity_dist.diagnostics import Diagnostics
 from plasticity_dist.early_warning import StagnationMonitor
@@ -269,16 +269,18 @@ class Trainer:
 
     def evaluate(self, task: Task, step: int) -> float | None:
         """Mean loss on the task's validation split (`<dataset>/val`) at `step`, the same batches on every rank."""
-        return self.validator.loss(task.val_datasets, self.config.data.val_tokens, (task.index, step))
+        return self.validator.loss(task.val_datasets, self.config.data.val_tokens, (task.index, step), task.permutation)
 
     def evaluate_languages(self, task: Task, step: int) -> dict[str, Any]:
         """`val_losses`: the loss on every training language's validation split, and `probe_val_loss`: on the
-        probe language's, zero-shot (no update); `forgetting.val_tokens` each, null where a split is missing."""
+        probe language's (under the probe's permutation in a control run), zero-shot (no update);
+        `forgetting.val_tokens` each, null where a split is missing."""
         tokens = self.config.forgetting.val_tokens
         probe_dataset = dataset_path(self.config.data.root, self.config.probe.dataset)
         return {"val_losses": {name: self.validator.loss((dataset,), tokens, (task.index, step))
                                for name, dataset in languages(self.config).items()},
-                "probe_val_loss": self.validator.loss((probe_dataset,), tokens, (task.index, step))}
+                "probe_val_loss": self.validator.loss((probe_dataset,), tokens, (task.index, step),
+                                                      probe_permutation(self.config))}
 
     def _save(self, task: Task, state: TrainerState) -> Path:
         """A checkpoint that retention may prune (keep_last)."""

@@ -25,7 +25,7 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.preset=7M", "'model.preset': '7M' is not allowed; allowed: 100K"),
+        ("model.preset=7M", "'model.preset': '7M' is not allowed; allowed: 12.4K, 28K, 50K, 100K"),
         ("curriculum.task_tokens=-5", "'curriculum.task_tokens': -5 is below the minimum 1"),
         ("data.seq_len=long", "'data.seq_len': expected int, got 'long'"),
         ("data.seq_len=3.5", "'data.seq_len': expected int, got 3.5"),

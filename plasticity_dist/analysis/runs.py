@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity_dist.config import ExperimentConfig, load_config
-from plasticity_dist.curriculum import reference_tasks
+from plasticity_dist.curriculum import reference_tasks, tasks_per_cycle
 from plasticity_dist.metrics import read_metrics
 from plasticity_dist.model_table import preset_rows
 from plasticity_dist.probe.results import ProbeResult, read_probes
@@ -20,7 +20,7 @@ class Run:
     name: str
     model: str
     non_embedding_params: int
-    problem: str  # "continual" | "stationary"
+    problem: str  # "continual" | "stationary" | "control"
     tasks_per_cycle: int
     task_tokens: int
     reference_tasks: int  # tasks trained at the reference probe, the end of cycle 1
@@ -72,7 +72,7 @@ def load_run(run_dir: str | Path) -> Run:
         model=config.model.preset,
         non_embedding_params=non_embedding_params(config.model.preset),
         problem=config.curriculum.problem,
-        tasks_per_cycle=len(config.curriculum.tasks),
+        tasks_per_cycle=tasks_per_cycle(config),
         task_tokens=config.curriculum.task_tokens,
         reference_tasks=reference_tasks(config),
         probes=probes,

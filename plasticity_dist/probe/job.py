@@ -30,7 +30,7 @@ from plasticity_dist.checkpoint import read_trainer_state
 from plasticity_dist.config import (CheckpointSection, ConfigError, CurriculumSection, DiagnosticsSection,
                                     EarlyWarningSection, EvaluationSection, ExperimentConfig, ForgettingSection,
                                     MitigationsSection, TaskSpec, config_to_dict, load_config)
-from plasticity_dist.curriculum import dataset_path
+from plasticity_dist.curriculum import dataset_path, probe_permutation
 from plasticity_dist.evaluation import eval_steps  # noqa: F401  (where probe users have always found it)
 from plasticity_dist.fileio import atomic_write_json
 from plasticity_dist.logging import get_logger
@@ -53,6 +53,9 @@ def probe_config_hash(config: ExperimentConfig) -> str:
         "probe": probe, "seq_len": data.seq_len, "global_batch_size": data.global_batch_size, "seed": data.seed,
         "optimizer": dataclasses.asdict(config.optimizer), "model": config.model.preset,
     }
+    permutation = probe_permutation(config)
+    if permutation is not None:  # absent otherwise, so the other problems' hashes are the ones they always had
+        payload["probe_permutation"] = permutation
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -66,8 +69,8 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) 
         model=dataclasses.replace(config.model, init_from=str(checkpoint.resolve())),
         # probes read their data in one-block windows and validate on eval_tokens (the task end's too)
         data=dataclasses.replace(config.data, shuffle_window_blocks=1, val_tokens=probe.eval_tokens),
-        curriculum=CurriculumSection(problem="continual", tasks=[TaskSpec(name="probe", dataset=probe.dataset)],
-                                     task_tokens=probe.tokens, cycles=1),
+        curriculum=CurriculumSection(problem="continual", tasks=[TaskSpec(
+            name="probe", dataset=probe.dataset, permutation=probe_permutation(config))], task_tokens=probe.tokens, cycles=1),
         optimizer=dataclasses.replace(config.optimizer, lr=probe.lr, schedule="constant"),
         checkpoint=CheckpointSection(every_steps=probe.checkpoint_every_steps, keep_last=1),
         probe=dataclasses.replace(probe, enabled=False),

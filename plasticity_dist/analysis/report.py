@@ -20,8 +20,8 @@ from plasticity_dist.analysis.scaling import STUDY_LAW, STUDY_TASK_TOKENS, Power
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.fileio import atomic_write_json, atomic_write_text
 
-AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "σ (% change)", "AUC w/o step 0",
-               "% change w/o step 0", "σ (% change w/o step 0)")
+AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "σ (% change)", "% vs fresh init",
+               "AUC w/o step 0", "% change w/o step 0", "σ (% change w/o step 0)", "% vs fresh init w/o step 0")
 TERMINAL_AUC_COLUMNS = ("run", "cycle", "tasks", "AUC", "% change", "σ (% change)")  # report.md has them all
 ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset: best break", "95 % interval",
                  "95 % interval (tokens)", "how")
@@ -60,9 +60,9 @@ def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
                 run["run"], run["model"], "0 (baseline)" if probe["cycle"] == 0 else str(probe["cycle"]),
                 str(probe["tasks_trained"]), f"{probe['tokens']:,}", _auc_value(probe),
                 _change_cell(probe["auc_pct_change"], probe["auc_pct_change_within_noise"]), _sigma_cell(noise["auc"]),
-                _number(probe["auc_without_step0"], ".4f"),
+                _number(probe["auc_vs_fresh_pct"], "+.2f"), _number(probe["auc_without_step0"], ".4f"),
                 _change_cell(probe["auc_without_step0_pct_change"], probe["auc_without_step0_pct_change_within_noise"]),
-                _sigma_cell(noise["auc_without_step0"]),
+                _sigma_cell(noise["auc_without_step0"]), _number(probe["auc_without_step0_vs_fresh_pct"], "+.2f"),
             ))
     return rows
 
@@ -324,7 +324,9 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "% change is against the run's reference probe, the one at the end of cycle 1 (none stands in for a "
         "missing one): positive = worse probing = less plasticity; cycle 0 is the probe of the untrained initial "
         "weights, and probes after every task of the first cycles (`probe.every_task_cycles`) carry their task's "
-        "cycle. Stationary runs: cycles are probe intervals. The AUC "
+        "cycle. Stationary runs: cycles are probe intervals. % vs fresh init compares each probe with the same probe "
+        "(same data, order and permutation) from freshly initialised weights: the run's own cycle-0 probe of its "
+        "initial weights; positive = learns worse than from scratch. The AUC "
         "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
         "probes share one probe config and eval grid (the report refuses to mix them). " + describe_noise_rule() + ".",

@@ -51,15 +51,19 @@ def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
     """One record per probe, the baseline included: the study's AUC and the AUC without step 0, each with its
     % change against the `reference` probe (null while it does not exist, or without
     2 eval points after step 0) and whether that change is within the run's probe noise (null for the baseline,
-    the reference itself, or an unknown σ); and that noise per AUC (null with too few post-cycle probes).
+    the reference itself, or an unknown σ); each AUC's % change against the same probe from freshly initialised
+    weights, the run's own cycle-0 probe (`<name>_vs_fresh_pct`, null without one); and that noise per AUC (null
+    with too few post-cycle probes).
     `positions`: the post-cycle probes' tasks (continual) or tokens (stationary)."""
     series = {"auc": [probe.auc for probe in probes],
               "auc_without_step0": [_auc_without_step0(probe) for probe in probes]}
     records = [{"cycle": probe.cycle, "tokens": probe.tokens, "tasks_trained": probe.tasks_trained,
                 "checkpoint": probe.checkpoint, "diverged": probe.diverged} for probe in probes]
     noise: dict[str, Any] = {}
+    fresh = next((probe for probe in probes if probe.cycle == 0), None)
     for name, values in series.items():
         reference_value = values[probes.index(reference)] if reference else None
+        fresh_value = values[probes.index(fresh)] if fresh else None
         post_cycle = [(probe, value) for probe, value in zip(probes, values) if probe.cycle >= 1]
         finite = [(position, value) for position, (_, value) in zip(positions, post_cycle) if value is not None]
         judged = [probe for probe, value in post_cycle if probe is not reference and value is not None]
@@ -69,7 +73,8 @@ def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
         for probe, value, record in zip(probes, values, records):
             change = _pct_change(value, reference_value)
             record |= {name: value, f"{name}_pct_change": change, f"{name}_pct_change_within_noise": within_noise(
-                change, figures.sigma_pct_change, figures.multiple) if probe in judged and figures else None}
+                change, figures.sigma_pct_change, figures.multiple) if probe in judged and figures else None,
+                f"{name}_vs_fresh_pct": _pct_change(value, fresh_value)}
     return records, {name: None if figures is None else asdict(figures) for name, figures in noise.items()}
 
 

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # so one worker leaves about half of two cores idle.
 TEST_WORKERS ?= 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo control bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: install
 
 demo: install
 	$(BIN)/plasticity-dist demo --out runs/demo
+
+# The control study (permuted text, README "Control problem"): plasticity loss seen on 2 CPU cores
+control: install
+	$(BIN)/plasticity-dist control --out runs/control
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -127,6 +127,22 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
+def _control(args: argparse.Namespace) -> int:
+    from plasticity_dist.control import run_control
+
+    run_control(Path(args.out), cycles=args.cycles, jobs=args.jobs)
+    return 0
+
+
+def _add_control(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("control", help="the control study (permuted text) where plasticity loss shows "
+                                                   "on CPU, ending in a report")
+    parser.add_argument("--out", default="runs/control", help="output folder (data, runs, report)")
+    parser.add_argument("--cycles", type=int, help="cycles per run (default: configs/control.yaml)")
+    parser.add_argument("--jobs", type=int, help="runs at once, one process each (default: the usable CPUs)")
+    parser.set_defaults(handler=_control)
+
+
 def _token_count(text: str) -> int:
     """A positive token count, written as an integer or in exponent notation (5e9)."""
     try:
@@ -307,7 +323,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_models, _add_tokenizer, _add_preprocess, _add_verify, _add_plan, _add_train, _add_probe, _add_report,
     _add_predict,
-    _add_export, _add_demo,
+    _add_export, _add_demo, _add_control,
 )
 
 

@@ -19,9 +19,11 @@ from accelerate.utils import InitProcessGroupKwargs
 
 from plasticity_dist.batch_plan import BatchPlan
 from plasticity_dist.config import ConfigError, ExperimentConfig
-from plasticity_dist.processes import free_port
+from plasticity_dist.logging import get_logger
+from plasticity_dist.processes import free_port, usable_cpus
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
+log = get_logger()
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,21 @@ def end_distributed() -> None:
     at interpreter exit aborts the process (SIGABRT, 'terminate called without an active exception')."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def report_cpus(config: ExperimentConfig, world: WorldInfo) -> int:
+    """Log the CPUs this rank may run on (its affinity mask, which a node's ranks and their loader workers
+    share); under Slurm, warn when they are fewer than those processes: a step that was not given the job's
+    --cpus-per-task runs on one CPU on clusters that bind tasks to cores."""
+    cpus, node_ranks = usable_cpus(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    processes = node_ranks * (1 + config.data.num_workers)
+    log.info(f"rank {world.rank} may run on {cpus} CPU(s) (its affinity), shared by {node_ranks} rank(s) on this "
+             f"node with {config.data.num_workers} loader worker(s) each")
+    if cpus < processes and "SLURM_JOB_ID" in os.environ:
+        log.warning(f"rank {world.rank}: {processes} processes (ranks and loader workers) on this node share "
+                    f"{cpus} CPU(s); under Slurm, give the job --cpus-per-task={processes} or more (slurm/common.sh "
+                    f"passes it on to the step)")
+    return cpus
 
 
 def use_bf16(config: ExperimentConfig) -> bool:
@@ -93,6 +110,7 @@ def build_accelerator(config: ExperimentConfig, world: WorldInfo) -> Accelerator
     Without a GPU, Accelerate finds no backend of its own and would run each rank as a world of one:
     naming gloo makes it join DeepSpeed's process group.
     """
+    report_cpus(config, world)
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(config, world.world_size))
     cpu_backend = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]

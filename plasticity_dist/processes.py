@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -19,3 +20,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, as Slurm's task plugin (task/affinity, task/cgroup)
+    or taskset set it. os.cpu_count() counts the machine's, bound or not."""
+    return len(os.sched_getaffinity(0))

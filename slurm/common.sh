@@ -28,9 +28,12 @@ MASTER_ADDR=${PLASTICITY_MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODE
 MASTER_PORT=${PLASTICITY_MASTER_PORT:-$((10000 + ${SLURM_JOB_ID:-0} % 10000))}
 ACCELERATE_CONFIG=${PLASTICITY_ACCELERATE_CONFIG:-configs/accelerate/multi_node.yaml}
 PREEMPTED_MARKER=preempted  # written into the run directory by a trainer stopped by a signal
+# Since Slurm 22.05 a step does not inherit the job's --cpus-per-task (nor reads SLURM_CPUS_PER_TASK): without
+# it, a cluster that binds tasks to cores runs a node's ranks and their loader workers on one CPU.
+STEP_CPUS=${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK}
 
 echo "job ${SLURM_JOB_ID:-none} (restart ${SLURM_RESTART_COUNT:-0}): $NNODES node(s) x $PROCS_PER_NODE process(es)," \
-     "rendezvous $MASTER_ADDR:$MASTER_PORT, repo $PLASTICITY_REPO"
+     "${SLURM_CPUS_PER_TASK:-the default} CPU(s) per node, rendezvous $MASTER_ADDR:$MASTER_PORT, repo $PLASTICITY_REPO"
 
 # One `accelerate launch` per node. The machine rank must expand on each node, hence the escaped
 # \$SLURM_NODEID inside the single srun command (accelerate #2816). Each launcher ignores SIGUSR1, which
@@ -39,7 +42,7 @@ echo "job ${SLURM_JOB_ID:-none} (restart ${SLURM_RESTART_COUNT:-0}): $NNODES nod
 launch_accelerate() {
     local args
     printf -v args '%q ' "$@"
-    srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "trap '' USR1; exec accelerate launch \
+    srun --nodes="$NNODES" --ntasks-per-node=1 $STEP_CPUS --kill-on-bad-exit=1 bash -c "trap '' USR1; exec accelerate launch \
         --config_file $ACCELERATE_CONFIG --num_machines $NNODES --num_processes $((NNODES * PROCS_PER_NODE)) \
         --machine_rank \$SLURM_NODEID --main_process_ip $MASTER_ADDR --main_process_port $MASTER_PORT \
         -m plasticity_dist.cli $args"

@@ -111,23 +111,28 @@ def _skip_reason() -> str | None:
     return None
 
 
+CLUSTER_FIXTURES = ("local_slurm", "local_slurm_bound")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests of the one local cluster share an xdist group, so `pytest -n N --dist loadgroup` runs them all on
-    one worker and only that worker brings the cluster up (two would contend for its daemons' ports)."""
+    """Tests of the local clusters share an xdist group, so `pytest -n N --dist loadgroup` runs them all on
+    one worker and only that worker brings the clusters up (two workers would contend for the daemons' ports
+    and this machine's few CPUs)."""
     for item in items:
-        if "local_slurm" in getattr(item, "fixturenames", ()):
+        if set(CLUSTER_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("local_slurm"))
 
 
-@pytest.fixture(scope="session")
-def local_slurm(tmp_path_factory: pytest.TempPathFactory):
-    """Bring up tools/local_slurm/up.sh in a temporary folder for the session; tear it down afterwards."""
+def _cluster(tmp_path_factory: pytest.TempPathFactory, name: str, up_env: dict[str, str]):
+    """Bring up tools/local_slurm/up.sh (with `up_env` added to its environment) in a temporary folder; yield
+    the LocalSlurm; tear it down afterwards."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    state_dir = tmp_path_factory.mktemp("local-slurm")
-    up = subprocess.run(["bash", str(UP_SCRIPT), str(state_dir)], capture_output=True, text=True, timeout=900)
+    state_dir = tmp_path_factory.mktemp(name)
+    up = subprocess.run(["bash", str(UP_SCRIPT), str(state_dir)], capture_output=True, text=True, timeout=900,
+                        env={**os.environ, **up_env})
     if up.returncode == PACKAGES_UNAVAILABLE_EXIT:
         pytest.skip(f"Slurm packages cannot be installed here: {up.stderr.strip()}")
     try:
@@ -138,3 +143,19 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory):
         yield LocalSlurm(state_dir=state_dir, env={**os.environ, "SLURM_CONF": slurm_conf})
     finally:
         subprocess.run(["bash", str(DOWN_SCRIPT), str(state_dir)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def local_slurm(tmp_path_factory: pytest.TempPathFactory):
+    """The local cluster for the session, without task binding (nodes may have more CPUs than the machine)."""
+    yield from _cluster(tmp_path_factory, "local-slurm", {})
+
+
+@pytest.fixture(scope="session")
+def local_slurm_bound(tmp_path_factory: pytest.TempPathFactory):
+    """A second local cluster whose task plugin binds every task to its allocated cores (task/affinity,
+    TaskPluginParam=Cores), as many real clusters do; each node has this machine's CPUs."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("a cluster that binds tasks to cores needs 2 CPUs here to tell 1 CPU from several")
+    yield from _cluster(tmp_path_factory, "local-slurm-bound",
+                        {"LOCAL_SLURM_CPU_BIND": "cores", "LOCAL_SLURM_CPUS": str(len(os.sched_getaffinity(0)))})

@@ -41,8 +41,11 @@ from plasticity_dist.data.shards import (
 )
 from plasticity_dist.data.sources import iter_documents
 from plasticity_dist.fileio import atomic_write_json
+from plasticity_dist.logging import get_logger
+from plasticity_dist.processes import usable_cpus
 from plasticity_dist.tokenizer import Tokenizer, load_tokenizer
 
+log = get_logger()
 PROGRESS_DIR = ".progress"
 BLOCK_TOKENS = 1 << 19  # default block: ~1 MiB of uint16 ids; the unit of shuffling and of random reads
 SHARD_TOKENS = 1 << 27  # default shard: 256 MiB of uint16 ids before compression
@@ -292,6 +295,10 @@ def preprocess(args: PreprocessArgs, out: str | Path, *, workers: int = 1, shard
     # worker (W x cores threads), and one worker alone already takes every core.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     load_tokenizer(args.tokenizer)  # a bad tokenizer spec fails here, before any work
+    cpus = usable_cpus()
+    if workers > cpus:
+        log.warning(f"--workers {workers} share the {cpus} CPU(s) this process may run on (its affinity); "
+                    f"under Slurm, give the job --cpus-per-task={workers}")
     _record_args(args, out)
     jobs = plan_jobs(args)
     todo = [job for position, job in enumerate(jobs)
@@ -304,7 +311,8 @@ def preprocess(args: PreprocessArgs, out: str | Path, *, workers: int = 1, shard
     built = sum(job.rows for job in todo) * (args.seq_len + 1)
     dataset_dirs = sorted({job.dataset_dir(out) for job in jobs})
     manifests = [finish_dataset(path) for path in dataset_dirs]
-    rate = f"built {len(todo)} shards, {built:,} tokens in {seconds:.1f} s ({built / max(seconds, 1e-9):,.0f} tokens/s)"
+    rate = (f"built {len(todo)} shards, {built:,} tokens in {seconds:.1f} s ({built / max(seconds, 1e-9):,.0f} "
+            f"tokens/s) with {workers} worker(s) on {cpus} CPU(s)")
     if any(manifest is None for manifest in manifests):
         return f"{out}: {rate}; other jobs' shards are still missing, so no manifest yet"
     return f"{rate}; " + "; ".join(summarize(manifest, path) for manifest, path in zip(manifests, dataset_dirs))

@@ -4,7 +4,9 @@
 # touches a system munged or slurm. Run as root. The last line printed is the SLURM_CONF to export.
 #   usage: tools/local_slurm/up.sh STATE_DIR
 # Environment: LOCAL_SLURM_CPUS (CPUs per node, default nproc; may exceed it), LOCAL_SLURM_TIMEOUT (seconds
-# to wait for the nodes, default 60). Stop it with tools/local_slurm/down.sh STATE_DIR.
+# to wait for the nodes, default 60), LOCAL_SLURM_CPU_BIND=cores (bind every task to the cores it was
+# allocated with task/affinity, as clusters with TaskPluginParam=Cores do; default: no binding). Both nodes
+# share this machine's CPUs. Stop it with tools/local_slurm/down.sh STATE_DIR.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -117,7 +119,19 @@ munged --force --key-file="$munge_key" --socket="$munge_socket" --pid-file="$sta
     --log-file="$state_dir/log/munged.log" --seed-file="$state_dir/munge/munged.seed" || fail "munged did not start"
 
 read -r ctld_port node1_port node2_port < <(free_ports 3)
-cpus=${LOCAL_SLURM_CPUS:-$(nproc)}
+machine_cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS
+cpus=${LOCAL_SLURM_CPUS:-$machine_cpus}
+case ${LOCAL_SLURM_CPU_BIND:-none} in
+    none) task_plugin="# No cgroups in containers: track processes through /proc, no task binding.
+TaskPlugin=task/none" ;;
+    cores)
+        # sched_setaffinity cannot bind to CPUs this machine lacks
+        (( cpus <= machine_cpus )) || { echo "error: LOCAL_SLURM_CPU_BIND=cores needs LOCAL_SLURM_CPUS <= $machine_cpus" >&2; exit 2; }
+        task_plugin="# Tasks bound to their allocated cores (sched_setaffinity; no cgroups in containers).
+TaskPlugin=task/affinity
+TaskPluginParam=Cores" ;;
+    *) echo "error: LOCAL_SLURM_CPU_BIND=${LOCAL_SLURM_CPU_BIND}: expected none or cores" >&2; exit 2 ;;
+esac
 # Job ids from a random start: slurm/common.sh derives the rendezvous port from the job id, so two clusters
 # on one host (or a job orphaned by an earlier one) would otherwise meet on the same ports from job 1 on.
 first_job_id=$((1 + RANDOM % 9000))
@@ -141,9 +155,8 @@ SlurmctldLogFile=$state_dir/log/slurmctld.log
 SlurmdLogFile=$state_dir/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
-# No cgroups in containers: track processes through /proc, no task binding.
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+$task_plugin
 MpiDefault=none
 MailProg=/bin/true
 SwitchType=switch/none

@@ -16,8 +16,8 @@ from plasticity_dist.config import load_config
 from plasticity_dist.metrics import MetricsLog, read_metrics
 from plasticity_dist.probe.job import probe_run_config
 from plasticity_dist.run_layout import RunLayout
-from plasticity_dist.wandb_sink import WandbSink
-from runs import tiny_overrides, train
+from plasticity_dist.wandb_sink import WandbSink, sync_commands
+from runs import REPO, tiny_overrides, train
 
 OFFLINE = ["wandb.enabled=true", "wandb.mode=offline"]
 WANDB = Path(sys.executable).parent / "wandb"
@@ -161,3 +161,75 @@ assert "wandb" not in sys.modules, "wandb was imported"
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert (tmp_path / "metrics.jsonl").is_file() and not (tmp_path / "wandb").exists()
+
+
+def metric_definitions(path: Path) -> list[dict[str, Any]]:
+    printed = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(path)], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+    return [record["metric"] for record in map(json.loads, printed.splitlines()) if record["type"] == "metric"]
+
+
+def test_a_probe_result_after_a_resume_is_logged_past_the_last_step_on_the_probe_cycle_axis(tmp_path):
+    """A resumed W&B run ignores steps at or below its last: a result that arrives before the resumed trainer
+    logs anything goes to the step after the last one, and its charts use probe/cycle as their x-axis."""
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", *OFFLINE, "model.preset=100K"])
+    layout = RunLayout(config.run_dir)
+    first_attempt = MetricsLog.for_run(config, layout, is_main=True)
+    first_attempt.truncate_after(-1)
+    for record in [*map(step_record, range(1, 7)), task_end_record(6)]:
+        first_attempt.write(record)
+    first_attempt.close()
+
+    resumed = MetricsLog.for_run(config, layout, is_main=True)
+    resumed.truncate_after(4)  # from the step-4 checkpoint; stopped again before it logged a new step
+    probe = {"checkpoint": "step000000006-task0000-cycle001-en", "cycle": 1, "tokens": 1536, "auc": 3.25}
+    layout.probe_result(probe["checkpoint"]).parent.mkdir(parents=True)
+    layout.probe_result(probe["checkpoint"]).write_text(json.dumps(probe))
+    resumed.close()
+
+    first, second = read_run_files(layout.root)
+    assert max(step for step, _ in first.history) == 6
+    assert [(step, items["probe/auc"], items["probe/cycle"]) for step, items in second.history] == [(7, 3.25, 1)]
+    second_file = sorted((layout.root / "wandb").glob("offline-run-*/run-*.wandb"))[-1]
+    assert {"glob_name": "probe/*", "step_metric": "probe/cycle"}.items() <= next(
+        metric for metric in metric_definitions(second_file) if metric.get("glob_name") == "probe/*").items()
+
+    # the sync order that keeps both attempts' history, for the installed wandb and for wandb < 0.30
+    folders = [str(path) for path in sorted((layout.root / "wandb").glob("offline-run-*"),
+                                            key=lambda folder: next(folder.glob("run-*.wandb")).stat().st_mtime)]
+    run_id = json.loads(layout.wandb_run.read_text())["id"]
+    assert sync_commands(layout, "0.31.0") == [["wandb", "sync", *folders]]
+    assert sync_commands(layout, "0.29.1") == [["wandb", "sync", folders[0]],
+                                               ["wandb", "sync", "--append", "--id", run_id, folders[1]]]
+    printed = subprocess.run([sys.executable, str(REPO / "tools" / "wandb_sync.py"), str(layout.root), "--dry-run"],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    assert printed.splitlines() == [f"wandb sync {' '.join(folders)}"]
+    would_sync = subprocess.run([str(WANDB), "sync", "--dry-run", *folders], capture_output=True, text=True,
+                                timeout=120, check=True)
+    assert all(folder.split("/")[-1] in would_sync.stdout + would_sync.stderr for folder in folders)
+
+
+def eval_record(step: int, task_index: int) -> dict[str, Any]:
+    return {"event": "eval", "task": ["en", "zh"][task_index], "task_index": task_index, "cycle": 1, "step": step,
+            "val_loss": 4.0 + task_index}
+
+
+def test_records_of_two_tasks_at_one_step_are_each_logged_once(tmp_path):
+    """A task's last evaluation and the next task's first share a step: both are sent, and neither again
+    after a resume from that step."""
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", *OFFLINE, "model.preset=100K"])
+    layout = RunLayout(config.run_dir)
+    first_attempt = MetricsLog.for_run(config, layout, is_main=True)
+    first_attempt.truncate_after(-1)
+    for record in [step_record(8), eval_record(8, 0), eval_record(8, 1)]:
+        first_attempt.write(record)
+    first_attempt.close()
+    resumed = MetricsLog.for_run(config, layout, is_main=True)
+    resumed.truncate_after(8)
+    for record in [eval_record(8, 0), eval_record(8, 1), step_record(9)]:
+        resumed.write(record)
+    resumed.close()
+
+    first, second = read_run_files(layout.root)
+    assert [(step, items["eval/task"], items["eval/val_loss"]) for step, items in first.history] == [(8, "zh", 5.0)]
+    assert [step for step, _ in second.history] == [9]

@@ -25,6 +25,7 @@ offer (webdataset #271). Each rank decodes the windows it touches; memory holds 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -46,23 +47,19 @@ _BLOCK_ORDER, _ROW_ORDER, _MIX = 1, 2, 3  # first entropy word of each generator
 _MIX_CHUNK_ROWS = 1 << 16
 _CHUNK_WINDOWS = 8  # windows per chunk: a window at a chunk boundary is decoded by two workers
 _PREFETCH = 2  # chunks queued per DataLoader worker; each worker has _PREFETCH + 1 slots
-_FEEDER_EXIT_TIMEOUT_S = 30.0  # a closed queue's feeder thread flushes a few small messages, then exits
 
 
-def _stop_workers(chunks: Any) -> None:
-    """End a DataLoader iterator's workers and wait until the threads feeding their queues have exited.
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers start from a forkserver that imported this module, never by forking the trainer itself.
 
-    The next task's DataLoader forks its workers moments later, and CPython 3.11.7 (ours) deadlocks a child
-    forked while another thread is being created or destroyed (python/cpython#112275): seen here as a demo run
-    whose new loader worker hung in PyOS_AfterFork_Child. Torch closes these queues without joining them.
+    The trainer has threads (gloo, progress, probe scheduling), and CPython 3.11.7 (ours) can deadlock a child
+    forked while another thread is created or destroyed (python/cpython#112275): seen here as a demo run whose
+    new loader worker hung in PyOS_AfterFork_Child. The server is single-threaded, so forks from it are safe,
+    and its preloaded torch keeps a worker's start cheap.
     """
-    shutdown = getattr(chunks, "_shutdown_workers", None)
-    if shutdown is None:  # no workers: the stream itself
-        return
-    shutdown()
-    for queue in chunks._index_queues:
-        if queue._thread is not None:
-            queue._thread.join(timeout=_FEEDER_EXIT_TIMEOUT_S)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
 
 
 def _widen(ids: np.ndarray, permutation: int | None, vocab_size: int) -> torch.Tensor:
@@ -192,7 +189,7 @@ class _ChunkStream(IterableDataset):
         if num_workers:
             self.slot_memory.share_memory_()
         # a worker refills a slot only after the main process has handed out its micro-batches
-        self.free_slots = [torch.multiprocessing.Semaphore(self.slots_per_worker) for _ in range(producers)]
+        self.free_slots = [_worker_context().Semaphore(self.slots_per_worker) for _ in range(producers)]
 
     def slot(self, worker: int, slot: int, micro_batches: int) -> np.ndarray:
         """A slot's first `micro_batches` micro-batches, shape (micro-batches, rows, seq_len + 1)."""
@@ -317,7 +314,8 @@ class ShardLoader:
     def __iter__(self) -> Iterator[Batch]:
         stream = self._stream()
         chunks: Any = iter(stream if self.num_workers == 0 else DataLoader(
-            stream, batch_size=None, num_workers=self.num_workers, prefetch_factor=_PREFETCH))
+            stream, batch_size=None, num_workers=self.num_workers, prefetch_factor=_PREFETCH,
+            multiprocessing_context=_worker_context()))
         try:
             for worker, slot, micro_batches in chunks:
                 try:  # widening here, from the slot, keeps the transfer at the stored width
@@ -328,7 +326,9 @@ class ShardLoader:
                 finally:
                     stream.free_slots[worker].release()
         finally:
-            _stop_workers(chunks)
+            shutdown = getattr(chunks, "_shutdown_workers", None)
+            if shutdown is not None:  # end the workers now, not when the iterator is collected
+                shutdown()
 
     def state_dict(self) -> dict[str, Any]:
         """Small and identical on every rank: which data, and how far the task's global stream has been read."""

@@ -74,7 +74,7 @@ def bare_tokenizer_tokens_per_second(args: PreprocessArgs, every_other: int | No
     dtype = token_dtype(tokenizer.vocab_size)
     started = time.perf_counter()
     for job in plan_jobs(args)[slice(every_other, None, 2) if every_other is not None else slice(None)]:
-        documents = iter_documents(args.source, partition=job.partition, num_partitions=job.partitions, seed=args.seed)
+        documents = job.documents(args)
         wanted, done = job.rows * (args.seq_len + 1), 0
         while done < wanted:
             done += len(tokenizer.encode_documents([next(documents) for _ in range(DOCUMENTS_PER_BATCH)], dtype))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,9 +20,8 @@ import pytest
 
 from plasticity_dist.cli import main
 from plasticity_dist.data.loader import ShardLoader
-from plasticity_dist.data.preprocess import PreprocessArgs, plan_jobs
+from plasticity_dist.data.preprocess import PreprocessArgs, ShardJob, plan_jobs
 from plasticity_dist.data.shards import BlockReader, read_manifest, shard_name
-from plasticity_dist.data.sources import iter_documents
 from plasticity_dist.tokenizer import ByteTokenizer
 
 SEQ_LEN = 31
@@ -37,10 +37,10 @@ def dataset_bytes(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def expected_shard_tokens(source: str, partition: range, partitions: int, count: int, **options) -> np.ndarray:
-    """The first `count` ids of a partition range's documents, each followed by end-of-text."""
+def expected_shard_tokens(job: ShardJob, args: PreprocessArgs, count: int) -> np.ndarray:
+    """The first `count` ids of a shard's documents, each followed by end-of-text."""
     tokenizer, ids = ByteTokenizer(), []
-    for text in iter_documents(source, partition=partition, num_partitions=partitions, **options):
+    for text in job.documents(args):
         ids += tokenizer.encode(text) + [tokenizer.eot_id]
         if len(ids) >= count:
             return np.array(ids[:count])
@@ -50,11 +50,13 @@ def expected_shard_tokens(source: str, partition: range, partitions: int, count:
 def assert_round_trip(out: Path, source: str, **options) -> None:
     manifest = read_manifest(out)
     reader = BlockReader(out, manifest)
-    jobs = [job for job in plan_jobs(PreprocessArgs(**manifest.args)) if job.split == "train"]
+    args = PreprocessArgs(**manifest.args)
+    assert (args.source, args.text_field, args.seed) == (source, options.get("text_field", "text"),
+                                                         options.get("seed", 0))
+    jobs = [job for job in plan_jobs(args) if job.split == "train"]
     for index, (shard, job) in enumerate(zip(manifest.shards, jobs, strict=True)):
         stored = np.concatenate([reader.read(index, block) for block in range(len(shard.blocks))]).ravel()
-        np.testing.assert_array_equal(stored, expected_shard_tokens(source, job.partition, job.partitions, shard.tokens,
-                                                                    **options))
+        np.testing.assert_array_equal(stored, expected_shard_tokens(job, args, shard.tokens))
 
 
 def document_numbers(dataset: Path) -> set[str]:
@@ -163,11 +165,14 @@ def test_a_too_small_corpus_reports_the_sequences_packed_and_the_tokens_it_holds
     jobs = plan_jobs(PreprocessArgs(str(source), 20480, seq_len=SEQ_LEN, rows_per_block=8, shard_tokens=10**6,
                                     val_tokens=1024))
     train = next(job for job in jobs if job.split == "train")
-    documents = list(iter_documents(str(source), partition=train.partition, num_partitions=train.partitions))
+    documents = list(train.documents(PreprocessArgs(str(source), 20480, seq_len=SEQ_LEN)))
     packed = sum(len(document.encode()) + 1 for document in documents) // (SEQ_LEN + 1)
     assert 500 < packed < 640
     assert f"ran out after {len(documents)} documents ({packed} of 640 sequences)" in error
-    assert f"the source holds {source_tokens:,} tokens, --tokens plus --val-tokens need 21,504" in error
+    # the source's size estimated from the share this shard read, not by tokenizing all of it
+    estimate = int(re.search(r"the source holds about ([\d,]+), and --tokens plus --val-tokens need 21,504",
+                             error).group(1).replace(",", ""))
+    assert abs(estimate - source_tokens) < 0.03 * source_tokens
 
 
 def test_same_arguments_give_identical_bytes_for_any_workers_and_array_split(tmp_path: Path) -> None:
@@ -264,3 +269,65 @@ def test_dataset_of_another_tokenizer_is_refused_by_the_loader(verified_dataset:
     with pytest.raises(ValueError, match=f"{verified_dataset}/manifest.json: tokenizer is byte .*expected hf:gpt2"):
         ShardLoader([verified_dataset], seq_len=SEQ_LEN, micro_batch_size=2, global_batch_size=2, token_budget=64,
                     rank=0, world_size=1, seed=0, task=0, tokenizer="hf:gpt2")
+
+
+def reading_accounts(dataset: Path) -> dict[str, int]:
+    """The completion markers' reading accounts of a dataset, summed over its shards."""
+    markers = [json.loads(path.read_text())["reading"] for path in sorted(dataset.glob(".progress/shard-*.json"))]
+    return {key: sum(marker[key] for marker in markers) for key in markers[0]}
+
+
+@pytest.mark.parametrize("form", ["jsonl", "parquet"])
+def test_the_source_is_read_once_however_many_shards_are_built(tmp_path: Path, jsonl_source: Path, form: str) -> None:
+    source, decoded_at_once = jsonl_source, 1
+    if form == "parquet":  # row groups of 2 documents (under 1/8 of a shard's share: each read whole by one shard)
+        decoded_at_once = 2
+        lines = [json.loads(line) for line in jsonl_source.read_text().splitlines()]
+        source = tmp_path / "docs.parquet"
+        pq.write_table(pa.table({"body": [line["body"] for line in lines]}), source, row_group_size=2)
+    documents = len(jsonl_source.read_text().splitlines())
+    for shard_tokens in ("8192", "1024"):  # 2 shards, then 13
+        out = tmp_path / f"{form}-{shard_tokens}"
+        assert main(["preprocess", "--source", str(source), "--out", str(out), "--tokens", "13000", "--seq-len",
+                     str(SEQ_LEN), "--rows-per-block", "8", "--shard-tokens", shard_tokens, "--text-field", "body"]) == 0
+        accounts, shards = reading_accounts(out), len(read_manifest(out).shards)
+        assert accounts["source_records_read"] <= min(documents, accounts["documents_read"] + shards * decoded_at_once)
+        assert accounts["documents_read"] - accounts["documents_used"] <= shards  # a shard stops where it is full
+    assert shards == 13
+
+
+def test_same_arguments_give_identical_bytes_for_any_array_split_of_a_jsonl_source(
+        tmp_path: Path, jsonl_source: Path) -> None:
+    arguments = ("--tokens", "6000", "--val-tokens", "1000", "--text-field", "body", *SMALL)
+    assert main(["preprocess", "--source", str(jsonl_source), "--out", str(tmp_path / "one"), *arguments]) == 0
+    for index in range(3):
+        assert main(["preprocess", "--source", str(jsonl_source), "--out", str(tmp_path / "array"), *arguments,
+                     "--shard-index", str(index), "--num-shards", "3", "--workers", "2"]) == 0
+    assert dataset_bytes(tmp_path / "array") == dataset_bytes(tmp_path / "one")
+    assert_round_trip(tmp_path / "one", str(jsonl_source), text_field="body")
+
+
+def test_a_corpus_downloaded_with_hf_download_preprocesses_offline(tmp_path: Path, monkeypatch) -> None:
+    """The layout `hf download --repo-type dataset HuggingFaceFW/fineweb-2 --include 'data/vie_Latn/train/*'
+    --include README.md --local-dir DIR` leaves (the dataset card with its configs, the parquet files, hf's
+    download metadata), read as `hf:DIR:vie_Latn` without a network."""
+    root = tmp_path / "fineweb-2"
+    train = root / "data" / "vie_Latn" / "train"
+    train.mkdir(parents=True)
+    for number in range(4):
+        texts = [f"tài liệu {number}.{i}: " + "xin chào " * (i % 9) for i in range(60)]
+        pq.write_table(pa.table({"text": texts, "id": [f"{number}.{i}" for i in range(60)]}),
+                       train / f"{number:03d}_00000.parquet", row_group_size=15)
+        metadata = root / ".cache" / "huggingface" / "download" / "data" / "vie_Latn" / "train"
+        metadata.mkdir(parents=True, exist_ok=True)
+        (metadata / f"{number:03d}_00000.parquet.metadata").write_text("0123abcd\n1700000000.0\n")
+    (root / "README.md").write_text("---\nconfigs:\n- config_name: vie_Latn\n  data_files:\n  - split: train\n"
+                                    "    path: data/vie_Latn/train/*\n---\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = tmp_path / "vi"
+    assert preprocess(f"hf:{root}:vie_Latn", out, 4096) == 0
+    assert len(read_manifest(out).shards) == 4
+    assert_round_trip(out, f"hf:{root}:vie_Latn")
+    accounts = reading_accounts(out)
+    assert accounts["source_records_read"] == accounts["documents_read"] <= 1.05 * accounts["documents_used"]

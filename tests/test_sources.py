@@ -136,10 +136,56 @@ def test_partitions_are_disjoint_and_cover_every_document_once(
     def partitions(count: int) -> list[list[str]]:
         return [list(iter_documents(source, partition=p, num_partitions=count)) for p in range(count)]
 
-    for count in (2, 3, 4, 11):  # 3 divides the hf file count: whole files per partition
+    for count in (2, 3, 4, 11):
         parts = partitions(count)
-        assert sorted(itertools.chain(*parts)) == sorted(everything)
+        assert list(itertools.chain(*parts)) == everything  # contiguous shares, in the source's order
         assert parts == partitions(count)
+
+
+def _read_counts(source: str, count: int) -> list[int]:
+    """Records each of `count` shares' readers took from the source, reading its share to the end."""
+    counts = []
+    for partition in range(count):
+        documents = iter_documents(source, partition=partition, num_partitions=count)
+        for _ in documents:
+            pass
+        counts.append(documents.records_read)
+    return counts
+
+
+def test_each_record_is_read_by_one_share_and_a_share_stops_where_its_reader_stops(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    paragraphs = [" ".join(["word"] * int(rng.integers(1, 40))) + ("\n  tail line" if i % 3 else "")
+                  for i in range(300)]
+    separators = [str(rng.choice(["\n\n", "\n \n", "\n\n\n", "\r\n\r\n"])) for _ in paragraphs]
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "a.txt").write_text("".join(p + sep for p, sep in zip(paragraphs, separators)), newline="")
+    texts = [f"doc {i} " + "x" * int(rng.integers(0, 200)) for i in range(500)]
+    (tmp_path / "jsonl").mkdir()
+    _write_jsonl(tmp_path / "jsonl" / "a.jsonl", texts[:200])
+    (tmp_path / "jsonl" / "b.jsonl").write_text("\n" + "".join(json.dumps({"text": t}) + "\n\n" for t in texts[200:]))
+    (tmp_path / "parquet").mkdir()
+    for number in range(3):  # row groups of 10 rows: each goes whole to one share
+        pq.write_table(pa.table({"text": texts[number * 100:(number + 1) * 100]}),
+                       tmp_path / "parquet" / f"{number}.parquet", row_group_size=10)
+    expected = {"txt": [p.replace("\r\n", "\n") for p in paragraphs], "jsonl": texts, "parquet": texts[:300]}
+    for name, documents in expected.items():
+        source = str(tmp_path / name)
+        assert list(iter_documents(source)) == documents, name
+        for count in (2, 3, 7, 16):
+            shares = [list(iter_documents(source, partition=p, num_partitions=count)) for p in range(count)]
+            assert list(itertools.chain(*shares)) == documents, (name, count)
+            assert sum(_read_counts(source, count)) == len(documents), (name, count)
+    share = iter_documents(str(tmp_path / "jsonl"), partition=range(0, 8), num_partitions=16)
+    assert list(itertools.islice(share, 5)) == texts[:5] and share.records_read == 5  # no read-ahead
+
+
+def test_a_parquet_row_group_wider_than_its_share_is_split_by_rows(tmp_path: Path) -> None:
+    texts = [f"row {i}" for i in range(100)]
+    _write_parquet(tmp_path / "one_group.parquet", texts)
+    shares = [list(iter_documents(str(tmp_path / "one_group.parquet"), partition=p, num_partitions=40))
+              for p in range(40)]
+    assert list(itertools.chain(*shares)) == texts and all(shares)
 
 
 def _take(source: str, count: int, **kwargs: int) -> list[str]:

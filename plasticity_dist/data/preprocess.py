@@ -2,12 +2,14 @@
 
 Every output shard is independent: it is packed to a fixed row count from its own range of the source's
 partitions alone (`iter_documents(..., partition=range(...), num_partitions=<all ranges>)`), so the bytes of
-a shard do not depend on which process, worker or array job builds it, nor on what else was built. Ranges
-are sized to the shards' rows (the largest shard gets PARTITIONS_PER_LARGEST_SHARD partitions), so each
-shard, a small validation split included, takes about its share of the source and no more. The validation
-split (`OUT/val`) takes the first ranges (the first partitions get the documents left over when the count is
-not a multiple of the partitions), the training shards the rest, so it holds documents the training data
-does not.
+a shard do not depend on which process, worker or array job builds it, nor on what else was built. A range is
+one contiguous share of the source (a run of its bytes, rows or pieces: `shares.py`), which the shard's job
+reads from its start until the shard is full, so the source is read once however many shards are built.
+Ranges are sized to the shards' rows (the largest shard gets PARTITIONS_PER_LARGEST_SHARD partitions), so
+each shard, a small validation split included, gets about its share of the source. The validation split
+(`OUT/val`) takes the first ranges, the training shards the rest, so it holds documents the training data
+does not. Each completion marker records what its job read (`reading`: documents read and used, records
+taken from the source).
 
 Shards are built in this process or in a pool of `--workers` forked processes. Each compresses on a second
 thread, which the OS runs on a core left free: for one worker on two cores, or for the last shards of a run.
@@ -25,11 +27,11 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
@@ -39,7 +41,7 @@ from plasticity_dist.data.shards import (
     Manifest, ShardError, ShardInfo, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype,
     verify_dataset, write_manifest,
 )
-from plasticity_dist.data.sources import iter_documents
+from plasticity_dist.data.sources import Documents, iter_documents
 from plasticity_dist.fileio import atomic_write_json
 from plasticity_dist.logging import get_logger
 from plasticity_dist.processes import usable_cpus
@@ -49,9 +51,11 @@ log = get_logger()
 PROGRESS_DIR = ".progress"
 BLOCK_TOKENS = 1 << 19  # default block: ~1 MiB of uint16 ids; the unit of shuffling and of random reads
 SHARD_TOKENS = 1 << 27  # default shard: 256 MiB of uint16 ids before compression
-DOCUMENTS_PER_BATCH = 256
+DOCUMENTS_PER_BATCH = 256  # at most, tokenized at once
+FIRST_BATCH_DOCUMENTS = 16  # a shard's first batch, which measures the documents' mean length
 PARTITIONS_PER_LARGEST_SHARD = 64  # how finely shards' shares of the source follow their row counts
-LAYOUT = 2  # version of the assignment of documents to shards (1: one equal partition per shard)
+LAYOUT = 3  # version of the assignment of documents to shards (1: one equal partition per shard; 2: shares
+# dealt document by document, i mod n, so every shard read the whole source; 3: contiguous shares)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,14 @@ class ShardJob:
     partition: range  # of the source's partitions, out of `partitions`
     partitions: int
     rows: int
+    whole_group_partitions: int  # parquet row groups at most this wide go whole to one share (a quarter of the
+    # narrowest share: every share gets several), wider ones row by row
+
+    def documents(self, args: PreprocessArgs) -> Documents:
+        """The documents of this shard's share of the source, in order."""
+        return iter_documents(args.source, text_field=args.text_field, partition=self.partition,
+                              num_partitions=self.partitions, seed=args.seed,
+                              whole_group_partitions=self.whole_group_partitions)
 
     def dataset_dir(self, out: Path) -> Path:
         return out / "val" if self.split == "val" else out
@@ -111,14 +123,9 @@ def plan_jobs(args: PreprocessArgs) -> list[ShardJob]:
     rows_per_partition = math.ceil(max(rows for *_, rows in shards) / PARTITIONS_PER_LARGEST_SHARD)
     widths = [math.ceil(rows / rows_per_partition) for *_, rows in shards]
     starts = itertools.accumulate(widths, initial=0)
-    return [ShardJob(split, index, range(start, start + width), sum(widths), rows)
+    whole_group_partitions = max(1, min(widths) // 4)
+    return [ShardJob(split, index, range(start, start + width), sum(widths), rows, whole_group_partitions)
             for (split, index, rows), start, width in zip(shards, starts, widths)]
-
-
-def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 class _WriteBehind:
@@ -151,49 +158,63 @@ def build_shard(args: PreprocessArgs, out: Path, job: ShardJob, report: Callable
     dataset_dir = job.dataset_dir(out)
     with ThreadPoolExecutor(max_workers=1) as executor:
         writer = _WriteBehind(ShardWriter(dataset_dir / shard_name(job.index)), executor, report)
-        shard = _pack(args, job, tokenizer, writer)
+        shard, accounts = _pack(args, job, tokenizer, writer)
     atomic_write_json(job.marker(dataset_dir), {
         "args": asdict(args), "split": job.split, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
-        "eot_id": tokenizer.eot_id, "shard": shard.to_json(),
+        "eot_id": tokenizer.eot_id, "shard": shard.to_json(), "reading": accounts,
     })
 
 
-def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _WriteBehind) -> ShardInfo:
-    """The job's documents, tokenized and packed into blocks of rows through `writer`."""
+def _batch_size(ids_needed: int, ids_read: int, documents_read: int) -> int:
+    """Documents to tokenize next: 90 % of what the shard still needs at the mean length so far, so that the
+    last batches shrink to single documents and a shard stops reading its share where it is full."""
+    if documents_read == 0:
+        return FIRST_BATCH_DOCUMENTS
+    return max(1, min(DOCUMENTS_PER_BATCH, int(ids_needed * documents_read / max(ids_read, 1) * 0.9)))
+
+
+def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _WriteBehind) -> tuple[ShardInfo, dict]:
+    """The job's documents, tokenized and packed into blocks of rows through `writer`; returns the shard and
+    its reading accounts (documents read and used, records its reader took from the source)."""
     dtype, row_len = token_dtype(tokenizer.vocab_size), args.seq_len + 1
-    documents = iter_documents(args.source, text_field=args.text_field, partition=job.partition,
-                               num_partitions=job.partitions, seed=args.seed)
+    documents = job.documents(args)
     pending: list[np.ndarray] = []  # ids not yet in a block, joined only when a block is due
-    pending_ids, rows_written, documents_read = 0, 0, 0
-    for batch in _batched(documents, DOCUMENTS_PER_BATCH):
+    pending_ids, rows_written, documents_read, ids_read, unused = 0, 0, 0, 0, 0
+    while rows_written < job.rows:
+        needed = (job.rows - rows_written) * row_len - pending_ids
+        batch = list(itertools.islice(documents, _batch_size(needed, ids_read, documents_read)))
+        if not batch:
+            _ran_out(args, job, documents_read, rows_written + pending_ids // row_len, ids_read)
         documents_read += len(batch)
         pending.append(tokenizer.encode_documents(batch, dtype))
         pending_ids += len(pending[-1])
+        ids_read += len(pending[-1])
         while rows_written < job.rows:
             rows = min(args.rows_per_block, job.rows - rows_written)
             if pending_ids < rows * row_len:
                 break
-            ids = np.concatenate(pending)
-            writer.add_block(ids[:rows * row_len].reshape(rows, row_len))
-            pending, pending_ids = [ids[rows * row_len:]], pending_ids - rows * row_len
+            ids, cut = np.concatenate(pending), rows * row_len
+            writer.add_block(ids[:cut].reshape(rows, row_len))
+            pending, pending_ids = [ids[cut:]], pending_ids - cut
             rows_written += rows
-        if rows_written == job.rows:
-            break
-    else:
-        packed, needed = rows_written + pending_ids // row_len, sum(job.rows for job in plan_jobs(args)) * row_len
-        raise ValueError(
-            f"source {args.source}: {job.split} shard {job.index} (partitions {job.partition.start}-"
-            f"{job.partition.stop - 1} of {job.partitions}) ran out after {documents_read} documents ({packed} of "
-            f"{job.rows} sequences); the source holds {_source_tokens(args, tokenizer):,} tokens, --tokens plus "
-            f"--val-tokens need {needed:,}, and each shard reads only its share of the source; ask for fewer tokens")
-    return writer.finish()
+            # documents that start after the cut (the ids end with an end-of-text): read, never used
+            unused = int(np.count_nonzero(ids[cut - 1:-1] == tokenizer.eot_id))
+    accounts = {"documents_read": documents_read, "documents_used": documents_read - unused,
+                "source_records_read": documents.records_read}
+    return writer.finish(), accounts
 
 
-def _source_tokens(args: PreprocessArgs, tokenizer: Tokenizer) -> int:
-    """Tokens (end-of-text included) of every document of the source, as packing counts them."""
-    documents = iter_documents(args.source, text_field=args.text_field, seed=args.seed)
-    dtype = token_dtype(tokenizer.vocab_size)
-    return sum(len(tokenizer.encode_documents(batch, dtype)) for batch in _batched(documents, DOCUMENTS_PER_BATCH))
+def _ran_out(args: PreprocessArgs, job: ShardJob, documents_read: int, packed: int, ids_read: int) -> NoReturn:
+    """Raise the error of a share too small for its shard, with the source's size estimated from the share."""
+    needed = sum(job.rows for job in plan_jobs(args)) * (args.seq_len + 1)
+    width = len(job.partition)
+    raise ValueError(
+        f"source {args.source}: {job.split} shard {job.index} (partitions {job.partition.start}-"
+        f"{job.partition.stop - 1} of {job.partitions}) ran out after {documents_read} documents ({packed} of "
+        f"{job.rows} sequences): its share ({width}/{job.partitions} of the source) held {ids_read:,} tokens, so the "
+        f"source holds about {ids_read * job.partitions // width:,}, and --tokens plus --val-tokens need "
+        f"{needed:,}; each shard reads only its share of the source (whole parquet row groups or stream pieces, "
+        f"which may be uneven), so ask for fewer tokens")
 
 
 def _is_done(dataset_dir: Path, job: ShardJob) -> bool:

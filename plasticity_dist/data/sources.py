@@ -8,39 +8,67 @@ Source forms:
   `.txt` file a document is a block of lines separated by blank lines.
 - `synthetic:LANG`: the offline generator of `synthetic.py`, endless.
 
-Partitions split a finite source into disjoint parts whose union is every document exactly once, so that
-array jobs can build independent shards: local files and `save_to_disk` folders deal document i to
-partition i mod n; streamed `hf:` sources use `datasets`' own split (whole files when their count is a
-multiple of n, else every n-th document). A range of partitions is read in one pass as their union, so a
-consumer can give its parts unequal shares of the source. For `synthetic:` each partition is an
-independent stream, and a range of partitions is the stream of its first.
+Partitions split a finite source into contiguous shares whose union is every document exactly once, so that
+array jobs build independent shards and each reads only its share: a range of partitions is one run of the
+source (`shares.py`): of the bytes of local files laid end to end (`local_files.py`), of the rows of a
+`save_to_disk` folder, or of the whole pieces (parquet row groups or files) of a stream (`hub.py`). A reader
+seeks to its share and stops where its consumer stops, so a consumer can give its parts unequal shares of the
+source. For `synthetic:` each partition is an independent stream, and a range of partitions is the stream of
+its first.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from plasticity_dist.data.hub import hf_documents, load_hf
+from plasticity_dist.data.local_files import LOCAL_SUFFIXES, local_documents, local_files, parquet_file, total_bytes
+from plasticity_dist.data.shares import ReadCount, share_bounds
 from plasticity_dist.data.synthetic import check_language, synthetic_documents
 
-LOCAL_SUFFIXES = (".jsonl", ".parquet", ".txt")
 CORPORA_PATH = Path(__file__).resolve().parents[2] / "configs" / "corpora.yaml"
 DEFAULT_SPLIT = "train"
 
-# (partitions, num_partitions) -> the documents of those partitions
-Reader = Callable[[range, int], Iterator[str]]
+# (partitions, num_partitions, count) -> the documents of that share, counting the records read into `count`
+Reader = Callable[[range, int, ReadCount], Iterator[str]]
+
+
+class Documents(Iterator[str]):
+    """Document texts of one share of a source; `records_read` counts what its reader took from the source so
+    far (lines, paragraphs, parquet rows decoded, stream records), for preprocessing's accounts."""
+
+    def __init__(self, source: str, reader: Reader, partitions: range, num_partitions: int) -> None:
+        self.source, self.reader, self.count = source, reader, ReadCount()
+        self.texts = reader(partitions, num_partitions, self.count)
+        self.yielded = 0
+
+    @property
+    def records_read(self) -> int:
+        return self.count.records
+
+    def __next__(self) -> str:
+        try:
+            text = next(self.texts)
+        except StopIteration:
+            if self.yielded == 0 and next(self.reader(range(1), 1, ReadCount()), None) is None:
+                raise ValueError(f"source {self.source!r} holds no documents") from None
+            raise
+        self.yielded += 1
+        return text
 
 
 def iter_documents(
-    source: str, *, text_field: str = "text", partition: int | range = 0, num_partitions: int = 1, seed: int = 0
-) -> Iterator[str]:
-    """Document texts of `source` in partition `partition` of `num_partitions`, or in a range of them.
+    source: str, *, text_field: str = "text", partition: int | range = 0, num_partitions: int = 1, seed: int = 0,
+    whole_group_partitions: int = 1,
+) -> Documents:
+    """Document texts of `source` in partition `partition` of `num_partitions`, or in a range of them (one
+    contiguous share of the source). A local parquet row group that spans at most `whole_group_partitions`
+    partitions goes whole to the share where it starts (so no share narrower than that is left empty), a
+    wider one row by row; every reader of one plan must pass the same value.
 
     The source is checked now (form, files, fields where a schema names them); a source that turns out to
     hold no document at all raises once iteration reaches its end. `seed` matters only for `synthetic:`.
@@ -48,141 +76,40 @@ def iter_documents(
     partitions = range(partition, partition + 1) if isinstance(partition, int) else partition
     if not (partitions and partitions.step == 1 and 0 <= partitions.start and partitions.stop <= num_partitions):
         raise ValueError(f"partition {partition} is not in [0, num_partitions={num_partitions})")
-    reader = _reader(source, text_field, seed)
-    return _documents(source, reader, partitions, num_partitions)
+    return Documents(source, _reader(source, text_field, seed, whole_group_partitions), partitions, num_partitions)
 
 
-def _reader(source: str, text_field: str, seed: int) -> Reader:
+def _reader(source: str, text_field: str, seed: int, whole_group_partitions: int = 1) -> Reader:
     kind, _, rest = source.partition(":")
     if kind == "synthetic":
         check_language(rest)
-        return lambda partitions, _num_partitions: synthetic_documents(rest, seed, partitions.start)
+        return lambda partitions, _num_partitions, _count: synthetic_documents(rest, seed, partitions.start)
     if kind == "corpus":
         hf_source, corpus_text_field = corpus_source(rest)
-        return _reader(hf_source, corpus_text_field, seed)
+        return _reader(hf_source, corpus_text_field, seed, whole_group_partitions)
     if kind == "hf":
         return _hf_reader(source, rest, text_field)
     path = Path(source).expanduser()
     if path.suffix in LOCAL_SUFFIXES or path.is_dir():
-        return _local_reader(path, text_field)
+        return _local_reader(path, text_field, whole_group_partitions)
     raise ValueError(
         f"unknown source {source!r}: expected hf:DATASET[:CONFIG][@SPLIT], corpus:LANG, synthetic:LANG, "
         f"or a {'/'.join(LOCAL_SUFFIXES)} file or folder"
     )
 
 
-def _documents(source: str, reader: Reader, partitions: range, num_partitions: int) -> Iterator[str]:
-    count = 0
-    for text in reader(partitions, num_partitions):
-        count += 1
-        yield text
-    if count == 0 and next(reader(range(1), 1), None) is None:
-        raise ValueError(f"source {source!r} holds no documents")
-
-
-def _text(record: dict[str, Any], text_field: str, where: str) -> str:
-    """The text field of one record, with the fields that do exist named when it is missing."""
-    if text_field not in record:
-        raise ValueError(f"{where}: no text field {text_field!r}; fields: {', '.join(map(str, record)) or 'none'}")
-    text = record[text_field]
-    if not isinstance(text, str):
-        raise ValueError(f"{where}: text field {text_field!r} holds {type(text).__name__}, not a string")
-    return text
-
-
-# Local files: each format yields raw items cheaply; only the items of the wanted partition are decoded.
-
-
-def _jsonl_items(path: Path, _text_field: str) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield number, line
-
-
-def _jsonl_text(item: tuple[int, str], path: Path, text_field: str) -> str:
-    number, line = item
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{number}: not valid JSON: {error}") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-    return _text(record, text_field, f"{path}:{number}")
-
-
-def _parquet_items(path: Path, text_field: str) -> Iterator[Any]:
-    for batch in _parquet_file(path, text_field).iter_batches(columns=[text_field], batch_size=1024):
-        yield from batch.column(0).to_pylist()
-
-
-def _parquet_file(path: Path, text_field: str) -> Any:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    if text_field not in parquet.schema_arrow.names:
-        raise ValueError(f"{path}: no text field {text_field!r}; fields: {', '.join(parquet.schema_arrow.names)}")
-    return parquet
-
-
-def _parquet_text(value: Any, path: Path, text_field: str) -> str:
-    return _text({text_field: value}, text_field, str(path))
-
-
-def _txt_items(path: Path, _text_field: str) -> Iterator[str]:
-    block: list[str] = []
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                block.append(line)
-            elif block:
-                yield "".join(block).rstrip("\n")
-                block = []
-    if block:
-        yield "".join(block).rstrip("\n")
-
-
-def _txt_text(paragraph: str, _path: Path, _text_field: str) -> str:
-    return paragraph
-
-
-LOCAL_FORMATS: dict[str, tuple[Callable[[Path, str], Iterator[Any]], Callable[[Any, Path, str], str]]] = {
-    ".jsonl": (_jsonl_items, _jsonl_text),
-    ".parquet": (_parquet_items, _parquet_text),
-    ".txt": (_txt_items, _txt_text),
-}
-
-
-def _local_files(path: Path) -> list[Path]:
-    if not path.exists():
-        raise FileNotFoundError(f"source {path} does not exist")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"source folder {path} holds no {', '.join(LOCAL_SUFFIXES)} files")
-    return files
-
-
-def _local_reader(path: Path, text_field: str) -> Reader:
-    files = _local_files(path)
+def _local_reader(path: Path, text_field: str, whole_group_partitions: int) -> Reader:
+    files = local_files(path)
     for file in files:
         if file.suffix == ".parquet":
-            _parquet_file(file, text_field)  # a missing field fails now, not mid-run
-    return partial(_local_documents, files, text_field)
+            parquet_file(file, text_field)  # a missing field fails now, not mid-run
+    size = total_bytes(files)
 
+    def read(partitions: range, num_partitions: int, count: ReadCount) -> Iterator[str]:
+        lo, hi = share_bounds(partitions, num_partitions, size)
+        return local_documents(files, text_field, lo, hi, whole_group_partitions * size / num_partitions, count)
 
-def _local_documents(files: list[Path], text_field: str, partitions: range, num_partitions: int) -> Iterator[str]:
-    index = 0
-    for file in files:
-        items, decode = LOCAL_FORMATS[file.suffix]
-        for item in items(file, text_field):
-            if index % num_partitions in partitions:
-                yield decode(item, file, text_field)
-            index += 1
-
-
-# Hugging Face datasets
+    return read
 
 
 def _hf_reader(source: str, spec: str, text_field: str) -> Reader:
@@ -190,54 +117,15 @@ def _hf_reader(source: str, spec: str, text_field: str) -> Reader:
     dataset_name, _, config = dataset_name.partition(":")
     if not dataset_name:
         raise ValueError(f"source {source!r} names no dataset; expected hf:DATASET[:CONFIG][@SPLIT]")
-    dataset = _load_hf(source, dataset_name, config or None, split or DEFAULT_SPLIT)
+    dataset = load_hf(source, dataset_name, config or None, split or DEFAULT_SPLIT)
     columns = dataset.column_names  # None for a stream whose features are not known up front
     if columns is not None and text_field not in columns:
         raise ValueError(f"source {source!r}: no text field {text_field!r}; fields: {', '.join(columns)}")
-    return partial(_hf_documents, source, dataset, text_field)
 
+    def read(partitions: range, num_partitions: int, count: ReadCount) -> Iterator[str]:
+        return hf_documents(source, dataset, text_field, partitions, num_partitions, count)
 
-def _load_hf(source: str, dataset_name: str, config: str | None, split: str) -> Any:
-    """A local `save_to_disk` folder, else `datasets.load_dataset(..., streaming=True)`."""
-    import datasets
-
-    path = Path(dataset_name).expanduser()
-    if dataset_name.startswith(("/", ".", "~")) and not path.exists():
-        raise FileNotFoundError(f"source {source!r}: folder {path} does not exist")
-    if path.is_dir():
-        try:
-            saved = datasets.load_from_disk(str(path))
-        except FileNotFoundError:  # not written by save_to_disk: a folder of data files
-            pass
-        else:
-            if config is not None:
-                raise ValueError(f"source {source!r}: a dataset saved with save_to_disk has no configs")
-            if isinstance(saved, datasets.DatasetDict):
-                if split not in saved:
-                    raise ValueError(f"source {source!r}: no split {split!r}; splits: {', '.join(saved)}")
-                return saved[split]
-            return saved
-    try:
-        return datasets.load_dataset(dataset_name, name=config, split=split, streaming=True)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot load source {source!r}: {error}") from None
-
-
-def _hf_documents(source: str, dataset: Any, text_field: str, partitions: range, num_partitions: int) -> Iterator[str]:
-    import datasets
-    from datasets.distributed import split_dataset_by_node
-
-    if dataset.column_names is not None:
-        dataset = dataset.select_columns([text_field])
-    if isinstance(dataset, datasets.Dataset):  # saved to disk: row i in partition i mod n, as for local files
-        records = dataset.select([row for row in range(len(dataset)) if row % num_partitions in partitions])
-    elif dataset.num_shards % num_partitions == 0:  # whole files per partition: read only this range's files
-        records = itertools.chain.from_iterable(
-            split_dataset_by_node(dataset, rank=rank, world_size=num_partitions) for rank in partitions)
-    else:  # every n-th record, as `split_dataset_by_node` deals them, in one pass for the whole range
-        records = (record for number, record in enumerate(dataset) if number % num_partitions in partitions)
-    for record in records:
-        yield _text(record, text_field, f"source {source!r}")
+    return read
 
 
 # Real corpora for the study languages

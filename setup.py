@@ -11,7 +11,7 @@ setup(
         "deepspeed>=0.15",
         "accelerate>=1.0",
         "transformers>=4.40",  # accelerate's DeepSpeed path imports it unconditionally
-        "datasets>=2.19",
+        "datasets>=3.1",  # IterableDataset.shard(contiguous=True) and num_shards: a shard reads whole pieces
         "tokenizers>=0.19",  # `tokenizer train`: the shared byte-level BPE
         "webdataset>=0.2.90",
         "zstandard>=0.22",

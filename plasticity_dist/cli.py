@@ -130,7 +130,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 def _control(args: argparse.Namespace) -> int:
     from plasticity_dist.control import run_control
 
-    run_control(Path(args.out), cycles=args.cycles, jobs=args.jobs)
+    run_control(Path(args.out), cycles=args.cycles, jobs=args.jobs, only=args.only or ())
     return 0
 
 
@@ -140,6 +140,8 @@ def _add_control(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/control", help="output folder (data, runs, report)")
     parser.add_argument("--cycles", type=int, help="cycles per run (default: configs/control.yaml)")
     parser.add_argument("--jobs", type=int, help="runs at once, one process each (default: the usable CPUs)")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="train only these runs, no report (the study in "
+                                                                  "pieces; a later call without --only reports)")
     parser.set_defaults(handler=_control)
 
 

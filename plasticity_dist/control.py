@@ -63,7 +63,7 @@ def _train(run_dir: Path, overrides: list[str]) -> None:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     log.info(f"train {run_dir.name}: {' '.join(command[1:])}")
     started = time.monotonic()
-    with open(run_dir.parent / f"{run_dir.name}.log", "w") as run_log:
+    with open(run_dir.parent / f"{run_dir.name}.log", "a") as run_log:  # a resumed run adds to its log
         finished = subprocess.run(command, cwd=REPO_ROOT, env=environment, stdout=run_log, stderr=subprocess.STDOUT,
                                   check=False)
     if finished.returncode != 0:
@@ -72,22 +72,31 @@ def _train(run_dir: Path, overrides: list[str]) -> None:
     log.info(f"train {run_dir.name}: done in {time.monotonic() - started:.0f} s")
 
 
-def run_control(out: Path, cycles: int | None = None, jobs: int | None = None,
-                sizes: Sequence[str] = SIZES) -> Path:
-    """Run the control study into `out` (data, runs, report) and return the report folder."""
+def run_control(out: Path, cycles: int | None = None, jobs: int | None = None, only: Sequence[str] = ()) -> Path:
+    """Run the control study into `out` (data, runs, report) and return the report folder. `only`: train just
+    these runs (a study in pieces; a finished run is not trained again, so a last call without `only` writes the
+    report over them all)."""
+    planned = control_runs()
+    unknown = sorted(set(only) - {name for name, _ in planned})
+    if unknown:
+        raise ValueError(f"--only {', '.join(unknown)}: not a run of the control study; its runs: "
+                         f"{', '.join(name for name, _ in planned)}")
     out = out.resolve()
     config = load_config(CONTROL_CONFIG)
     data_root = out / "data"
     _prepare_data(data_root, config.data.seq_len)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     shared = [f"data.root={data_root}", *([f"curriculum.cycles={cycles}"] if cycles else [])]
-    runs = [(out / "runs" / name, [*overrides, *shared]) for name, overrides in control_runs(sizes)]
+    runs = [(out / "runs" / name, [*overrides, *shared]) for name, overrides in planned]
+    to_train = [(run_dir, overrides) for run_dir, overrides in runs if not only or run_dir.name in only]
     jobs = jobs or len(os.sched_getaffinity(0))
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads wait on processes: one process per core
-        for finished in [pool.submit(_train, run_dir, overrides) for run_dir, overrides in runs]:
+        for finished in [pool.submit(_train, run_dir, overrides) for run_dir, overrides in to_train]:
             finished.result()
-    log.info(f"{len(runs)} runs in {time.monotonic() - started:.0f} s on {jobs} processes at a time")
+    log.info(f"{len(to_train)} runs in {time.monotonic() - started:.0f} s on {jobs} processes at a time")
+    if only:
+        return out / "report"
     report_dir = out / "report"
     write_report([str(run_dir) for run_dir, _ in runs], report_dir)
     log.info(f"report: {report_dir / 'report.md'}")

@@ -1,0 +1,163 @@
+"""The control problem's mechanics: seeded token permutations, distinct per task and unseen by the probe, applied
+by the loader and by validation; exact resume mid-task and across world sizes. Not its scientific result."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fabricated_runs import BASELINE_AUC, make_run
+from plasticity_dist.analysis.report import write_report
+from plasticity_dist.config import ConfigError, load_config
+from plasticity_dist.curriculum import build_tasks, probe_permutation, reference_tasks, tasks_per_cycle
+from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
+from plasticity_dist.data.permutation import token_permutation
+from plasticity_dist.probe.job import probe_config_hash, probe_run_config
+from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, start_training,
+                  step_records, tiny_overrides, train_to_end, wait_for)
+from test_shards import SEQ_LEN, numbered_rows, write_dataset
+
+VOCAB = 257  # the byte tokenizer's
+ROWS = 96
+GLOBAL_BATCH = 12
+CONTROL = ["curriculum.problem=control", "curriculum.tasks=[{name: en}]", "curriculum.cycles=4",
+           "curriculum.control.tasks_per_cycle=3", "curriculum.task_tokens=4096", "data.root=/data"]
+
+
+def control_config(*overrides: str):
+    return load_config(None, [*CONTROL, *overrides])
+
+
+def test_each_task_has_its_own_seeded_permutation_and_the_probe_one_no_task_has() -> None:
+    tasks = build_tasks(control_config())
+    assert len(tasks) == 12 and [task.cycle for task in tasks] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert [task.index for task in tasks if task.probe_after] == [2, 5, 8, 11]
+    assert {task.datasets for task in tasks} == {("/data/en",)}
+    tables = [token_permutation(task.permutation, VOCAB) for task in tasks]
+    assert all(sorted(table) == list(range(VOCAB)) for table in tables)
+    assert len({table.tobytes() for table in tables}) == len(tables), "every task permutes differently"
+    probe_table = token_permutation(probe_permutation(control_config()), VOCAB)
+    assert all(not np.array_equal(probe_table, table) for table in tables), "the probe's map is no task's"
+    # seeded: the same config gives the same maps, another permutation seed other maps for every task
+    assert [task.permutation for task in build_tasks(control_config())] == [task.permutation for task in tasks]
+    other = build_tasks(control_config("curriculum.control.permutation_seed=1"))
+    assert not {task.permutation for task in other} & {task.permutation for task in tasks}
+    assert probe_permutation(control_config("curriculum.control.permutation_seed=1")) != probe_permutation(control_config())
+    assert tasks_per_cycle(control_config()) == reference_tasks(control_config()) == 3
+
+
+def test_the_probe_run_trains_and_validates_under_the_probe_permutation(tmp_path: Path) -> None:
+    config = control_config()
+    probe_run = probe_run_config(config, tmp_path / "checkpoint", tmp_path / "probe")
+    (probe_task,) = build_tasks(probe_run)
+    assert probe_task.permutation == probe_permutation(config)
+    assert probe_task.permutation not in {task.permutation for task in build_tasks(config)}
+    assert probe_permutation(load_config(None, ["data.root=/data"])) is None  # other problems: no permutation
+    assert build_tasks(probe_run_config(load_config(None, ["data.root=/data"]), tmp_path, tmp_path))[0].permutation is None
+    seeds = [control_config(f"curriculum.control.permutation_seed={seed}") for seed in (0, 1)]
+    assert probe_config_hash(seeds[0]) != probe_config_hash(seeds[1])  # probes of different maps never compare
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["curriculum.tasks=[{name: en}, {name: zh}]"], "curriculum.problem=control permutes one dataset"),
+    (["curriculum.tasks=[{name: en, permutation: 3}]"], "curriculum.tasks[0].permutation=3"),
+    (["curriculum.control.tasks_per_cycle=0"], "'curriculum.control.tasks_per_cycle': 0 is below the minimum 1"),
+    (["mitigations.replay.enabled=true"], "mitigations.replay"),
+])
+def test_bad_control_settings_are_named(overrides: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        control_config(*overrides)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("control") / "data"
+    rows = numbered_rows(ROWS)
+    rows[:, 1:] = np.arange(VOCAB - SEQ_LEN, VOCAB)  # the vocabulary's last ids, end-of-text among them
+    write_dataset(path, rows, rows_per_block=9, rows_per_shard=45, vocab_size=VOCAB)
+    write_dataset(path / "val", numbered_rows(24), rows_per_block=9, rows_per_shard=45, vocab_size=VOCAB)
+    return path
+
+
+def loader(dataset: Path, permutation: int | None, **overrides) -> ShardLoader:
+    arguments = dict(seq_len=SEQ_LEN, micro_batch_size=2, global_batch_size=GLOBAL_BATCH, token_budget=3 * ROWS * SEQ_LEN,
+                     rank=0, world_size=1, seed=3, task=5, num_workers=0, permutation=permutation)
+    return ShardLoader([dataset], **{**arguments, **overrides})
+
+
+def test_the_loader_and_validation_map_every_id_through_the_task_permutation(dataset: Path) -> None:
+    table = torch.tensor(token_permutation(77, VOCAB))
+    plain, permuted = list(loader(dataset, None)), list(loader(dataset, 77))
+    assert len(plain) == len(permuted)
+    for (inputs, targets), (permuted_inputs, permuted_targets) in zip(plain, permuted):
+        assert torch.equal(permuted_inputs, table[inputs]) and torch.equal(permuted_targets, table[targets])
+    val = [list(iter_eval_batches(dataset / "val", seq_len=SEQ_LEN, batch_size=8, max_tokens=10**6, permutation=seed))
+           for seed in (None, 77)]
+    assert all(torch.equal(b[0], table[a[0]]) and torch.equal(b[1], table[a[1]]) for a, b in zip(*val))
+
+
+def global_steps(dataset: Path, world_size: int, state: dict | None = None) -> list[torch.Tensor]:
+    """Each step's global batch of permuted inputs, gathered over the ranks in rank-then-micro-batch order."""
+    per_rank = []
+    for rank in range(world_size):
+        rank_loader = loader(dataset, 77, rank=rank, world_size=world_size)
+        if state is not None:
+            rank_loader.load_state_dict(state)
+        per_rank.append([inputs for inputs, _ in rank_loader])
+    accum = rank_loader.accum_steps
+    return [torch.cat([per_rank[rank][step * accum + a] for a in range(accum) for rank in range(world_size)])
+            for step in range(len(per_rank[0]) // accum)]
+
+
+@pytest.mark.parametrize("new_world_size", [1, 2, 3])
+def test_a_permuted_task_resumed_mid_task_on_another_world_size_continues_the_same_batches(
+        dataset: Path, new_world_size: int) -> None:
+    uninterrupted = global_steps(dataset, 1)
+    stop = ROWS // GLOBAL_BATCH + 3  # mid-task, in the second epoch of the chunk
+    stopped = loader(dataset, 77, world_size=2, rank=1)
+    for _ in itertools.islice(iter(stopped), stop * stopped.accum_steps):
+        pass
+    state = stopped.state_dict()
+    assert state["permutation"] == 77 and state["step"] == stop
+    resumed = global_steps(dataset, new_world_size, state)
+    assert len(resumed) == len(uninterrupted) - stop
+    assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted[stop:]))
+    with pytest.raises(ValueError, match="token permutation 77, this loader has 78"):
+        loader(dataset, 78).load_state_dict(state)
+
+
+def test_each_probe_is_compared_with_the_same_probe_from_fresh_weights(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "100K", cycles=2, aucs=lambda cycle: 3.0 + 0.1 * cycle)
+    summary = write_report([run], tmp_path / "report")
+    probes = summary["runs"][0]["probes"]
+    assert [probe["cycle"] for probe in probes] == [0, 1, 2]
+    assert [probe["auc_vs_fresh_pct"] for probe in probes] == pytest.approx(
+        [0.0, 100 * (3.1 - BASELINE_AUC) / BASELINE_AUC, 100 * (3.2 - BASELINE_AUC) / BASELINE_AUC])
+    assert "% vs fresh init" in (tmp_path / "report" / "report.md").read_text()
+
+
+def control_run_overrides(data_root: Path) -> list[str]:
+    """2 cycles of 2 permuted tasks of 16 steps on 1 rank, a checkpoint every 4 steps, ZeRO-1."""
+    return tiny_overrides(data_root, curriculum__problem="control", curriculum__tasks="[{name: en}]",
+                          curriculum__task_tokens=16 * 8 * 32, curriculum__cycles=2,
+                          curriculum__control__tasks_per_cycle=2, curriculum__control__permutation_seed=5,
+                          checkpoint__every_steps=4, launch__zero_stage=1, data__num_workers=0)
+
+
+def test_a_control_run_killed_mid_task_resumes_to_the_uninterrupted_losses_and_weights(data_root, tmp_path) -> None:
+    overrides = control_run_overrides(data_root)
+    uninterrupted = train_to_end(tmp_path / "uninterrupted", overrides, processes=1)
+    run_dir = tmp_path / "run"
+    first = start_training(run_dir, overrides, processes=1)
+    wait_for(lambda: len(step_records(run_dir)) >= 22, what="step 22")  # mid-task 2, past the step-20 checkpoint
+    kill_process_group(first)
+    assert int(latest_checkpoint(run_dir).name[4:13]) % 16, "the run stopped inside a task"
+    train_to_end(run_dir, overrides, processes=1)
+    losses = {record["step"]: record["loss"] for record in step_records(run_dir)}
+    assert sorted(losses) == list(range(1, 65))
+    assert losses == {record["step"]: record["loss"] for record in step_records(uninterrupted)}
+    assert_same_weights(final_weights(run_dir), final_weights(uninterrupted))

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from plasticity_dist.data.shares import ReadCount
 
 LOCAL_SUFFIXES = (".jsonl", ".parquet", ".txt")
-PARQUET_BATCH_ROWS = 128  # rows decoded at a time: what a reader that stops early has read past its need
+PARQUET_BATCH_ROWS = 32  # rows decoded at a time: what a reader that stops early has read past its need
 BACKWARD_CHUNK = 4096
 
 
@@ -83,7 +83,8 @@ def _jsonl_texts(path: Path, start: int, stop: int, text_field: str, count: Read
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{_line_number(path, offset)}: expected a JSON object, got "
                                  f"{type(record).__name__}")
-            yield text_of(record, text_field, f"{path}:{_line_number(path, offset)}")
+            text = record.get(text_field)
+            yield text if isinstance(text, str) else text_of(record, text_field, f"{path}:{_line_number(path, offset)}")
 
 
 def _line_before_is_blank(file: BinaryIO, start: int) -> bool:

@@ -52,7 +52,7 @@ PROGRESS_DIR = ".progress"
 BLOCK_TOKENS = 1 << 19  # default block: ~1 MiB of uint16 ids; the unit of shuffling and of random reads
 SHARD_TOKENS = 1 << 27  # default shard: 256 MiB of uint16 ids before compression
 DOCUMENTS_PER_BATCH = 256  # at most, tokenized at once
-FIRST_BATCH_DOCUMENTS = 16  # a shard's first batch, which measures the documents' mean length
+FIRST_BATCH_DOCUMENTS = 4  # a shard's first batch, which begins measuring the documents' mean length
 PARTITIONS_PER_LARGEST_SHARD = 64  # how finely shards' shares of the source follow their row counts
 LAYOUT = 3  # version of the assignment of documents to shards (1: one equal partition per shard; 2: shares
 # dealt document by document, i mod n, so every shard read the whole source; 3: contiguous shares)
@@ -166,11 +166,13 @@ def build_shard(args: PreprocessArgs, out: Path, job: ShardJob, report: Callable
 
 
 def _batch_size(ids_needed: int, ids_read: int, documents_read: int) -> int:
-    """Documents to tokenize next: 90 % of what the shard still needs at the mean length so far, so that the
-    last batches shrink to single documents and a shard stops reading its share where it is full."""
+    """Documents to tokenize next: 90 % of what the shard still needs at the mean length so far, and no more
+    than were read so far (the mean is measured on enough documents first), so that the last batches shrink
+    to single documents and a shard stops reading its share where it is full."""
     if documents_read == 0:
         return FIRST_BATCH_DOCUMENTS
-    return max(1, min(DOCUMENTS_PER_BATCH, int(ids_needed * documents_read / max(ids_read, 1) * 0.9)))
+    wanted = int(ids_needed * documents_read / max(ids_read, 1) * 0.9)
+    return max(1, min(DOCUMENTS_PER_BATCH, documents_read, wanted))
 
 
 def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _WriteBehind) -> tuple[ShardInfo, dict]:

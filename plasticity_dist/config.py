@@ -185,12 +185,21 @@ class DiagnosticsSection:
     enabled: bool = True
     every_steps: int = field(default=100, metadata=_at_least(1))
     batch_size: int = field(default=4, metadata=_at_least(1))  # sequences, from the tasks' validation splits
-    dormant_threshold: float = field(default=0.1, metadata=_at_least(0.0))  # ReDo's tau
+    dormant_threshold: float = field(default=0.1, metadata=_at_least(0.0))  # ReDo's tau, also for gradient dormancy
     srank_delta: float = field(default=0.01, metadata=_at_least(0.0))
+    saturation_share: float = 0.99  # a unit is saturated when this share of inputs sits in GELU's flat region
+    duplicate_threshold: float = 0.95  # a unit is a duplicate when it correlates above this with another
+    # the top Hessian eigenvalue at task ends: curvature_iterations Hessian-vector products (each ~2 backward
+    # passes) on a copy of the whole model in the main process while the other ranks wait; off for that cost
+    curvature: bool = False
+    curvature_iterations: int = field(default=20, metadata=_at_least(1))
 
     def check(self) -> None:
         if self.srank_delta >= 1.0:
             raise ConfigError(f"diagnostics.srank_delta={self.srank_delta} must be in [0, 1)")
+        for key in ("saturation_share", "duplicate_threshold"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ConfigError(f"diagnostics.{key}={getattr(self, key)} must be in (0, 1]")
 
 
 @dataclass

@@ -19,57 +19,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import ConfigError, DiagnosticsSection, ExperimentConfig
 from plasticity_dist.data.loader import iter_eval_batches
+from plasticity_dist.diagnostic_measures import (
+    attention_entropy, dormant_scores, duplicate_ratio, effective_rank, feature_moments, gradient_scores,
+    moment_drift, saturated_ratio, spectral_norm, srank, stable_rank, top_hessian_eigenvalue,
+)
 from plasticity_dist.engine_params import full_grad, get_full
 from plasticity_dist.metrics import MetricsLog
 from plasticity_dist.model import GPT
 from plasticity_dist.steps import StepRunner
 
 LAYER_NAME = re.compile(r"^blocks\.(\d+)\.")
-
-
-def dormant_scores(hidden: torch.Tensor) -> torch.Tensor:
-    """ReDo's score per unit (last dim): its mean |activation| over the batch over the layer's mean of that."""
-    mean_abs = hidden.detach().float().abs().flatten(0, -2).mean(0)
-    return mean_abs / mean_abs.mean().clamp_min(torch.finfo(torch.float32).tiny)
-
-
-def srank(features: torch.Tensor, delta: float = 0.01) -> int:
-    """Smallest k whose k largest singular values hold 1 - delta of their sum (Kumar et al. 2021)."""
-    singular = torch.linalg.svdvals(features.detach().double())
-    if singular.sum() == 0:
-        return 0
-    cumulative = singular.cumsum(0) / singular.sum()
-    return int(torch.searchsorted(cumulative, torch.tensor(1.0 - delta, dtype=cumulative.dtype)).item()) + 1
-
-
-def effective_rank(features: torch.Tensor) -> float:
-    """exp of the entropy of the normalised singular values (Roy & Vetterli 2007)."""
-    singular = torch.linalg.svdvals(features.detach().double())
-    if singular.sum() == 0:
-        return 0.0
-    p = singular / singular.sum()
-    return math.exp(-(p * p.clamp_min(1e-300).log()).sum().item())
-
-
-def attention_entropy(q: torch.Tensor, k: torch.Tensor, query_chunk: int = 256) -> float:
-    """Mean entropy (nats) of causal attention rows, for q and k of shape (batch, heads, seq, head_dim)."""
-    seq = q.shape[-2]
-    total, rows = 0.0, 0
-    for start in range(0, seq, query_chunk):
-        scores = q[..., start:start + query_chunk, :].float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])
-        positions = torch.arange(start, min(start + query_chunk, seq), device=q.device)
-        scores = scores.masked_fill(torch.arange(seq, device=q.device) > positions[:, None], float("-inf"))
-        log_p = F.log_softmax(scores, dim=-1)
-        total += -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum().item()
-        rows += scores[..., 0].numel()
-    return total / rows
+MLP_UP_WEIGHT = re.compile(r"^blocks\.\d+\.mlp\.up\.weight$")
+LINEAR_WEIGHT = re.compile(r"^blocks\.(\d+)\.(?:attn|mlp)\.(\w+)\.weight$")
 
 
 @dataclass
@@ -77,9 +46,20 @@ class Activations:
     """What one forward of the diagnostic batch shows, per block (lists) and at the output."""
 
     unit_scores: list[torch.Tensor] = field(default_factory=list)  # ReDo score per MLP hidden unit
+    saturated: list[float] = field(default_factory=list)  # share of MLP units in GELU's flat region
+    duplicated: list[float] = field(default_factory=list)  # share of MLP units duplicating another
+    input_moments: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # block inputs (LN inputs)
     block_features: list[torch.Tensor] = field(default_factory=list)  # (tokens, d_model) after each block
     attn_entropy: list[float] = field(default_factory=list)
     final_features: torch.Tensor | None = None  # (tokens, d_model) after the final LayerNorm
+
+
+@dataclass(frozen=True)
+class UnitMeasures:
+    """The MLP-unit measures a capture takes beside ReDo's scores (None: not this time)."""
+
+    saturation_share: float | None = None
+    duplicate_threshold: float | None = None
 
 
 @contextmanager
@@ -92,18 +72,27 @@ def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
 
 
 def capture_activations(step_runner: StepRunner, inputs: torch.Tensor, record: bool = True,
-                        units_only: bool = False) -> Activations:
+                        units_only: bool = False, units: UnitMeasures = UnitMeasures()) -> Activations:
     """Forward `inputs` through the engine in eval mode. Collective under ZeRO-3: every rank calls it; only
-    ranks with `record` keep anything, and with `units_only` only the MLP units' dormancy scores."""
+    ranks with `record` keep anything, and with `units_only` only the MLP units' measures."""
     model: GPT = step_runner.engine.module
     seen = Activations()
     handles = []
+
+    def on_hidden(hidden: torch.Tensor) -> None:
+        seen.unit_scores.append(dormant_scores(hidden))
+        if units.duplicate_threshold is not None:
+            seen.duplicated.append(duplicate_ratio(hidden, units.duplicate_threshold))
+
     if record:
         for block in model.blocks:
-            handles.append(block.mlp.down.register_forward_pre_hook(
-                lambda m, args: seen.unit_scores.append(dormant_scores(args[0]))))
+            handles.append(block.mlp.down.register_forward_pre_hook(lambda m, args: on_hidden(args[0])))
+            if units.saturation_share is not None:
+                handles.append(block.mlp.up.register_forward_hook(
+                    lambda m, args, out: seen.saturated.append(saturated_ratio(out, units.saturation_share))))
             if not units_only:
                 handles += [
+                    block.register_forward_pre_hook(lambda m, args: seen.input_moments.append(feature_moments(args[0]))),
                     block.attn.qkv.register_forward_hook(
                         lambda m, args, out, n_head=block.attn.n_head: seen.attn_entropy.append(_qkv_entropy(out, n_head))),
                     block.register_forward_hook(lambda m, args, out: seen.block_features.append(out.detach().flatten(0, 1))),
@@ -171,6 +160,8 @@ class Diagnostics(Callback):
         self.measuring = False  # this step is measured
         self.weights_before: dict[str, torch.Tensor] = {}
         self.grad_sq: dict[int | None, float] = {}
+        self.unit_grad_norms: dict[int, torch.Tensor] = {}  # per block: each MLP unit's incoming-weight gradient norm
+        self.task_start_moments: list[tuple[torch.Tensor, torch.Tensor]] = []  # block inputs when the task began
 
     @classmethod
     def from_context(cls, context: RunContext) -> Diagnostics | None:
@@ -184,6 +175,11 @@ class Diagnostics(Callback):
     def wants_initial_weights(cls, config: ExperimentConfig, is_main: bool) -> bool:
         return config.diagnostics.enabled and is_main  # distances from the start, written by the main process
 
+    def on_task_start(self, at: LoopPosition) -> None:
+        """The block inputs' moments before the task's first step: what `input_drift` is measured against."""
+        seen = capture_activations(self.step_runner, self.batch, record=self.is_main)
+        self.task_start_moments = seen.input_moments
+
     def on_step_start(self, at: LoopPosition) -> None:
         self.measuring = at.step % self.section.every_steps == 0 or at.is_task_end
         if self.measuring:
@@ -193,23 +189,94 @@ class Diagnostics(Callback):
         if not self.measuring:
             return
         self.grad_sq = defaultdict(float)
+        self.unit_grad_norms = {}
         for name, param in self.params.items():
             grad = full_grad(param)
             if grad is not None:
                 self.grad_sq[layer_of(name)] += grad.float().pow(2).sum().item()
+                if MLP_UP_WEIGHT.match(name):  # (units, d_model): a unit's row is what reaches its input
+                    self.unit_grad_norms[layer_of(name)] = grad.float().norm(dim=1)
 
     def after_optimizer_step(self, at: LoopPosition) -> None:
         if not self.measuring:
             return
         weights = self._gather_weights()
-        activations = capture_activations(self.step_runner, self.batch, record=self.is_main)
+        units = UnitMeasures(self.section.saturation_share,
+                             self.section.duplicate_threshold if at.is_task_end else None)
+        activations = capture_activations(self.step_runner, self.batch, record=self.is_main, units=units)
         if self.is_main:
             record = {"event": "diagnostics", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
                       "cycle": at.task.cycle, "step": at.step, "tokens": at.tokens, "task_end": at.is_task_end}
             record.update(self._weight_measures(weights))
             record.update(self._activation_measures(activations))
+            record.update(self._unit_measures(activations))
+            if at.is_task_end:  # the costlier measures, once a task
+                record.update(self._spectra(weights))
+                if self.section.curvature:
+                    record["hessian_top_eig"] = self._curvature(weights)
             self.metrics.write(record)
         self.weights_before = {}
+
+    def _unit_measures(self, seen: Activations) -> dict[str, float]:
+        """GELU saturation, gradient dormancy, the block inputs' drift since the task began and (at task ends)
+        duplicate units: per block and over the blocks."""
+        threshold = self.section.dormant_threshold
+        per_block = {
+            "saturated_ratio": seen.saturated,
+            "duplicate_ratio": seen.duplicated,
+            "grad_dormant_ratio": [(gradient_scores(norms) <= threshold).float().mean().item()
+                                   for _, norms in sorted(self.unit_grad_norms.items())],
+            "input_drift": [moment_drift(now, start) for now, start in zip(seen.input_moments,
+                                                                           self.task_start_moments)],
+        }
+        measures = {}
+        for key, values in per_block.items():
+            if values:
+                measures[key] = sum(values) / len(values)
+                measures.update({f"{key}_l{layer}": value for layer, value in enumerate(values)})
+        return measures
+
+    @staticmethod
+    def _spectra(weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Spectral norm and stable rank of every linear layer of the blocks (`<key>_l<i>_<layer>`), the block's
+        largest spectral norm and mean stable rank (`<key>_l<i>`), and the same over every block."""
+        measures: dict[str, float] = {}
+        blocks: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for name, weight in weights.items():
+            match = LINEAR_WEIGHT.match(name)
+            if match:
+                layer, module = int(match.group(1)), match.group(2)
+                norm, rank = spectral_norm(weight), stable_rank(weight)
+                measures[f"spectral_norm_l{layer}_{module}"], measures[f"stable_rank_l{layer}_{module}"] = norm, rank
+                blocks[layer].append((norm, rank))
+        for layer, values in sorted(blocks.items()):
+            measures[f"spectral_norm_l{layer}"] = max(norm for norm, _ in values)
+            measures[f"stable_rank_l{layer}"] = sum(rank for _, rank in values) / len(values)
+        every = [value for values in blocks.values() for value in values]
+        measures["spectral_norm"] = max(norm for norm, _ in every)
+        measures["stable_rank"] = sum(rank for _, rank in every) / len(every)
+        return measures
+
+    def _curvature(self, weights: dict[str, torch.Tensor]) -> float:
+        """The training loss's top Hessian eigenvalue on the held-out batch, on a float32 copy of the model in this
+        process. The weights a task ends with are the ones the next task starts from, and the batch is fixed:
+        this is the curvature the next task meets at its start."""
+        model = GPT(self.step_runner.engine.module.config).to(self.step_runner.device)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(weights[name])
+        inputs = self.batch.to(self.step_runner.device)
+        with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no second derivative
+            loss = model(inputs[:, :-1], inputs[:, 1:])
+            return top_hessian_eigenvalue(loss, list(model.parameters()), self.section.curvature_iterations,
+                                          torch.Generator().manual_seed(0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task_start_moments": [[mean.tolist(), std.tolist()] for mean, std in self.task_start_moments]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.task_start_moments = [(torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
+                                   for mean, std in state.get("task_start_moments", [])]
 
     def _gather_weights(self) -> dict[str, torch.Tensor]:
         """Every parameter whole, on the main process (CPU); the gather itself is collective."""

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from plasticity_dist.config import ConfigError
-from plasticity_dist.diagnostics import (
-    attention_entropy, dormant_scores, effective_rank, heldout_batch, layer_of, srank,
+from plasticity_dist.diagnostic_measures import (
+    attention_entropy, dormant_scores, duplicate_ratio, effective_rank, feature_moments, gradient_scores,
+    moment_drift, saturated_ratio, spectral_norm, srank, stable_rank, top_hessian_eigenvalue,
 )
+from plasticity_dist.diagnostics import heldout_batch, layer_of
 from plasticity_dist.mitigations import seeded_generator
 from runs import build_tiny_data
 
@@ -22,6 +24,63 @@ def test_dormant_scores_find_the_dead_units_of_a_layer():
     scores = dormant_scores(hidden)
     assert torch.nonzero(scores <= 0.1).flatten().tolist() == [2, 5, 7]
     assert scores.mean().item() == pytest.approx(1.0)
+
+
+def test_gradient_scores_find_the_units_that_stopped_learning():
+    norms = torch.tensor([1.0, 1.0, 0.0, 2.0, 0.05])
+    scores = gradient_scores(norms)
+    assert torch.nonzero(scores <= 0.1).flatten().tolist() == [2, 4]
+    assert scores.mean().item() == pytest.approx(1.0)
+
+
+def test_saturated_ratio_counts_units_stuck_in_gelus_flat_region():
+    pre = torch.randn(2, 50, 8, generator=torch.Generator().manual_seed(0))
+    pre[..., 1] = -5.0  # always flat
+    pre[..., 3] = -5.0
+    pre[0, 0, 3] = 0.5  # one input in 100 leaves the flat region: still saturated at share 0.99
+    pre[..., 6] = -5.0
+    pre[0, :5, 6] = 1.0  # five in 100: not saturated
+    assert saturated_ratio(pre, share=0.99) == pytest.approx(2 / 8)
+    assert saturated_ratio(pre, share=0.95) == pytest.approx(3 / 8)
+
+
+def test_duplicate_ratio_finds_copied_and_scaled_units_but_not_dead_ones():
+    hidden = torch.randn(3, 40, 6, generator=torch.Generator().manual_seed(1))
+    hidden[..., 4] = 2.0 * hidden[..., 0] + 1.0  # a scaled copy: correlation 1
+    hidden[..., 5] = 0.0  # dead: varies with nothing
+    assert duplicate_ratio(hidden, threshold=0.95) == pytest.approx(2 / 6)
+    hidden[..., 4] = -hidden[..., 0]  # anti-correlated is not a duplicate
+    assert duplicate_ratio(hidden, threshold=0.95) == 0.0
+
+
+def test_moment_drift_is_zero_unchanged_and_the_shift_in_units_of_the_spread():
+    features = torch.randn(4000, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    start = feature_moments(features)
+    assert moment_drift(start, start) == 0.0
+    shifted = feature_moments(features + 2.0)  # every mean moves by 2 spreads of 1
+    assert moment_drift(shifted, start) == pytest.approx(2.0, rel=0.05)
+    widened = feature_moments(features * 3.0)  # spread 1 -> 3: W2 = |3 - 1| per feature, means ~0
+    assert moment_drift(widened, start) == pytest.approx(2.0, rel=0.05)
+
+
+def test_spectral_norm_and_stable_rank_of_a_rank_one_and_an_orthogonal_layer():
+    rank_one = torch.outer(torch.tensor([1.0, 2.0, 2.0]), torch.tensor([0.0, 3.0, 4.0, 0.0]))  # 3 * 5
+    assert spectral_norm(rank_one) == pytest.approx(15.0)
+    assert stable_rank(rank_one) == pytest.approx(1.0)
+    orthogonal = 2.0 * torch.eye(5)
+    assert spectral_norm(orthogonal) == pytest.approx(2.0)
+    assert stable_rank(orthogonal) == pytest.approx(5.0)
+    assert stable_rank(torch.zeros(3, 3)) == 0.0
+
+
+def test_top_hessian_eigenvalue_of_a_quadratic_loss():
+    hessian = torch.diag(torch.tensor([1.0, -7.0, 3.0], dtype=torch.float64))
+    rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    hessian = rotation @ hessian @ rotation.T
+    weights = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    loss = 0.5 * weights @ hessian @ weights
+    found = top_hessian_eigenvalue(loss, [weights], iterations=60, generator=torch.Generator().manual_seed(0))
+    assert found == pytest.approx(-7.0, rel=1e-6)  # the largest in magnitude, with its sign
 
 
 def test_srank_of_a_matrix_of_known_rank():

@@ -12,7 +12,9 @@ import pytest
 from runs import ACCELERATE, REPO, free_port
 
 DIAGNOSTIC_KEYS = ("dormant_ratio", "srank", "feature_norm", "param_norm", "update_ratio", "grad_norm",
-                   "dist_from_init", "attn_entropy")
+                   "dist_from_init", "attn_entropy", "grad_dormant_ratio", "saturated_ratio", "duplicate_ratio",
+                   "input_drift", "spectral_norm", "stable_rank")
+TASK_END_KEYS = ("duplicate_ratio", "spectral_norm", "stable_rank")  # measured at task ends only
 SETUPS = {"zero1": ["1"], "zero2": ["2"], "zero3": ["3"], "zero3-persist0": ["3", "0"]}  # persist0: all partitioned
 
 
@@ -79,6 +81,10 @@ def test_diagnostics_record_every_key_and_match_independent_figures(seen):
     assert record["grad_norm"] == pytest.approx(seen["engine_grad_norm"], rel=1e-5)
     per_layer_grad = math.sqrt(record["grad_norm_l0"] ** 2 + record["grad_norm_l1"] ** 2)
     assert per_layer_grad < record["grad_norm"]  # embeddings and the final LayerNorm are outside the blocks
+    assert record["spectral_norm"] == pytest.approx(seen["expected_spectral_norm"], rel=1e-5)
+    assert {"spectral_norm_l1_qkv", "stable_rank_l0_down"} <= record.keys()
+    assert record["input_drift"] > 0  # the step moved the blocks' inputs away from the task's start
+    assert math.isfinite(record["hessian_top_eig"]) and record["hessian_top_eig"] != 0
 
 
 def test_every_zero_stage_measures_the_same(results):

@@ -163,18 +163,22 @@ def main() -> None:
 
     # diagnostics: one measured step; update_ratio against the weights read here
     metrics_path = out / f"metrics-{label}.jsonl"
-    diagnostics = Diagnostics(DiagnosticsSection(every_steps=1), steps, batch_for(0, 0)[0], initial,
-                              MetricsLog(metrics_path, is_main), is_main)
+    diagnostics = Diagnostics(DiagnosticsSection(every_steps=1, curvature=True, curvature_iterations=5), steps,
+                              batch_for(0, 0)[0], initial, MetricsLog(metrics_path, is_main), is_main)
     before = full_weights()
-    diagnostics.on_step_start(position(8))
+    task_end = LoopPosition(TASK, step=8, step_in_task=1, task_steps=1, tokens=0, lr=1e-3)  # a one-step task
+    diagnostics.on_task_start(task_end)
+    diagnostics.on_step_start(task_end)
     _, grad_norm = steps.train_step(iter([batch_for(8, rank)]), 1e-2, diagnostics)
-    diagnostics.after_optimizer_step(position(8))
+    diagnostics.after_optimizer_step(task_end)
     after = full_weights()
     if is_main:
         delta = sum((after[n] - before[n]).pow(2).sum() for n in after).sqrt()
         seen["expected_update_ratio"] = (delta / sum(v.pow(2).sum() for v in before.values()).sqrt()).item()
         seen["expected_dist_from_init"] = sum((after[n] - initial[n]).pow(2).sum() for n in after).sqrt().item()
         seen["engine_grad_norm"] = grad_norm
+        seen["expected_spectral_norm"] = max(torch.linalg.svdvals(value.double())[0].item() for name, value in after.items()
+                                             if value.ndim == 2 and (".attn." in name or ".mlp." in name))
         seen["diagnostics"] = read_metrics(metrics_path)[-1]
         (out / f"{label}.json").write_text(json.dumps(seen))
     accelerator.wait_for_everyone()

@@ -14,7 +14,8 @@ from plasticity_dist.analysis.runs import events
 
 # The totals the trainer logs in its `diagnostics` records (per-layer values add a `_l<i>` suffix).
 DIAGNOSTICS = ("dormant_ratio", "srank", "effective_rank", "feature_norm", "param_norm", "update_ratio",
-               "grad_norm", "dist_from_init", "attn_entropy")
+               "grad_norm", "dist_from_init", "attn_entropy", "grad_dormant_ratio", "saturated_ratio",
+               "duplicate_ratio", "input_drift", "spectral_norm", "stable_rank", "hessian_top_eig")
 
 
 def diagnostic_value(record: dict[str, Any], name: str) -> float | None:

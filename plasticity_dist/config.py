@@ -248,6 +248,40 @@ class ContinualBackpropSection:
 
 
 @dataclass
+class NormalizeProjectSection:
+    """After every optimizer step, each linear weight of the blocks is scaled back to its initial norm
+    ("Normalize-and-Project", Lyle et al. 2024; the blocks' LayerNorms do the normalising)."""
+
+    enabled: bool = False
+
+
+@dataclass
+class SpectralRegSection:
+    """`weight * sum (sigma_1(W) - 1)^2` over the blocks' linear weights added to the loss (Lewandowski et al.),
+    sigma_1 by `power_iterations` steps of power iteration from a fixed start, so a resumed run computes the same."""
+
+    enabled: bool = False
+    weight: float = field(default=1e-4, metadata=_at_least(0.0))
+    power_iterations: int = field(default=20, metadata=_at_least(1))
+
+
+@dataclass
+class SelfNormalizedResetsSection:
+    """Self-Normalized Resets (Farias & Jozefiak, ICLR 2025): an MLP unit is reset when it has not fired
+    (GELU input > 0) for so many tokens that, at its running firing rate, the chance of so long a gap is
+    below `threshold`."""
+
+    enabled: bool = False
+    threshold: float = field(default=1e-4, metadata=_at_least(0.0))
+    decay: float = field(default=0.99, metadata=_at_least(0.0))  # per step, of the running firing rate
+
+    def check(self) -> None:
+        if not 0.0 < self.threshold < 1.0 or self.decay >= 1.0:
+            raise ConfigError(f"mitigations.snr: threshold={self.threshold} must be in (0, 1) and decay="
+                              f"{self.decay} in [0, 1)")
+
+
+@dataclass
 class ReplaySection:
     """Each continual task draws `fraction` of its rows, in equal shares, from the languages trained before it
     (by the loader's seeded weighted mix), the rest from its own language (Ibrahim et al. 2024)."""
@@ -269,6 +303,9 @@ class MitigationsSection:
     l2_init: L2InitSection = field(default_factory=L2InitSection)
     redo: ReDoSection = field(default_factory=ReDoSection)
     cbp: ContinualBackpropSection = field(default_factory=ContinualBackpropSection)
+    nap: NormalizeProjectSection = field(default_factory=NormalizeProjectSection)
+    spectral_reg: SpectralRegSection = field(default_factory=SpectralRegSection)
+    snr: SelfNormalizedResetsSection = field(default_factory=SelfNormalizedResetsSection)
     replay: ReplaySection = field(default_factory=ReplaySection)
 
 

@@ -7,6 +7,12 @@
   most tau are reset (Sokar et al. 2023).
 - `ContinualBackprop`: a running contribution utility per MLP unit; each step a fraction rho of the
   mature units is replaced, lowest utility first (Dohare et al. 2024).
+- `NormalizeProject`: after every optimizer step, each linear weight of the blocks is scaled back to its
+  initial norm (Lyle et al. 2024).
+- `SpectralReg`: `weight * sum (sigma_1(W) - 1)^2` over the blocks' linear weights added to the loss
+  (Lewandowski et al.), computed inside each layer's forward like L2 Init's penalty.
+- `SelfNormalizedResets`: an MLP unit is reset when its gap since it last fired is improbably long at its
+  running firing rate (Farias & Jozefiak 2025).
 A reset unit gets fresh incoming weights from the initial distribution, zero outgoing weights and zero
 Adam moments. Random draws come from generators seeded by (seed, step, layer): every rank draws the same
 values, and a resumed run draws what the uninterrupted one did. LR re-warming is a schedule
@@ -16,12 +22,14 @@ values, and a resumed run draws what the uninterrupted one did. LR re-warming is
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
+import torch.nn.functional as F
 
 from plasticity_dist.callbacks import Callback, LoopPosition, RunContext
 from plasticity_dist.config import (ContinualBackpropSection, ExperimentConfig, L2InitSection, ReDoSection,
-                                    ShrinkPerturbSection)
+                                    SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection)
 from plasticity_dist.diagnostics import capture_activations, run_heldout_batch
 from plasticity_dist.engine_params import (
     ADAM_STATE_KEYS, get_full, get_full_state, has_optimizer_state, set_full, set_full_state,
@@ -81,14 +89,35 @@ class ShrinkPerturb(Callback):
             set_full(param, self.section.shrink * value + self.section.noise_std * noise)
 
 
-class L2Init(Callback):
+def block_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """The linear layers of the model's blocks by name (attention qkv and proj, MLP up and down)."""
+    return {f"blocks.{name}": module for name, module in model.blocks.named_modules()
+            if isinstance(module, torch.nn.Linear)}
+
+
+class ForwardPenalty(Callback):
+    """A loss term summed from parts computed inside modules' forwards, where ZeRO-3 has gathered their
+    parameters; only training forwards (with gradients) count, and `loss_term` hands the sum over once."""
+
+    def __init__(self) -> None:
+        self.penalty: torch.Tensor | None = None
+
+    def _add(self, term: torch.Tensor) -> None:
+        self.penalty = term if self.penalty is None else self.penalty + term
+
+    def loss_term(self) -> torch.Tensor | None:
+        penalty, self.penalty = self.penalty, None
+        return penalty
+
+
+class L2Init(ForwardPenalty):
     """Adds `weight * sum ||p - p_0||^2` over every parameter to each training micro-batch's loss."""
 
     name = "l2_init"
 
     def __init__(self, section: L2InitSection, step_runner: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
+        super().__init__()
         self.weight = section.weight
-        self.penalty: torch.Tensor | None = None
         model = step_runner.engine.module
         names = {id(param): name for name, param in model.named_parameters()}
         owned: set[int] = set()
@@ -109,14 +138,8 @@ class L2Init(Callback):
         return config.mitigations.l2_init.enabled
 
     def _add_penalty(self, own: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
-        if not torch.is_grad_enabled():  # evaluation and diagnostics forwards
-            return
-        term = self.weight * sum((param - initial).pow(2).sum() for param, initial in own)
-        self.penalty = term if self.penalty is None else self.penalty + term
-
-    def loss_term(self) -> torch.Tensor | None:
-        penalty, self.penalty = self.penalty, None
-        return penalty
+        if torch.is_grad_enabled():  # not evaluation and diagnostics forwards
+            self._add(self.weight * sum((param - initial).pow(2).sum() for param, initial in own))
 
 
 class ReDo(Callback):
@@ -208,3 +231,124 @@ class ContinualBackprop(Callback):
             self.utility = torch.tensor(state["utility"], dtype=torch.float32)
             self.age = torch.tensor(state["age"], dtype=torch.long)
             self.owed = torch.tensor(state["owed"], dtype=torch.float64)
+
+
+class NormalizeProject(Callback):
+    """After every optimizer step, W <- W * ||W_0|| / ||W|| for each linear weight of the blocks."""
+
+    name = "nap"
+
+    def __init__(self, step_runner: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
+        self.weights = {name: linear.weight for name, linear in block_linears(step_runner.engine.module).items()}
+        self.target_norms = {name: initial_weights[f"{name}.weight"].float().norm() for name in self.weights}
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> NormalizeProject | None:
+        enabled = context.config.mitigations.nap.enabled
+        return cls(context.step_runner, context.initial_weights) if enabled else None
+
+    @classmethod
+    def wants_initial_weights(cls, config: ExperimentConfig, is_main: bool) -> bool:
+        return config.mitigations.nap.enabled
+
+    def after_optimizer_step(self, at: LoopPosition) -> None:
+        for name, weight in self.weights.items():
+            value = get_full(weight)
+            set_full(weight, value * (self.target_norms[name].to(value.device) / value.norm()))
+
+
+class SpectralReg(ForwardPenalty):
+    """Adds `weight * (sigma_1 - 1)^2` for each linear layer of the blocks to each training micro-batch's loss.
+
+    sigma_1 = u^T W v with u, v from power iteration (no gradient through them: at convergence u v^T is
+    sigma_1's gradient), started each time from a vector seeded by (seed, layer), so it needs no state."""
+
+    name = "spectral_reg"
+
+    def __init__(self, section: SpectralRegSection, step_runner: StepRunner, seed: int) -> None:
+        super().__init__()
+        self.weight = section.weight
+        self.iterations = section.power_iterations
+        for index, linear in enumerate(block_linears(step_runner.engine.module).values()):
+            start = torch.randn(linear.in_features, generator=seeded_generator(seed, index, -2), dtype=torch.float64)
+            start = F.normalize(start, dim=0).float().to(step_runner.device)
+            linear.register_forward_pre_hook(lambda module, args, start=start: self._add_penalty(module, start))
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> SpectralReg | None:
+        section = context.config.mitigations.spectral_reg
+        return cls(section, context.step_runner, context.config.seed) if section.enabled else None
+
+    def _add_penalty(self, linear: torch.nn.Linear, start: torch.Tensor) -> None:
+        if not torch.is_grad_enabled():
+            return
+        weight = linear.weight.float()
+        with torch.no_grad():
+            right = start
+            for _ in range(self.iterations):
+                left = F.normalize(weight @ right, dim=0)
+                right = F.normalize(weight.T @ left, dim=0)
+        top_singular_value = left @ weight @ right
+        self._add(self.weight * (top_singular_value - 1.0).pow(2))
+
+
+class SelfNormalizedResets(Callback):
+    """Per MLP unit: its firing rate (share of training tokens where its GELU input is > 0, a running mean
+    over its first 1/(1 - decay) steps since a reset, then an exponential one) and its gap, the tokens since
+    the last step in which it fired. After each step, a unit whose gap has a chance (1 - rate)^gap below the
+    threshold at its rate before the step is reset, and its counters start afresh (a unit that has not fired
+    since its last reset has no rate yet and is left alone)."""
+
+    name = "snr"
+
+    def __init__(self, section: SelfNormalizedResetsSection, step_runner: StepRunner, seed: int) -> None:
+        self.section = section
+        self.step_runner = step_runner
+        self.seed = seed
+        blocks = step_runner.engine.module.blocks
+        units = blocks[0].mlp.down.in_features
+        self.rate = torch.zeros(len(blocks), units, dtype=torch.float64)
+        self.gap = torch.zeros(len(blocks), units, dtype=torch.float64)  # tokens
+        self.observed = torch.zeros(len(blocks), units, dtype=torch.long)  # steps since the unit's last reset
+        self.fires = torch.zeros(len(blocks), units + 1, device=step_runner.device)  # this step's; last: tokens
+        for layer, block in enumerate(blocks):
+            block.mlp.down.register_forward_pre_hook(lambda module, args, layer=layer: self._observe(layer, args[0]))
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> SelfNormalizedResets | None:
+        section = context.config.mitigations.snr
+        return cls(section, context.step_runner, context.config.seed) if section.enabled else None
+
+    def _observe(self, layer: int, hidden: torch.Tensor) -> None:
+        if not torch.is_grad_enabled():
+            return
+        with torch.no_grad():
+            fired = (hidden.flatten(0, -2) > 0).float()
+            self.fires[layer, :-1] += fired.sum(0)
+            self.fires[layer, -1] += fired.shape[0]
+
+    def after_optimizer_step(self, at: LoopPosition) -> None:
+        counts = self.step_runner.accelerator.reduce(self.fires, reduction="sum").double().cpu()
+        self.fires.zero_()
+        fires, tokens = counts[:, :-1], counts[:, -1:]
+        self.gap = torch.where(fires > 0, 0.0, self.gap + tokens)
+        chance_log = self.gap * torch.log1p(-self.rate.clamp(max=1 - 1e-12))  # log (1 - rate)^gap
+        self.observed += 1
+        step_weight = torch.clamp(1.0 / self.observed.double(), min=1 - self.section.decay)
+        self.rate += step_weight * (fires / tokens.clamp(min=1) - self.rate)
+        stale = chance_log < math.log(self.section.threshold)
+        for layer, block in enumerate(self.step_runner.engine.module.blocks):
+            if stale[layer].any():
+                reset_units(self.step_runner, block.mlp, stale[layer], seeded_generator(self.seed, at.step, layer, -3))
+        self.rate[stale] = 0.0
+        self.gap[stale] = 0.0
+        self.observed[stale] = 0
+
+    def state_dict(self) -> dict[str, list]:
+        return {"rate": self.rate.tolist(), "gap": self.gap.tolist(), "observed": self.observed.tolist()}
+
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        if state:
+            self.rate = torch.tensor(state["rate"], dtype=torch.float64)
+            self.gap = torch.tensor(state["gap"], dtype=torch.float64)
+            self.observed = torch.tensor(state["observed"], dtype=torch.long)

@@ -30,7 +30,8 @@ from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.metrics import MetricsLog
-from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
+from plasticity_dist.mitigations import (ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets,
+                                        ShrinkPerturb, SpectralReg)
 from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import build_model
 from plasticity_dist.run_layout import RunLayout
@@ -44,8 +45,10 @@ log = get_logger()
 # The optional parts of the loop, each built from its config section when turned on (callbacks.py), in the
 # order their hooks run: diagnostics first, so they measure the trained weights before a mitigation changes
 # them; evaluation after the mitigations, so it measures the weights a step ends with, as the task end does.
-CALLBACK_TYPES: tuple[type[Callback], ...] = (Diagnostics, ShrinkPerturb, L2Init, ReDo, ContinualBackprop,
-                                              PeriodicEvaluation, StagnationMonitor)
+# NaP runs after the resets, so the weights a step ends with are at their initial norms.
+CALLBACK_TYPES: tuple[type[Callback], ...] = (Diagnostics, ShrinkPerturb, L2Init, SpectralReg, ReDo, ContinualBackprop,
+                                              SelfNormalizedResets, NormalizeProject, PeriodicEvaluation,
+                                              StagnationMonitor)
 
 
 @dataclass

@@ -38,6 +38,9 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
         ("probe.every_task_cycles=-1", "'probe.every_task_cycles': -1 is below the minimum 0"),
         ("probe.every_task_cycles=two", "'probe.every_task_cycles': expected int, got 'two'"),
         ("replicates=0", "'replicates': 0 is below the minimum 1"),
+        ("mitigations.snr.threshold=1", "mitigations.snr: threshold=1.0 must be in (0, 1)"),
+        ("mitigations.snr.decay=1", "and decay=1.0 in [0, 1)"),
+        ("mitigations.spectral_reg.power_iterations=0", "'mitigations.spectral_reg.power_iterations': 0 is below"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, message):

@@ -16,7 +16,9 @@ MITIGATIONS = dict(
     launch__zero_stage=3, diagnostics__every_steps=8, mitigations__shrink_perturb__enabled="true",
     mitigations__l2_init__enabled="true", mitigations__redo__enabled="true", mitigations__redo__every_steps=6,
     mitigations__cbp__enabled="true", mitigations__cbp__maturity=4, mitigations__cbp__replacement_rate=0.01,
-    mitigations__replay__enabled="true", mitigations__replay__fraction=0.25,
+    mitigations__replay__enabled="true", mitigations__replay__fraction=0.25, mitigations__nap__enabled="true",
+    mitigations__spectral_reg__enabled="true", mitigations__spectral_reg__weight=1e-3,
+    mitigations__snr__enabled="true", mitigations__snr__threshold=1e-3,
 )
 
 
@@ -41,11 +43,13 @@ def test_diagnostics_are_logged_every_interval_and_at_task_ends(mitigated_run):
 
 def test_mitigations_are_recorded_and_training_still_learns(mitigated_run):
     config = yaml.safe_load((mitigated_run / "config.yaml").read_text())
-    assert all(config["mitigations"][name]["enabled"] for name in ("shrink_perturb", "l2_init", "redo", "cbp", "replay"))
+    assert all(section["enabled"] for section in config["mitigations"].values())
     losses = [r["loss"] for r in step_records(mitigated_run)]
     assert len(losses) == 64 and losses[31] < losses[0] - 1.0
     diagnostics = records(mitigated_run, "diagnostics")
     assert diagnostics[4]["param_norm"] < 0.6 * diagnostics[3]["param_norm"]  # shrunk by 0.4 at the task boundary
+    state = json.loads((latest_checkpoint(mitigated_run) / "trainer_state.json").read_text())["callbacks"]
+    assert any(steps < 64 for row in state["snr"]["observed"] for steps in row)  # SNR reset units during the run
 
 
 def test_resume_with_mitigations_matches_uninterrupted_run(data_root, mitigated_run, tmp_path):

@@ -71,6 +71,29 @@ def test_l2_init_gradient_is_cross_entropy_plus_the_pull_to_initial_weights(seen
     assert seen["l2_grad_max_diff"] < 1e-5
 
 
+def test_nap_projects_every_block_linear_weight_to_its_initial_norm_keeping_its_direction(seen):
+    nap = seen["nap"]
+    assert nap["norm_off_before"] > 1e-3  # every norm had moved, so a missing projection would show
+    assert nap["norm_off_after"] < 1e-6 and nap["direction_diff"] < 1e-6 and nap["others_unchanged"]
+
+
+def test_spectral_reg_gradient_is_cross_entropy_plus_the_pull_of_top_singular_values_to_one(seen):
+    assert seen["spectral_penalty_grad_max"] > 0.05
+    assert seen["spectral_grad_max_diff"] < 1e-5
+
+
+def test_snr_resets_the_units_whose_silence_is_improbable_at_their_firing_rate(seen):
+    snr = seen["snr"]
+    assert snr["resets_after_first_step"] == 0  # every unit just fired or has no rate yet
+    gap = snr["tokens_per_step"]
+    expected = [unit for unit, rate in enumerate(snr["silenced_rates"]) if gap * math.log1p(-rate) < math.log(1e-12)]
+    assert expected  # at least one silenced unit fired often enough before to be judged
+    assert snr["up_rows_changed"] == [[], expected] == snr["counters_restarted"]
+    assert set(expected) <= set(snr["down_cols_zero"][1])
+    assert snr["gaps"] == [0.0 if unit in expected else float(gap) for unit in range(4)]
+    assert snr["rate_same_on_ranks"] and snr["others_unchanged"]
+
+
 def test_diagnostics_record_every_key_and_match_independent_figures(seen):
     record = seen["diagnostics"]
     for key in DIAGNOSTIC_KEYS:

@@ -17,7 +17,8 @@ import torch
 
 from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
 from plasticity_dist.config import (
-    ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection, ShrinkPerturbSection, load_config,
+    ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection, SelfNormalizedResetsSection,
+    ShrinkPerturbSection, SpectralRegSection, load_config,
 )
 from plasticity_dist.curriculum import Task
 from plasticity_dist.diagnostics import Diagnostics, capture_activations
@@ -26,7 +27,9 @@ from plasticity_dist.engine_params import (
 )
 from plasticity_dist.launch import build_accelerator, end_distributed, init_world_env
 from plasticity_dist.metrics import MetricsLog, read_metrics
-from plasticity_dist.mitigations import ContinualBackprop, L2Init, ReDo, ShrinkPerturb
+from plasticity_dist.mitigations import (
+    ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg,
+)
 from plasticity_dist.model import GPT, GPTConfig
 from plasticity_dist.steps import StepRunner
 
@@ -42,6 +45,18 @@ def batch_for(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def position(step: int) -> LoopPosition:
     return LoopPosition(TASK, step=step, step_in_task=step, task_steps=1000, tokens=0, lr=1e-3)
+
+
+def changed_units(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor], matrix: str) -> list[list[int]]:
+    """Per block, the MLP units whose weights in `matrix` changed: rows of "up", columns of "down"."""
+    unit_dim = 1 if matrix == "up" else 0  # the dimension reduced over
+    names = [f"blocks.{i}.mlp.{matrix}.weight" for i in (0, 1)]
+    return [torch.nonzero((after[n] != before[n]).any(unit_dim)).flatten().tolist() for n in names]
+
+
+def units_without_output(weights: dict[str, torch.Tensor]) -> list[list[int]]:
+    """Per block, the MLP units whose outgoing weights are all zero."""
+    return [torch.nonzero((weights[f"blocks.{i}.mlp.down.weight"] == 0).all(0)).flatten().tolist() for i in (0, 1)]
 
 
 class GradRecorder(Callback):
@@ -122,9 +137,9 @@ def main() -> None:
     after = full_weights()
     seen["redo"] = {
         "dormant": [torch.nonzero(s <= 0.1).flatten().tolist() for s in scores],
-        "up_rows_changed": [torch.nonzero((after[f"blocks.{i}.mlp.up.weight"] != before[f"blocks.{i}.mlp.up.weight"]).any(1)).flatten().tolist() for i in (0, 1)],
-        "down_cols_zero": [torch.nonzero((after[f"blocks.{i}.mlp.down.weight"] == 0).all(0)).flatten().tolist() for i in (0, 1)],
-        "down_cols_changed": [torch.nonzero((after[f"blocks.{i}.mlp.down.weight"] != before[f"blocks.{i}.mlp.down.weight"]).any(0)).flatten().tolist() for i in (0, 1)],
+        "up_rows_changed": changed_units(after, before, "up"),
+        "down_cols_zero": units_without_output(after),
+        "down_cols_changed": changed_units(after, before, "down"),
         "fresh_std": after["blocks.0.mlp.up.weight"][:4].std().item(),
         "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
         "moment_rows_zero": (get_full_state(params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[:4] == 0).all().item(),
@@ -143,7 +158,7 @@ def main() -> None:
     after = full_weights()
     utilities = accelerator.gather(cbp.utility.to(steps.device)[None]).cpu()
     seen["cbp"] = {
-        "up_rows_changed": [torch.nonzero((after[f"blocks.{i}.mlp.up.weight"] != before[f"blocks.{i}.mlp.up.weight"]).any(1)).flatten().tolist() for i in (0, 1)],
+        "up_rows_changed": changed_units(after, before, "up"),
         "ages_reset": [torch.nonzero(cbp.age[i] == 0).flatten().tolist() for i in (0, 1)],
         "utility_same_on_ranks": all(torch.equal(utilities[0], u) for u in utilities),
         "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
@@ -160,6 +175,59 @@ def main() -> None:
     (cross_entropy + penalty).backward()
     seen["l2_grad_max_diff"] = max((recorder.grads[n].cpu() - p.grad).abs().max().item() for n, p in reference.named_parameters())
     seen["l2_penalty_grad_max"] = max((2 * weight * (p - initial[n])).abs().max().item() for n, p in reference.named_parameters())
+
+    # NaP: each linear weight of the blocks is scaled back to its initial norm; nothing else moves
+    linears = [n for n, v in initial.items() if v.ndim == 2 and (".attn." in n or ".mlp." in n)]
+    train(20, 1e-2)
+    before = full_weights()
+    NormalizeProject(steps, initial).after_optimizer_step(position(20))
+    after = full_weights()
+    seen["nap"] = {
+        "norm_off_before": min(abs(before[n].norm() / initial[n].norm() - 1).item() for n in linears),
+        "norm_off_after": max(abs(after[n].norm() / initial[n].norm() - 1).item() for n in linears),
+        "direction_diff": max((after[n] / after[n].norm() - before[n] / before[n].norm()).abs().max().item() for n in linears),
+        "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if n not in linears),
+    }
+
+    # spectral regularisation: the gradient is that of the mean cross-entropy plus weight * sum (sigma_1 - 1)^2
+    recorder = GradRecorder(params)
+    spectral = SpectralReg(SpectralRegSection(enabled=True, weight=weight, power_iterations=300), steps, seed=0)
+    train(21, 0.0, Callbacks([spectral, recorder]))
+    reference.load_state_dict(full_weights(), strict=False)
+    reference.zero_grad()
+    cross_entropy = sum(reference(*batch_for(21, r)) for r in range(world.world_size)) / world.world_size
+    reference_params = dict(reference.named_parameters())
+    penalty = weight * sum((torch.linalg.matrix_norm(reference_params[n], ord=2) - 1).pow(2) for n in linears)
+    penalty_grads = torch.autograd.grad(penalty, [reference_params[n] for n in linears], retain_graph=True)
+    (cross_entropy + penalty).backward()
+    seen["spectral_grad_max_diff"] = max((recorder.grads[n].cpu() - p.grad).abs().max().item() for n, p in reference.named_parameters())
+    seen["spectral_penalty_grad_max"] = max(g.abs().max().item() for g in penalty_grads)
+
+    # Self-Normalized Resets: after a step observing every unit, silence four units of block 1; one more step
+    # and exactly those whose silence is improbable at their rate are reset
+    snr = SelfNormalizedResets(SelfNormalizedResetsSection(enabled=True, threshold=1e-12, decay=0.0), steps, seed=0)
+    train(22, 1e-2)
+    snr.after_optimizer_step(position(22))
+    first_rates, first_resets = snr.rate.clone(), int((snr.observed == 0).sum())
+    up = get_full(params["blocks.1.mlp.up.weight"])
+    up[:4] = 0.0
+    set_full(params["blocks.1.mlp.up.weight"], up)
+    before = full_weights()
+    train(23, 0.0)
+    snr.after_optimizer_step(position(23))
+    after = full_weights()
+    rates = accelerator.gather(snr.rate.to(steps.device)[None]).cpu()
+    seen["snr"] = {
+        "tokens_per_step": world.world_size * MICRO * SEQ,
+        "resets_after_first_step": first_resets,
+        "silenced_rates": first_rates[1, :4].tolist(),
+        "up_rows_changed": changed_units(after, before, "up"),
+        "down_cols_zero": units_without_output(after),
+        "counters_restarted": [torch.nonzero((snr.observed[i] == 0) & (snr.rate[i] == 0) & (snr.gap[i] == 0)).flatten().tolist() for i in (0, 1)],
+        "gaps": snr.gap[1, :4].tolist(),
+        "rate_same_on_ranks": all(torch.equal(rates[0], r) for r in rates),
+        "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
+    }
 
     # diagnostics: one measured step; update_ratio against the weights read here
     metrics_path = out / f"metrics-{label}.jsonl"

@@ -44,6 +44,12 @@ def seeded_generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
+def in_training_forward() -> bool:
+    """Whether a forward hook sees a training micro-batch: gradients on (not evaluation or diagnostics) and not
+    activation checkpointing's recomputation inside the backward, which would count the micro-batch twice."""
+    return torch.is_grad_enabled() and torch._C._current_graph_task_id() == -1
+
+
 def reset_units(step_runner: StepRunner, mlp: MLP, units: torch.Tensor, generator: torch.Generator) -> None:
     """Re-initialise the hidden units `units` (bool mask) of `mlp`: incoming weights drawn afresh, outgoing
     weights zero, and their Adam moments zero. Collective: every rank passes the same mask."""
@@ -138,7 +144,7 @@ class L2Init(ForwardPenalty):
         return config.mitigations.l2_init.enabled
 
     def _add_penalty(self, own: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
-        if torch.is_grad_enabled():  # not evaluation and diagnostics forwards
+        if in_training_forward():
             self._add(self.weight * sum((param - initial).pow(2).sum() for param, initial in own))
 
 
@@ -194,7 +200,7 @@ class ContinualBackprop(Callback):
         return cls(section, context.step_runner, context.config.seed) if section.enabled else None
 
     def _observe(self, layer: int, down: torch.nn.Linear, hidden: torch.Tensor) -> None:
-        if not torch.is_grad_enabled():
+        if not in_training_forward():
             return
         with torch.no_grad():
             activity = hidden.float().abs().flatten(0, -2).mean(0)
@@ -280,7 +286,7 @@ class SpectralReg(ForwardPenalty):
         return cls(section, context.step_runner, context.config.seed) if section.enabled else None
 
     def _add_penalty(self, linear: torch.nn.Linear, start: torch.Tensor) -> None:
-        if not torch.is_grad_enabled():
+        if not in_training_forward():
             return
         weight = linear.weight.float()
         with torch.no_grad():
@@ -320,7 +326,7 @@ class SelfNormalizedResets(Callback):
         return cls(section, context.step_runner, context.config.seed) if section.enabled else None
 
     def _observe(self, layer: int, hidden: torch.Tensor) -> None:
-        if not torch.is_grad_enabled():
+        if not in_training_forward():
             return
         with torch.no_grad():
             fired = (hidden.flatten(0, -2) > 0).float()

@@ -38,7 +38,6 @@ from plasticity_dist.steps import StepRunner
 
 LAYER_NAME = re.compile(r"^blocks\.(\d+)\.")
 MLP_UP_WEIGHT = re.compile(r"^blocks\.\d+\.mlp\.up\.weight$")
-LINEAR_WEIGHT = re.compile(r"^blocks\.(\d+)\.(?:attn|mlp)\.(\w+)\.weight$")
 
 
 @dataclass
@@ -236,19 +235,16 @@ class Diagnostics(Callback):
                 measures.update({f"{key}_l{layer}": value for layer, value in enumerate(values)})
         return measures
 
-    @staticmethod
-    def _spectra(weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _spectra(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         """Spectral norm and stable rank of every linear layer of the blocks (`<key>_l<i>_<layer>`), the block's
         largest spectral norm and mean stable rank (`<key>_l<i>`), and the same over every block."""
         measures: dict[str, float] = {}
         blocks: dict[int, list[tuple[float, float]]] = defaultdict(list)
-        for name, weight in weights.items():
-            match = LINEAR_WEIGHT.match(name)
-            if match:
-                layer, module = int(match.group(1)), match.group(2)
-                norm, rank = spectral_norm(weight), stable_rank(weight)
-                measures[f"spectral_norm_l{layer}_{module}"], measures[f"stable_rank_l{layer}_{module}"] = norm, rank
-                blocks[layer].append((norm, rank))
+        for name in self.step_runner.engine.module.block_linears():
+            weight, layer, module = weights[f"{name}.weight"], layer_of(name), name.rsplit(".", 1)[1]
+            norm, rank = spectral_norm(weight), stable_rank(weight)
+            measures[f"spectral_norm_l{layer}_{module}"], measures[f"stable_rank_l{layer}_{module}"] = norm, rank
+            blocks[layer].append((norm, rank))
         for layer, values in sorted(blocks.items()):
             measures[f"spectral_norm_l{layer}"] = max(norm for norm, _ in values)
             measures[f"stable_rank_l{layer}"] = sum(rank for _, rank in values) / len(values)

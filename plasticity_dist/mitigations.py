@@ -95,12 +95,6 @@ class ShrinkPerturb(Callback):
             set_full(param, self.section.shrink * value + self.section.noise_std * noise)
 
 
-def block_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
-    """The linear layers of the model's blocks by name (attention qkv and proj, MLP up and down)."""
-    return {f"blocks.{name}": module for name, module in model.blocks.named_modules()
-            if isinstance(module, torch.nn.Linear)}
-
-
 class ForwardPenalty(Callback):
     """A loss term summed from parts computed inside modules' forwards, where ZeRO-3 has gathered their
     parameters; only training forwards (with gradients) count, and `loss_term` hands the sum over once."""
@@ -245,7 +239,7 @@ class NormalizeProject(Callback):
     name = "nap"
 
     def __init__(self, step_runner: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
-        self.weights = {name: linear.weight for name, linear in block_linears(step_runner.engine.module).items()}
+        self.weights = {name: linear.weight for name, linear in step_runner.engine.module.block_linears().items()}
         self.target_norms = {name: initial_weights[f"{name}.weight"].float().norm() for name in self.weights}
 
     @classmethod
@@ -275,7 +269,7 @@ class SpectralReg(ForwardPenalty):
         super().__init__()
         self.weight = section.weight
         self.iterations = section.power_iterations
-        for index, linear in enumerate(block_linears(step_runner.engine.module).values()):
+        for index, linear in enumerate(step_runner.engine.module.block_linears().values()):
             start = torch.randn(linear.in_features, generator=seeded_generator(seed, index, -2), dtype=torch.float64)
             start = F.normalize(start, dim=0).float().to(step_runner.device)
             linear.register_forward_pre_hook(lambda module, args, start=start: self._add_penalty(module, start))

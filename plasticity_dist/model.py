@@ -111,6 +111,11 @@ class GPT(nn.Module):
             return logits
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1).long())
 
+    def block_linears(self) -> dict[str, nn.Linear]:
+        """The blocks' linear layers by parameter-name prefix (attention qkv and proj, MLP up and down)."""
+        return {f"blocks.{name}": module for name, module in self.blocks.named_modules()
+                if isinstance(module, nn.Linear)}
+
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; non-embedding excludes the token and position embeddings (lm_head is tied)."""
         total = sum(p.numel() for p in self.parameters())

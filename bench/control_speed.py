@@ -22,13 +22,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: one core, a
 import torch  # noqa: E402
 
 from plasticity_dist.cli import main as cli_main  # noqa: E402
-from plasticity_dist.config import load_config  # noqa: E402
+from plasticity_dist.study.config_files import load_config
 from plasticity_dist.control import CONTROL_CONFIG  # noqa: E402
-from plasticity_dist.curriculum import build_tasks  # noqa: E402
+from plasticity_dist.study.curriculum import build_tasks  # noqa: E402
 from plasticity_dist.data.loader import task_loader  # noqa: E402
-from plasticity_dist.batch_plan import BatchPlan  # noqa: E402
-from plasticity_dist.presets import build_model  # noqa: E402
-from plasticity_dist.trainer import train  # noqa: E402
+from plasticity_dist.train.build import build_model  # noqa: E402
+from plasticity_dist.train.trainer import train  # noqa: E402
 
 
 def bare_loop_seconds(config) -> float:
@@ -36,7 +35,7 @@ def bare_loop_seconds(config) -> float:
     torch.manual_seed(config.seed)
     model = build_model(config.model, 257, config.data.seq_len)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optimizer.lr, betas=tuple(config.optimizer.betas))
-    plan = BatchPlan.of(config.data, 1)
+    plan = config.data.batch_plan(1)
     started = None
     for task in build_tasks(config):
         with task_loader(task, config.data, plan, 0, None) as loader:

@@ -12,9 +12,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from plasticity_dist.config import DiagnosticsSection
-from plasticity_dist.metrics import read_metrics
-from plasticity_dist.trainer import train
+from plasticity_dist.study.config import DiagnosticsSection
+from plasticity_dist.train.metrics import read_metrics
+from plasticity_dist.train.trainer import train
 from trainer_overhead import one_task_config, parse_args
 
 WARMUP_STEPS = 3

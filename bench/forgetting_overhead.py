@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.config import PROBE_LANGUAGE, STUDY_LANGUAGES, ForgettingSection, load_config
-from plasticity_dist.metrics import read_metrics
+from plasticity_dist.study.config import PROBE_LANGUAGE, STUDY_LANGUAGES, ForgettingSection
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_TASK_TOKENS = 5e9

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from plasticity_dist.gpu import detected_peak_tflops
-from plasticity_dist.preemption import REQUEUE_EXIT_CODE
+from plasticity_dist.engine.gpu import detected_peak_tflops
+from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE
 
 REPO = Path(__file__).resolve().parent.parent
 ON_GPU = torch.cuda.is_available()
@@ -49,8 +49,8 @@ DEFAULTS = {"cuda": {"presets": ["106M", "314M"], "seq_len": 2048, "micro_batch"
 
 
 def flops_per_token(preset: str, vocab_size: int, seq_len: int) -> int:
-    from plasticity_dist.model import GPT
-    from plasticity_dist.presets import get_preset
+    from plasticity_dist.model.gpt import GPT
+    from plasticity_dist.model.presets import get_preset
 
     with torch.device("meta"):  # shapes only
         return GPT(get_preset(preset).gpt_config(vocab_size, seq_len)).flops_per_token()
@@ -176,12 +176,12 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
     autocast bf16, fused AdamW, torch.compile, flash or cuDNN attention only (as the trainer on CUDA); fp32 on CPU."""
     from contextlib import nullcontext
 
-    from plasticity_dist.config import load_config
+    from plasticity_dist.study.config_files import load_config
     from plasticity_dist.data.loader import iter_eval_batches
-    from plasticity_dist.gpu import require_fused_attention
-    from plasticity_dist.model import GPT
-    from plasticity_dist.presets import get_preset
-    from plasticity_dist.steps import adamw_param_groups
+    from plasticity_dist.engine.gpu import require_fused_attention
+    from plasticity_dist.model.gpt import GPT
+    from plasticity_dist.model.presets import get_preset
+    from plasticity_dist.engine.steps import adamw_param_groups
 
     config = load_config(spec["config"])
     data, opt = config.data, config.optimizer

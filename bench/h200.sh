@@ -32,7 +32,7 @@ import importlib, sys, torch
 print(f"python {sys.version.split()[0]} ({sys.executable}), torch {torch.__version__}, CUDA {torch.version.cuda}, "
       f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
 missing = []
-for name, needed in (("plasticity_dist.cli", True), ("plasticity_dist.trainer", True), ("plasticity_dist.probe.job", True),
+for name, needed in (("plasticity_dist.cli", True), ("plasticity_dist.train.trainer", True), ("plasticity_dist.train.probe_run", True),
                      ("deepspeed", True), ("accelerate", True), ("transformers", True), ("webdataset", True),
                      ("zstandard", True), ("datasets", False)):  # datasets: hf: sources only, not this bench
     try:

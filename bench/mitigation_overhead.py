@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from plasticity_dist.config import config_to_yaml
-from plasticity_dist.metrics import read_metrics
+from plasticity_dist.study.config_files import config_to_yaml
+from plasticity_dist.train.metrics import read_metrics
 from trainer_overhead import one_task_config, parse_args
 
 WARMUP_STEPS = 3

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from plasticity_dist.model import GPT
-from plasticity_dist.presets import get_preset
+from plasticity_dist.model.gpt import GPT
+from plasticity_dist.model.presets import get_preset
 
 
 class ReferenceGPT(nn.Module):

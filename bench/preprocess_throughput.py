@@ -34,7 +34,7 @@ from pathlib import Path
 from plasticity_dist.data.preprocess import DOCUMENTS_PER_BATCH, PreprocessArgs, plan_jobs, preprocess
 from plasticity_dist.data.shards import token_dtype
 from plasticity_dist.data.sources import iter_documents
-from plasticity_dist.tokenizer import load_tokenizer
+from plasticity_dist.data.tokenizer import load_tokenizer
 
 SEQ_LEN, ROWS_PER_BLOCK, SHARDS, ROUNDS = 2048, 255, 16, 2
 BLOCKS_PER_SHARD = {"byte": 20, "bpe": 2}  # the BPE tokenizes ~60x slower: fewer tokens, same run time

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.config import config_to_yaml, load_config
+from plasticity_dist.study.config_files import config_to_yaml, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 # DeepSpeed's JIT op is built once into this environment's own folder (as the tests do): a shared
@@ -41,18 +41,18 @@ def old_probe_loop(checkpoint: Path) -> dict[str, Any]:
     constant LR, train on the probe language and validate at the fixed points; no checkpoints, no resume."""
     import dataclasses
 
-    from plasticity_dist.analysis.auc import curve_auc
-    from plasticity_dist.checkpoint import load_consolidated_weights, read_trainer_state
-    from plasticity_dist.config import load_config
-    from plasticity_dist.curriculum import dataset_path
+    from plasticity_dist.probe.auc import curve_auc
+    from plasticity_dist.engine.checkpoint import load_consolidated_weights
+    from plasticity_dist.engine.checkpoint_files import read_trainer_state
+    from plasticity_dist.study.config_files import load_config
+    from plasticity_dist.study.curriculum import dataset_path
     from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
-    from plasticity_dist.evaluation import eval_steps
-    from plasticity_dist.batch_plan import BatchPlan
-    from plasticity_dist.launch import build_accelerator, init_world_env
-    from plasticity_dist.lr_schedule import learning_rate
-    from plasticity_dist.model import GPT
-    from plasticity_dist.presets import get_preset
-    from plasticity_dist.steps import StepRunner
+    from plasticity_dist.engine.validation import eval_steps
+    from plasticity_dist.engine.launch import build_accelerator, init_world_env
+    from plasticity_dist.train.lr_schedule import learning_rate
+    from plasticity_dist.model.gpt import GPT
+    from plasticity_dist.model.presets import get_preset
+    from plasticity_dist.engine.steps import StepRunner
 
     config = load_config(checkpoint.parent.parent / "config.yaml")
     world = init_world_env()
@@ -67,7 +67,7 @@ def old_probe_loop(checkpoint: Path) -> dict[str, Any]:
     )
     model = GPT(get_preset(config.model.preset).gpt_config(loader.vocab_size, data.seq_len))
     model.load_state_dict(load_consolidated_weights(checkpoint, list(model.state_dict())))
-    step_runner = StepRunner(accelerator, model, config, BatchPlan.of(config.data, world.world_size).accum_steps)
+    step_runner = StepRunner(accelerator, model, config, config.data.batch_plan(world.world_size).accum_steps)
     optimizer = dataclasses.replace(config.optimizer, lr=config.probe.lr, schedule="constant")
 
     def validation_loss() -> float:

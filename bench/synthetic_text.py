@@ -13,7 +13,7 @@ import itertools
 import time
 
 from plasticity_dist.data.sources import iter_documents
-from plasticity_dist.tokenizer import ByteTokenizer
+from plasticity_dist.data.tokenizer import ByteTokenizer
 
 LANGS = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru", "vi")
 

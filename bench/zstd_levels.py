@@ -13,7 +13,7 @@ import zstandard
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from plasticity_dist.data.sources import iter_documents
-from plasticity_dist.tokenizer import ByteTokenizer
+from plasticity_dist.data.tokenizer import ByteTokenizer
 
 LEVELS, SEQ_LEN, ROWS = (1, 3, 9), 2048, 255  # the default block at seq_len 2048
 

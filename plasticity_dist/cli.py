@@ -8,15 +8,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plasticity_dist.config import ConfigError
-from plasticity_dist.run_lock import RunLockedError
-from plasticity_dist.logging import quiet_dependencies
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.common.run_lock import RunLockedError
+from plasticity_dist.common.logging import quiet_dependencies
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _models(args: argparse.Namespace) -> int:
-    from plasticity_dist.model_table import preset_rows, print_preset_table
+    from plasticity_dist.model.table import preset_rows, print_preset_table
 
     rows = preset_rows(args.vocab_size, args.seq_len)
     if args.json:
@@ -35,10 +35,10 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from plasticity_dist.config import load_config
+    from plasticity_dist.study.config_files import load_config
 
     config = load_config(args.config, args.overrides)  # a bad config fails before DeepSpeed loads
-    from plasticity_dist.trainer import train
+    from plasticity_dist.train.trainer import train
 
     return train(config)
 
@@ -47,11 +47,11 @@ def _probe(args: argparse.Namespace) -> int:
     if args.pending or args.resubmit:
         return _probe_queue(args.pending or args.resubmit, resubmit=bool(args.resubmit))
     if args.print_run_dir:
-        from plasticity_dist.run_layout import RunLayout
+        from plasticity_dist.common.run_layout import RunLayout
 
         print(RunLayout.of_checkpoint(args.checkpoint).probe_run(Path(args.checkpoint).name).root)
         return 0
-    from plasticity_dist.probe.job import run_probe
+    from plasticity_dist.train.probe_run import run_probe
 
     return run_probe(args.checkpoint, args.config, force=args.force)
 
@@ -59,10 +59,10 @@ def _probe(args: argparse.Namespace) -> int:
 def _probe_queue(run_dir: str, resubmit: bool) -> int:
     """List a run's open probe requests, or (holding the run's lock, so no trainer runs meanwhile) resubmit
     every open or failed one and wait for local probes to finish."""
-    from plasticity_dist.config import load_config
+    from plasticity_dist.study.config_files import load_config
     from plasticity_dist.probe.scheduler import ProbeScheduler
-    from plasticity_dist.run_layout import RunLayout
-    from plasticity_dist.run_lock import RunLock
+    from plasticity_dist.common.run_layout import RunLayout
+    from plasticity_dist.common.run_lock import RunLock
 
     layout = RunLayout(run_dir)
     scheduler = ProbeScheduler(layout.root, load_config(layout.config).probe)
@@ -190,7 +190,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from plasticity_dist.data.sources import tokenizer_sample
-    from plasticity_dist.tokenizer_training import TokenizerTrainingArgs, train_tokenizer
+    from plasticity_dist.data.tokenizer_training import TokenizerTrainingArgs, train_tokenizer
 
     given = {"sources": tuple(args.source) if args.source else None, "vocab_size": args.vocab_size,
              "sample_bytes": args.sample_bytes, "text_field": args.text_field, "seed": args.seed}
@@ -231,7 +231,7 @@ def _add_verify(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from plasticity_dist.analysis.report import write_report
+    from plasticity_dist.report.markdown import write_report
 
     if args.out is None and len(args.run_dirs) > 1:
         raise ValueError("--out is required when reporting on several runs")
@@ -271,7 +271,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
-    from plasticity_dist.config import CurriculumSection
+    from plasticity_dist.study.config import CurriculumSection
 
     parser = subparsers.add_parser("predict", help="predicted onset of plasticity loss (tasks, tokens) for a model size")
     parser.add_argument("--params", type=_token_count, required=True, help="non-embedding parameters, e.g. 1e9")
@@ -282,9 +282,9 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from plasticity_dist.config import load_config
-    from plasticity_dist.plan import plan_study
-    from plasticity_dist.plan_table import plan_markdown, print_plan_table
+    from plasticity_dist.study.config_files import load_config
+    from plasticity_dist.report.plan import plan_study
+    from plasticity_dist.report.plan_table import plan_markdown, print_plan_table
 
     plans = [plan_study(load_config(path), Path(path).name, gpus=args.gpus, gpu=args.gpu, mfu=args.mfu)
              for path in args.config]
@@ -298,7 +298,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _add_plan(subparsers: argparse._SubParsersAction) -> None:
-    from plasticity_dist.plan import ASSUMED_MFU, GPU_PEAK_TFLOPS
+    from plasticity_dist.report.plan import ASSUMED_MFU, GPU_PEAK_TFLOPS
 
     parser = subparsers.add_parser("plan", help="what a config will cost: tokens, probes, onset, GPU-hours, disk")
     parser.add_argument("--config", nargs="+", required=True, help="experiment YAML(s); several give one column each")

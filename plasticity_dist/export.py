@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
-from plasticity_dist.checkpoint import complete_checkpoints, load_consolidated_weights, read_trainer_state
-from plasticity_dist.config import load_config
-from plasticity_dist.logging import get_logger
-from plasticity_dist.model import GPT
-from plasticity_dist.presets import get_preset
-from plasticity_dist.run_layout import RunLayout
-from plasticity_dist.tokenizer import BYTE_SPEC, END_OF_TEXT, HF_PREFIX, ByteTokenizer, load_tokenizer
+from plasticity_dist.engine.checkpoint import complete_checkpoints, load_consolidated_weights
+from plasticity_dist.engine.checkpoint_files import read_trainer_state
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.common.logging import get_logger
+from plasticity_dist.model.gpt import GPT
+from plasticity_dist.model.presets import get_preset
+from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.data.tokenizer import BYTE_SPEC, END_OF_TEXT, HF_PREFIX, ByteTokenizer, load_tokenizer
 
 log = get_logger()
 # ours -> GPT-2's, per block; Linear weights are transposed into GPT-2's Conv1D layout
@@ -110,7 +111,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     run_dir = RunLayout.of_checkpoint(checkpoint)
     config = load_config(run_dir.config)
     tokenizer = load_tokenizer(state["tokenizer"])
-    model = GPT(get_preset(config.model.preset).gpt_config(tokenizer.vocab_size, config.data.seq_len))
+    model = get_preset(config.model.preset).build(tokenizer.vocab_size, config.data.seq_len)
     model.load_state_dict(load_consolidated_weights(checkpoint, list(model.state_dict())))
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.config import config_to_yaml, load_config
+from plasticity_dist.study.config_files import config_to_yaml, load_config
 
 TASKS = ("en", "zh")
 TASK_TOKENS = 1000

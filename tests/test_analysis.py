@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from plasticity_dist.analysis.auc import auc_pct_change, curve_auc
+from plasticity_dist.probe.auc import auc_pct_change, curve_auc
 from plasticity_dist.analysis.scaling import STUDY_LAW, predict_onset
 
 

@@ -4,7 +4,7 @@ import sys
 
 from plasticity_dist.cli import main
 from plasticity_dist.demo import DEMO_CONFIG
-from plasticity_dist.presets import PRESETS
+from plasticity_dist.model.presets import PRESETS
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -68,7 +68,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from plasticity_dist.logging import quiet_dependencies
+from plasticity_dist.common.logging import quiet_dependencies
 
 quiet_dependencies()
 import deepspeed  # detects the accelerator at import

@@ -1,6 +1,7 @@
 import pytest
 
-from plasticity_dist.config import ConfigError, config_to_yaml, load_config
+from plasticity_dist.study.config_files import config_to_yaml, load_config
+from plasticity_dist.study.errors import ConfigError
 
 
 def write(tmp_path, text):

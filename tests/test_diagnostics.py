@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from plasticity_dist.config import ConfigError
-from plasticity_dist.diagnostic_measures import (
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.train.callbacks.diagnostic_measures import (
     attention_entropy, dormant_scores, duplicate_ratio, effective_rank, feature_moments, gradient_scores,
     moment_drift, saturated_ratio, spectral_norm, srank, stable_rank, top_hessian_eigenvalue,
 )
-from plasticity_dist.diagnostics import heldout_batch, layer_of
-from plasticity_dist.mitigations import seeded_generator
+from plasticity_dist.train.callbacks.diagnostics import heldout_batch, layer_of
+from plasticity_dist.train.callbacks.mitigations import seeded_generator
 from runs import build_tiny_data
 
 

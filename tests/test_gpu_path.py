@@ -1,12 +1,13 @@
-"""The GPU path's settings (gpu.py, config): what they resolve to without a GPU, and the two that also run on a
+"""The GPU path's settings (engine/gpu.py, config): what they resolve to without a GPU, and the two that also run on a
 CPU (activation checkpointing, fused AdamW) through a real 2-rank ZeRO-3 run."""
 
 import pytest
 import torch
 
-from plasticity_dist.config import ConfigError, load_config
-from plasticity_dist.gpu import detected_peak_tflops, enabled_attention_kernels, on_cuda, require_fused_attention
-from plasticity_dist.model import GPT, GPTConfig
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.engine.gpu import detected_peak_tflops, enabled_attention_kernels, on_cuda, require_fused_attention
+from plasticity_dist.model.gpt import GPT, GPTConfig
 from runs import reference_overrides, step_records, train_to_end
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU side of the GPU path")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plasticity_dist.metrics import MetricsLog, read_metrics
+from plasticity_dist.train.metrics import MetricsLog, read_metrics
 
 
 def log_task(metrics: MetricsLog, task_index: int, first_step: int, last_step: int) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from plasticity_dist.mitigations import in_training_forward
+from plasticity_dist.train.callbacks.mitigations import in_training_forward
 
 
 def test_training_forward_excludes_evaluation_and_activation_checkpointing_recomputation():

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from plasticity_dist.model import GPT
-from plasticity_dist.presets import PRESETS, get_preset
+from plasticity_dist.model.gpt import GPT
+from plasticity_dist.model.presets import PRESETS, get_preset
 
 VOCAB = 257
 PADDED_VOCAB = 320  # embedding rows: VOCAB rounded up to a multiple of 64

@@ -22,7 +22,7 @@ from plasticity_dist.cli import main
 from plasticity_dist.data.loader import ShardLoader
 from plasticity_dist.data.preprocess import PreprocessArgs, ShardJob, plan_jobs
 from plasticity_dist.data.shards import BlockReader, read_manifest, shard_name
-from plasticity_dist.tokenizer import ByteTokenizer
+from plasticity_dist.data.tokenizer import ByteTokenizer
 
 SEQ_LEN = 31
 SMALL = ["--seq-len", str(SEQ_LEN), "--rows-per-block", "8", "--shard-tokens", "1024"]  # 32 rows per shard

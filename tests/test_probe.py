@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from plasticity_dist.analysis.auc import curve_auc
-from plasticity_dist.analysis.report import write_report
-from plasticity_dist.checkpoint import load_consolidated_weights
+from plasticity_dist.probe.auc import curve_auc
+from plasticity_dist.report.markdown import write_report
+from plasticity_dist.engine.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main
-from plasticity_dist.probe.job import curve_fields
+from plasticity_dist.train.probe_run import curve_fields
 from plasticity_dist.probe.queue import ProbeQueue
 from runs import (REPO, TINY_PROBE, copy_for_probing, kill_process_group, latest_checkpoint, probe_result,
                   start_training, tiny_overrides, train_to_end, wait_for)

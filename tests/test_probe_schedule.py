@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from fabricated_runs import make_run
-from plasticity_dist.analysis.report import reference_line
+from plasticity_dist.report.markdown import reference_line
 from plasticity_dist.analysis.runs import load_run
 from plasticity_dist.analysis.summary import build_summary
-from plasticity_dist.checkpoint import read_trainer_state
-from plasticity_dist.config import ConfigError, load_config
-from plasticity_dist.curriculum import build_tasks
+from plasticity_dist.engine.checkpoint_files import read_trainer_state
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.study.curriculum import build_tasks
 from plasticity_dist.probe.results import read_probes, reference_probe
 
 

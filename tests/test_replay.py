@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from plasticity_dist.config import ConfigError, load_config
-from plasticity_dist.curriculum import build_tasks
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.study.curriculum import build_tasks
 from plasticity_dist.data.loader import ShardLoader
 from runs import TINY_CONFIG, tiny_overrides
 

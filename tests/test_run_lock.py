@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from plasticity_dist.run_lock import LOCK_FILE, RunLock, RunLockedError
+from plasticity_dist.common.run_lock import LOCK_FILE, RunLock, RunLockedError
 
 
 def write_owner(run_dir, **fields) -> None:

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from plasticity_dist.checkpoint import complete_checkpoints, load_consolidated_weights, read_trainer_state
-from plasticity_dist.slim import finish_interrupted, is_slim, slim_checkpoint
+from plasticity_dist.engine.checkpoint import complete_checkpoints, load_consolidated_weights
+from plasticity_dist.engine.checkpoint_files import read_trainer_state
+from plasticity_dist.engine.slim import finish_interrupted, is_slim, slim_checkpoint
 from runs import (REPO, TINY_PROBE, assert_same_weights, copy_for_probing, probe_result, train, train_to_end,
                   tiny_overrides)
 
@@ -76,7 +77,7 @@ def test_resuming_from_a_slim_checkpoint_is_refused_naming_the_newest_full_one(p
 SLIM_AND_DIE = """
 import os, signal, sys
 from pathlib import Path
-import plasticity_dist.slim as slim
+import plasticity_dist.engine.slim as slim
 point, path = sys.argv[1], Path(sys.argv[2])
 die = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 if point == "writing":  # the slim copy's weights are written, its trainer_state.json not yet
@@ -116,9 +117,9 @@ def test_export_of_a_slim_checkpoint_gives_the_logits_of_its_weights(probed_run,
     from transformers import GPT2LMHeadModel
 
     from plasticity_dist.cli import main as cli_main
-    from plasticity_dist.config import load_config
-    from plasticity_dist.model import GPT
-    from plasticity_dist.presets import get_preset
+    from plasticity_dist.study.config_files import load_config
+    from plasticity_dist.model.gpt import GPT
+    from plasticity_dist.model.presets import get_preset
 
     slim = probed_run / "checkpoints" / INIT_TAG
     assert cli_main(["export", "--checkpoint", str(slim), "--out", str(tmp_path / "hf")]) == 0

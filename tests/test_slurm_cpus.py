@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from plasticity_dist.run_layout import RunLayout
+from plasticity_dist.common.run_layout import RunLayout
 from runs import REPO, latest_checkpoint, tiny_overrides
 from slurm_cluster import LocalSlurm
 from test_local_slurm import write_script

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.run_layout import RunLayout
+from plasticity_dist.common.run_layout import RunLayout
 from runs import (REPO, assert_same_weights, copy_for_probing, final_weights, latest_checkpoint, probe_result,
                   step_records, tiny_overrides, wait_for)
 from slurm_cluster import LocalSlurm

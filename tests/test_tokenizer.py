@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticity_dist.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from plasticity_dist.data.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
 TEXTS = [
     "Hello, world.", "Xin chào thế giới, tiếng Việt có dấu.", "你好，世界。", "こんにちは世界", "Привет, мир", "",

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.config import load_config
-from plasticity_dist.metrics import MetricsLog, read_metrics
-from plasticity_dist.probe.job import probe_run_config
-from plasticity_dist.run_layout import RunLayout
-from plasticity_dist.wandb_sink import WandbSink, sync_commands
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.train.metrics import MetricsLog, read_metrics
+from plasticity_dist.train.probe_run import probe_run_config
+from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.train.wandb_sink import WandbSink, sync_commands
 from runs import REPO, tiny_overrides, train
 
 OFFLINE = ["wandb.enabled=true", "wandb.mode=offline"]
@@ -147,10 +147,10 @@ def test_a_probe_run_logs_nothing_to_wandb_of_its_own(tmp_path):
 def test_nothing_imports_wandb_when_it_is_off(tmp_path):
     code = f"""
 import sys
-from plasticity_dist.config import load_config
-from plasticity_dist.metrics import MetricsLog
-from plasticity_dist.run_layout import RunLayout
-import plasticity_dist.cli, plasticity_dist.trainer
+from plasticity_dist.study.config import load_config
+from plasticity_dist.train.metrics import MetricsLog
+from plasticity_dist.common.run_layout import RunLayout
+import plasticity_dist.cli, plasticity_dist.train.trainer
 config = load_config(None, ["run_dir={tmp_path}"])
 metrics = MetricsLog.for_run(config, RunLayout(config.run_dir), is_main=True)
 metrics.truncate_after(-1)

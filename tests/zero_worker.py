@@ -15,23 +15,21 @@ from pathlib import Path
 
 import torch
 
-from plasticity_dist.callbacks import Callback, Callbacks, LoopPosition
-from plasticity_dist.config import (
-    ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection, SelfNormalizedResetsSection,
-    ShrinkPerturbSection, SpectralRegSection, load_config,
-)
-from plasticity_dist.curriculum import Task
-from plasticity_dist.diagnostics import Diagnostics, capture_activations
-from plasticity_dist.engine_params import (
+from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition
+from plasticity_dist.study.config import ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection, SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.curriculum import Task
+from plasticity_dist.train.callbacks.diagnostics import Diagnostics, capture_activations
+from plasticity_dist.engine.params import (
     full_grad, get_full, get_full_state, has_optimizer_state, set_full,
 )
-from plasticity_dist.launch import build_accelerator, end_distributed, init_world_env
-from plasticity_dist.metrics import MetricsLog, read_metrics
-from plasticity_dist.mitigations import (
+from plasticity_dist.engine.launch import build_accelerator, end_distributed, init_world_env
+from plasticity_dist.train.metrics import MetricsLog, read_metrics
+from plasticity_dist.train.callbacks.mitigations import (
     ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg,
 )
-from plasticity_dist.model import GPT, GPTConfig
-from plasticity_dist.steps import StepRunner
+from plasticity_dist.model.gpt import GPT, GPTConfig
+from plasticity_dist.engine.steps import StepRunner
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ, MICRO = 16, 2

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from importlib.metadata import version
 
-from plasticity_dist.run_layout import RunLayout
-from plasticity_dist.wandb_sink import sync_commands
+from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.train.wandb_sink import sync_commands
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.config import ExperimentConfig, load_config
-from plasticity_dist.curriculum import reference_tasks, tasks_per_cycle
-from plasticity_dist.metrics import read_metrics
-from plasticity_dist.model_table import preset_rows
+from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.curriculum import reference_tasks, tasks_per_cycle
+from plasticity_dist.train.metrics import read_metrics
+from plasticity_dist.model.table import preset_rows
 from plasticity_dist.probe.results import ProbeResult, read_probes
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from plasticity_dist.config import ExperimentConfig, config_to_dict
+from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.config_files import config_to_dict
 
 # Where a run lives and runs its probes, what it measures and logs, and how many seeds the study runs of it:
 # none of these change its numbers.

@@ -2,7 +2,7 @@
 
 A permutation is named by one seed (`TaskSpec.permutation`, `Task.permutation`) and drawn over the data's whole
 vocabulary, end-of-text included, so the same seed gives the same map on every rank, worker and resume. Which
-seed each task and probe has is the curriculum's business (curriculum.py).
+seed each task and probe has is the curriculum's business (study/curriculum.py).
 """
 
 from __future__ import annotations

@@ -42,10 +42,10 @@ from plasticity_dist.data.shards import (
     verify_dataset, write_manifest,
 )
 from plasticity_dist.data.sources import Documents, iter_documents
-from plasticity_dist.fileio import atomic_write_json
-from plasticity_dist.logging import get_logger
-from plasticity_dist.processes import usable_cpus
-from plasticity_dist.tokenizer import Tokenizer, load_tokenizer
+from plasticity_dist.common.fileio import atomic_write_json
+from plasticity_dist.common.logging import get_logger
+from plasticity_dist.common.processes import usable_cpus
+from plasticity_dist.data.tokenizer import Tokenizer, load_tokenizer
 
 log = get_logger()
 PROGRESS_DIR = ".progress"

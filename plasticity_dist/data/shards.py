@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from plasticity_dist.fileio import atomic_write_json, fsync_dir
+from plasticity_dist.common.fileio import atomic_write_json, fsync_dir
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

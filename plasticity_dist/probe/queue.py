@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.fileio import atomic_write_json
-from plasticity_dist.run_layout import RunLayout
+from plasticity_dist.common.fileio import atomic_write_json
+from plasticity_dist.common.run_layout import RunLayout
 
 
 class ProbeQueue:

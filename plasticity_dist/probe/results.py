@@ -1,5 +1,5 @@
 """Probe results as the rest of the package reads them: `RUN/probes/<tag>.json`, the reference probe every
-% change is against, and that % change. Light on purpose: the trainer's early warning reads them too."""
+% change is against. Light on purpose: the trainer's early warning reads them too."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from plasticity_dist.run_layout import RunLayout
+from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.probe.auc import LINEAR_AUC_RULE
 
 PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
 LATER_FIELDS = ("diverged", "auc_rule")  # results written before them hold the defaults
-LINEAR_AUC_RULE = "trapezoid_linear_tokens"  # the study's, and that of every result from before `auc_rule`
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ProbeResult:
     config_hash: str  # of the probe settings that change its numbers
     path: Path
     diverged: bool = False
-    auc_rule: str = LINEAR_AUC_RULE  # which AUC (analysis/auc.py)
+    auc_rule: str = LINEAR_AUC_RULE  # which AUC (probe/auc.py)
 
 
 def read_probe(path: Path) -> ProbeResult:
@@ -57,10 +57,3 @@ def reference_probe(probes: Sequence[ProbeResult], reference_tasks: int) -> Prob
     """The probe at the end of cycle 1, after `reference_tasks` tasks (`curriculum.reference_tasks`): the 0 % of
     every % change. None when it is missing: no other probe stands in for it."""
     return next((probe for probe in probes if probe.cycle == 1 and probe.tasks_trained == reference_tasks), None)
-
-
-def auc_pct_change(auc: float, reference: float) -> float:
-    """% change of an AUC against the reference probe's: positive = worse probing = less plasticity."""
-    if reference <= 0:
-        raise ValueError(f"reference AUC must be positive, got {reference}")
-    return 100 * (auc - reference) / reference

@@ -1,0 +1,1 @@
+"""Shared plumbing: atomic files, processes, logging, a run's folder layout and its lock."""

@@ -1,0 +1,1 @@
+"""The DeepSpeed engine and what runs on it: launch, steps, validation, checkpoints."""

@@ -1,0 +1,1 @@
+"""The GPT, its size presets and their parameter table."""

@@ -1,0 +1,1 @@
+"""What a study is: its config, batch plan and curriculum of tasks."""

@@ -1,0 +1,1 @@
+"""The continual-learning training loop, its metrics and its callbacks."""

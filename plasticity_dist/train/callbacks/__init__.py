@@ -1,0 +1,1 @@
+"""Optional behaviour hung on the training loop: evaluation, diagnostics, mitigations, early warning."""

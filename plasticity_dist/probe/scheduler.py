@@ -24,6 +24,10 @@ class ProbeScheduler:
         self.queue = ProbeQueue(run_dir)
         self.executor = make_executor(probe)
 
+    def protects(self, checkpoint_tag: str) -> bool:
+        """Whether a probe still needs checkpoint `checkpoint_tag` (queued or running): retention must keep it."""
+        return checkpoint_tag in self.queue.protected_tags()
+
     def request(self, checkpoint_tag: str) -> None:
         """Queue a probe of `checkpoint_tag` and start what the concurrency limit allows."""
         self.queue.add(checkpoint_tag)

@@ -1,8 +1,9 @@
 """The continual-learning trainer: the composition root that wires config, data, engine and checkpoints.
 
 One `Trainer.run()` walks the run's tasks (see `study/curriculum.py`). A task ends exactly at its token budget
-on every rank; at each task end the trainer evaluates on the task's validation split and on every
-language's (forgetting, and the probe language zero-shot), then checkpoints.
+on every rank. Everything else the loop does is a callback (train/callbacks/), asked at each hook: the
+task-end evaluation first, then diagnostics, mitigations, the evaluation curve and early warning, and last the
+checkpoints and the probes they feed.
 """
 
 from __future__ import annotations
@@ -15,43 +16,43 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition, RunContext
-from plasticity_dist.engine.checkpoint import Checkpointer
-from plasticity_dist.engine.checkpoint_files import read_trainer_state
-from plasticity_dist.study.config import ExperimentConfig
-from plasticity_dist.study.config_files import config_to_yaml
-from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.study.curriculum import Task, build_tasks, dataset_path, languages, probe_permutation
-from plasticity_dist.data.loader import ShardLoader, task_loader
-from plasticity_dist.train.callbacks.diagnostics import Diagnostics
-from plasticity_dist.train.callbacks.early_warning import StagnationMonitor
-from plasticity_dist.engine.validation import Validator
-from plasticity_dist.train.callbacks.evaluation import PeriodicEvaluation
-from plasticity_dist.engine.gpu import detected_peak_tflops, enabled_attention_kernels, on_cuda, require_fused_attention
-from plasticity_dist.engine.launch import WorldInfo, build_accelerator, end_distributed, init_world_env, use_bf16
 from plasticity_dist.common.fileio import atomic_write_text
 from plasticity_dist.common.logging import get_logger
-from plasticity_dist.train.lr_schedule import learning_rate
-from plasticity_dist.train.metrics import MetricsLog
-from plasticity_dist.train.callbacks.mitigations import (ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets,
-                                        ShrinkPerturb, SpectralReg)
-from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
-from plasticity_dist.train.build import build_model
 from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.common.run_lock import lock_run_directory
-from plasticity_dist.probe.scheduler import ProbeScheduler
+from plasticity_dist.data.loader import ShardLoader, task_loader
+from plasticity_dist.engine.checkpoint import Checkpointer
+from plasticity_dist.engine.checkpoint_files import read_trainer_state
+from plasticity_dist.engine.gpu import detected_peak_tflops, enabled_attention_kernels, on_cuda, require_fused_attention
+from plasticity_dist.engine.launch import WorldInfo, build_accelerator, end_distributed, init_world_env, use_bf16
+from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.engine.validation import Validator
+from plasticity_dist.probe.scheduler import ProbeScheduler
+from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.config_files import config_to_yaml
+from plasticity_dist.study.curriculum import Task, build_tasks, dataset_path
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.train.build import build_model
+from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition, RunContext
+from plasticity_dist.train.callbacks.checkpointing import Checkpointing
+from plasticity_dist.train.callbacks.diagnostics import Diagnostics
+from plasticity_dist.train.callbacks.early_warning import StagnationMonitor
+from plasticity_dist.train.callbacks.evaluation import PeriodicEvaluation
+from plasticity_dist.train.callbacks.mitigations import (ContinualBackprop, L2Init, NormalizeProject, ReDo,
+                                                         SelfNormalizedResets, ShrinkPerturb, SpectralReg)
+from plasticity_dist.train.callbacks.task_end import TaskEndEvaluation
+from plasticity_dist.train.lr_schedule import learning_rate
+from plasticity_dist.train.metrics import MetricsLog
 from plasticity_dist.train.progress import TrainingProgress
 
 log = get_logger()
 
-# The optional parts of the loop, each built from its config section when turned on (callbacks/base.py), in the
-# order their hooks run: diagnostics first, so they measure the trained weights before a mitigation changes
-# them; evaluation after the mitigations, so it measures the weights a step ends with, as the task end does.
-# NaP runs after the resets, so the weights a step ends with are at their initial norms.
-CALLBACK_TYPES: tuple[type[Callback], ...] = (Diagnostics, ShrinkPerturb, L2Init, SpectralReg, ReDo, ContinualBackprop,
-                                              SelfNormalizedResets, NormalizeProject, PeriodicEvaluation,
-                                              StagnationMonitor)
+# The parts of the loop, each built from its config section when turned on; each declares when its hooks run
+# (its `priority`, callbacks/base.py).
+CALLBACK_TYPES: tuple[type[Callback], ...] = (TaskEndEvaluation, Diagnostics, ShrinkPerturb, L2Init, SpectralReg, ReDo,
+                                              ContinualBackprop, SelfNormalizedResets, NormalizeProject,
+                                              PeriodicEvaluation, StagnationMonitor, Checkpointing)
 
 
 @dataclass
@@ -106,7 +107,7 @@ class Trainer:
                 self.probe_scheduler = ProbeScheduler(self.run_dir, config.probe)
         self.checkpointer = Checkpointer(
             self.run_dir, self.accelerator, config.checkpoint.keep_last,
-            is_protected=lambda tag: self.probe_scheduler is not None and tag in self.probe_scheduler.queue.protected_tags(),
+            is_protected=self.probe_scheduler.protects if self.probe_scheduler is not None else lambda tag: False,
             slim_dtype=config.checkpoint.slim_dtype if config.checkpoint.slim_after_probe else None,
         )
         self.resume_from = self.checkpointer.resolve(config.resume)
@@ -127,9 +128,17 @@ class Trainer:
         self.step_runner = StepRunner(self.accelerator, model, config, self.plan.accum_steps)
         self.validator = Validator(self.step_runner, config.data)
         self.metrics = MetricsLog.for_run(config, self.layout, self.accelerator.is_main_process)
+        self.state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
         context = RunContext(config, self.step_runner, self.validator, self.plan, self.tasks, self.metrics,
-                             self.layout, is_main, initial_weights)
+                             self.layout, is_main, initial_weights, self.checkpointer, self.probe_scheduler,
+                             self._trainer_state)
         self.callbacks = Callbacks.build(CALLBACK_TYPES, context)
+        (self.checkpointing,) = (member for member in self.callbacks.members if isinstance(member, Checkpointing))
+
+    def _trainer_state(self) -> dict[str, Any]:
+        """What a checkpoint saves: where the run stands and every callback's state."""
+        self.state.callbacks = self.callbacks.state_dict()
+        return asdict(self.state)
 
     def close(self) -> None:
         """Close the metrics' sinks, give up the run directory (its lock) and leave the process group: at the
@@ -153,20 +162,18 @@ class Trainer:
         checkpoint = self.resume_from
         if checkpoint is None:
             self.metrics.truncate_after(-1)  # records of an attempt that died before its first checkpoint
-            state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
             if self.config.probe.enabled and self.config.probe.baseline:
-                self._save_for_probe("step000000000-init", state, probe_cycle=0)
-            return state
+                self.checkpointing.save_for_probe("step000000000-init", probe_cycle=0)
+            return self.state
         saved = self.checkpointer.load(checkpoint)
         if "loader" in saved:  # written before the field was named loader_state
             saved["loader_state"] = saved.pop("loader")
-        state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
+        self.state = state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step, next_task=state.task_index if state.step_in_task == 0 else None)
         self.callbacks.load_state_dict(state.callbacks)
         state.world_size = self.world.world_size
-        if self.probe_scheduler is not None:
-            self.probe_scheduler.poll()  # resubmit probes that died with the previous process
+        self.checkpointing.poll()  # resubmit probes that died with the previous process
         return state
 
     def run(self) -> int:
@@ -185,9 +192,7 @@ class Trainer:
                         atomic_write_text(self.layout.preempted, f"{state.step}\n")
                     return REQUEUE_EXIT_CODE
                 self._finish_task(task, state)
-        if self.probe_scheduler is not None:
-            self.probe_scheduler.drain()
-            self.checkpointer.slim_probed()  # the checkpoints whose probes finished after the last save
+        self.checkpointing.finish()
         log.info(f"run complete: {state.step} steps, {state.tokens_seen:,} tokens in {self.run_dir}")
         return 0
 
@@ -228,12 +233,10 @@ class Trainer:
             progress.advance(loss)
             if state.step % self.config.log_every == 0 or at.is_task_end:
                 self._log_step(task, state, loss, at.lr, grad_norm, self.plan.tokens_per_step / (time.perf_counter() - started))
-            every = self.config.checkpoint.every_steps
-            if every and state.step % every == 0 and state.step_in_task < loader.num_steps:
-                self._save(task, state)
+            self.callbacks.on_step_end(at)
             if self.preemption.should_stop(self.device):
                 log.warning(f"stop signal received: checkpointing at step {state.step} and exiting with {REQUEUE_EXIT_CODE}")
-                self._save(task, state)
+                self.checkpointing.save(task.checkpoint_tag(state.step))
                 return False
         return True
 
@@ -255,50 +258,13 @@ class Trainer:
         self.metrics.write(record)
 
     def _finish_task(self, task: Task, state: TrainerState) -> None:
-        record = {
-            "event": "task_end", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
-            "step": state.step, "tokens": state.tokens_seen, "val_loss": self.evaluate(task, state.step),
-        }
-        if self.config.forgetting.enabled:
-            record |= self.evaluate_languages(task, state.step)
-        self.metrics.write(record)
-        self.callbacks.on_task_end(self._position(task, state.step, state.step_in_task, state.step_in_task))
+        """The task is done: the state moves on to the next task, then the callbacks act on its end (the
+        task-end evaluation first, the checkpoint last)."""
+        at = self._position(task, state.step, state.step_in_task, state.step_in_task)
         state.task_index += 1
         state.step_in_task = 0
         state.loader_state = None
-        if task.probe_after:
-            self._save_for_probe(task.checkpoint_tag(state.step), state, probe_cycle=task.cycle)
-        else:
-            self._save(task, state)
-            if self.probe_scheduler is not None:
-                self.probe_scheduler.poll()  # a probe that died is resubmitted within a cycle, not only at its end
-
-    def evaluate(self, task: Task, step: int) -> float | None:
-        """Mean loss on the task's validation split (`<dataset>/val`) at `step`, the same batches on every rank."""
-        return self.validator.loss(task.val_datasets, self.config.data.val_tokens, (task.index, step), task.permutation)
-
-    def evaluate_languages(self, task: Task, step: int) -> dict[str, Any]:
-        """`val_losses`: the loss on every training language's validation split, and `probe_val_loss`: on the
-        probe language's (under the probe's permutation in a control run), zero-shot (no update);
-        `forgetting.val_tokens` each, null where a split is missing."""
-        tokens = self.config.forgetting.val_tokens
-        probe_dataset = dataset_path(self.config.data.root, self.config.probe.dataset)
-        return {"val_losses": {name: self.validator.loss((dataset,), tokens, (task.index, step))
-                               for name, dataset in languages(self.config).items()},
-                "probe_val_loss": self.validator.loss((probe_dataset,), tokens, (task.index, step),
-                                                      probe_permutation(self.config))}
-
-    def _save(self, task: Task, state: TrainerState) -> Path:
-        """A checkpoint that retention may prune (keep_last)."""
-        state.callbacks = self.callbacks.state_dict()
-        return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=False)
-
-    def _save_for_probe(self, tag: str, state: TrainerState, probe_cycle: int) -> None:
-        """Save a checkpoint kept for good, then queue its probe; training goes on at once."""
-        state.callbacks = self.callbacks.state_dict()
-        self.checkpointer.save(tag, {**asdict(state), "probe_cycle": probe_cycle}, keep=True)
-        if self.probe_scheduler is not None:
-            self.probe_scheduler.request(tag)
+        self.callbacks.on_task_end(at)
 
 
 def train(config: ExperimentConfig) -> int:

@@ -1,20 +1,23 @@
-"""The one interface optional behaviour hangs off the training loop by (diagnostics, mitigations, early
-warning), in the manner of OLMo-core's callbacks: the loop calls every hook on every rank, in this order:
+"""The one interface the training loop's parts hang off it by (task-end evaluation, diagnostics, mitigations,
+early warning, checkpoints and probe requests), in the manner of OLMo-core's callbacks: the loop calls every
+hook on every rank, in ascending `priority` of the callbacks:
 
     on_task_start  (a task begins from its first step; not when a run resumes inside a task)
     on_step_start  ─┐
     loss_term       │ after each training micro-batch's forward: a term added to the loss backpropagated
     before_optimizer_step   (gradients complete, not yet applied)
-    after_optimizer_step  ──┘ one optimizer step
-    on_task_end    (after the task's evaluation, before its checkpoint)
+    after_optimizer_step    one optimizer step
+    on_step_end   ──┘ the step is counted and logged (the trainer state is the one a checkpoint saves)
+    on_task_end    (the task is done; the trainer state already points at the next task)
 
 A hook that takes part in a collective (ZeRO-3 gathers, all-reduces) runs on every rank anyway; a
 callback writes files or metrics on the main process only. `state_dict()` is saved in every checkpoint
-(in `trainer_state.json`, so keep it small and JSON-able) and restored on resume.
+(in `trainer_state.json`, so keep it small and JSON-able) and restored on resume, unless the callback has no
+state of its own (`saves_state = False`).
 
 Each callback builds itself from its config section and a `RunContext` (`from_context`, None when its
 section leaves it off) and says whether it needs the weights training starts from; the trainer only lists
-the callback types in their order.
+the callback types.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import torch
 from plasticity_dist.study.curriculum import Task
 
 if TYPE_CHECKING:
+    from plasticity_dist.engine.checkpoint import Checkpointer
+    from plasticity_dist.probe.scheduler import ProbeScheduler
     from plasticity_dist.study.batch_plan import BatchPlan
     from plasticity_dist.study.config import ExperimentConfig
     from plasticity_dist.engine.validation import Validator
@@ -65,6 +70,9 @@ class RunContext:
     layout: RunLayout
     is_main: bool
     initial_weights: dict[str, torch.Tensor]  # the weights training starts from, if a callback wants them
+    checkpointer: Checkpointer
+    probe_scheduler: ProbeScheduler | None  # on the main process of a run with probes
+    trainer_state: Callable[[], dict[str, Any]]  # what a checkpoint saves now, every callback's state included
     _shared: dict[str, Any] = field(default_factory=dict)
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
@@ -78,6 +86,8 @@ class Callback:
     """Base class: every hook does nothing, so a callback overrides only what it needs."""
 
     name = "callback"  # key of its state in trainer_state.json
+    priority = 50  # hooks run in ascending priority: a callback that must see another's work runs after it
+    saves_state = True  # False: nothing of it goes into trainer_state.json
 
     @classmethod
     def from_context(cls, context: RunContext) -> Callback | None:
@@ -104,6 +114,9 @@ class Callback:
     def after_optimizer_step(self, at: LoopPosition) -> None:
         pass
 
+    def on_step_end(self, at: LoopPosition) -> None:
+        pass
+
     def on_task_end(self, at: LoopPosition) -> None:
         pass
 
@@ -125,8 +138,9 @@ class Callbacks(Callback):
 
     @classmethod
     def build(cls, types: Sequence[type[Callback]], context: RunContext) -> Callbacks:
-        """The callbacks of `types` (in that order) that the run's config turns on."""
-        members = (callback_type.from_context(context) for callback_type in types)
+        """The callbacks of `types` that the run's config turns on, in ascending priority."""
+        ordered = sorted(types, key=lambda callback_type: callback_type.priority)
+        members = (callback_type.from_context(context) for callback_type in ordered)
         return cls([member for member in members if member is not None])
 
     def _each(self, hook: str, *args: Any) -> None:
@@ -149,11 +163,14 @@ class Callbacks(Callback):
     def after_optimizer_step(self, at: LoopPosition) -> None:
         self._each("after_optimizer_step", at)
 
+    def on_step_end(self, at: LoopPosition) -> None:
+        self._each("on_step_end", at)
+
     def on_task_end(self, at: LoopPosition) -> None:
         self._each("on_task_end", at)
 
     def state_dict(self) -> dict[str, Any]:
-        return {member.name: member.state_dict() for member in self.members}
+        return {member.name: member.state_dict() for member in self.members if member.saves_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for member in self.members:

@@ -147,6 +147,7 @@ class Diagnostics(Callback):
     """Measures and logs the diagnostics at every `every_steps` step and at every task's last step."""
 
     name = "diagnostics"
+    priority = 10  # first: they measure the trained weights before a mitigation changes them
 
     def __init__(self, section: DiagnosticsSection, step_runner: StepRunner, batch: torch.Tensor,
                  initial_weights: dict[str, torch.Tensor], metrics: MetricsLog, is_main: bool) -> None:

@@ -53,6 +53,7 @@ class StagnationMonitor(Callback):
     """Warns once per stagnating task and once per probe whose AUC rose past the threshold."""
 
     name = "early_warning"
+    priority = 50
 
     def __init__(self, section: EarlyWarningSection, run_dir: Path, metrics: MetricsLog, is_main: bool,
                  reference_tasks: int, comparisons: int) -> None:

@@ -18,6 +18,7 @@ class PeriodicEvaluation(Callback):
     a resumed run ends with the same curve as an uninterrupted one."""
 
     name = "evaluation"
+    priority = 40  # after the mitigations: it measures the weights a step ends with, as the task end does
 
     def __init__(self, section: EvaluationSection, validator: Validator, tokens_per_step: int,
                  metrics: MetricsLog) -> None:

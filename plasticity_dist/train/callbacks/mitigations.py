@@ -74,6 +74,7 @@ def reset_units(step_runner: StepRunner, mlp: MLP, units: torch.Tensor, generato
 
 class ShrinkPerturb(Callback):
     name = "shrink_perturb"
+    priority = 20
 
     def __init__(self, section: ShrinkPerturbSection, step_runner: StepRunner, seed: int) -> None:
         self.section = section
@@ -114,6 +115,7 @@ class L2Init(ForwardPenalty):
     """Adds `weight * sum ||p - p_0||^2` over every parameter to each training micro-batch's loss."""
 
     name = "l2_init"
+    priority = 21
 
     def __init__(self, section: L2InitSection, step_runner: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
         super().__init__()
@@ -144,6 +146,7 @@ class L2Init(ForwardPenalty):
 
 class ReDo(Callback):
     name = "redo"
+    priority = 23
 
     def __init__(self, section: ReDoSection, step_runner: StepRunner, batch: torch.Tensor, seed: int) -> None:
         self.section = section
@@ -173,6 +176,7 @@ class ContinualBackprop(Callback):
     """Contribution utility of unit i: running average of mean|h_i| * sum_k |W_down[k, i]| over steps."""
 
     name = "cbp"
+    priority = 24
 
     def __init__(self, section: ContinualBackpropSection, step_runner: StepRunner, seed: int) -> None:
         self.section = section
@@ -237,6 +241,7 @@ class NormalizeProject(Callback):
     """After every optimizer step, W <- W * ||W_0|| / ||W|| for each linear weight of the blocks."""
 
     name = "nap"
+    priority = 30  # after the resets: the weights a step ends with are at their initial norms
 
     def __init__(self, step_runner: StepRunner, initial_weights: dict[str, torch.Tensor]) -> None:
         self.weights = {name: linear.weight for name, linear in step_runner.engine.module.block_linears().items()}
@@ -264,6 +269,7 @@ class SpectralReg(ForwardPenalty):
     sigma_1's gradient), started each time from a vector seeded by (seed, layer), so it needs no state."""
 
     name = "spectral_reg"
+    priority = 22
 
     def __init__(self, section: SpectralRegSection, step_runner: StepRunner, seed: int) -> None:
         super().__init__()
@@ -300,6 +306,7 @@ class SelfNormalizedResets(Callback):
     since its last reset has no rate yet and is left alone)."""
 
     name = "snr"
+    priority = 25
 
     def __init__(self, section: SelfNormalizedResetsSection, step_runner: StepRunner, seed: int) -> None:
         self.section = section

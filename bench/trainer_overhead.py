@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.study.config_files import load_config
 from plasticity_dist.data.loader import ShardLoader
+from plasticity_dist.engine.steps import adamw_param_groups
 from plasticity_dist.model.gpt import GPT
 from plasticity_dist.model.presets import get_preset
-from plasticity_dist.engine.steps import adamw_param_groups
+from plasticity_dist.study.config_files import load_config
 from plasticity_dist.train.trainer import Trainer
 
 

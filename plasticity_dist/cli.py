@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.common.run_lock import RunLockedError
 from plasticity_dist.common.logging import quiet_dependencies
+from plasticity_dist.common.run_lock import RunLockedError
+from plasticity_dist.study.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
 

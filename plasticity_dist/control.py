@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from plasticity_dist.common.logging import get_logger
+from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
 from plasticity_dist.report.markdown import write_report
 from plasticity_dist.study.config_files import load_config
-from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
-from plasticity_dist.common.logging import get_logger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTROL_CONFIG = REPO_ROOT / "configs" / "control.yaml"

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from plasticity_dist.common.logging import get_logger
+from plasticity_dist.common.processes import free_port
+from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
 from plasticity_dist.report.markdown import write_report
 from plasticity_dist.study.config import PROBE_LANGUAGE, STUDY_LANGUAGES
 from plasticity_dist.study.config_files import load_config
-from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
-from plasticity_dist.common.processes import free_port
-from plasticity_dist.common.logging import get_logger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"

@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from plasticity_dist.engine.checkpoint import complete_checkpoints, load_consolidated_weights
-from plasticity_dist.engine.checkpoint_files import read_trainer_state
-from plasticity_dist.study.config_files import load_config
 from plasticity_dist.common.logging import get_logger
-from plasticity_dist.model.gpt import GPT
-from plasticity_dist.model.presets import get_preset
 from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.data.tokenizer import BYTE_SPEC, END_OF_TEXT, HF_PREFIX, ByteTokenizer, load_tokenizer
+from plasticity_dist.engine.checkpoint import complete_checkpoints, load_consolidated_weights
+from plasticity_dist.engine.checkpoint_files import read_trainer_state
+from plasticity_dist.model.gpt import GPT
+from plasticity_dist.model.presets import get_preset
+from plasticity_dist.study.config_files import load_config
 
 log = get_logger()
 # ours -> GPT-2's, per block; Linear weights are transposed into GPT-2's Conv1D layout

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from plasticity_dist.engine.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.study.config_files import config_to_yaml, load_config
 from plasticity_dist.common.processes import free_port
 from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.engine.checkpoint import load_consolidated_weights
+from plasticity_dist.study.config_files import config_to_yaml, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"

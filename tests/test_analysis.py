@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from plasticity_dist.probe.auc import auc_pct_change, curve_auc
 from plasticity_dist.analysis.scaling import STUDY_LAW, predict_onset
+from plasticity_dist.probe.auc import auc_pct_change, curve_auc
 
 
 def test_auc_of_a_constant_curve_is_that_constant_at_uneven_eval_points():

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from fabricated_runs import BASELINE_AUC, make_run
-from plasticity_dist.report.markdown import write_report
-from plasticity_dist.study.config_files import load_config
-from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.study.curriculum import build_tasks, probe_permutation, reference_tasks, tasks_per_cycle
 from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
 from plasticity_dist.data.permutation import token_permutation
+from plasticity_dist.report.markdown import write_report
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.curriculum import build_tasks, probe_permutation, reference_tasks, tasks_per_cycle
+from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.train.probe_run import probe_config_hash, probe_run_config
 from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, start_training,
                   step_records, tiny_overrides, train_to_end, wait_for)

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from plasticity_dist.train.callbacks.base import LoopPosition, RunContext
+from plasticity_dist.common.logging import get_logger
+from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.study.config import EarlyWarningSection
 from plasticity_dist.study.config_files import load_config
 from plasticity_dist.study.curriculum import Task
+from plasticity_dist.train.callbacks.base import LoopPosition, RunContext
 from plasticity_dist.train.callbacks.early_warning import StagnationMonitor
-from plasticity_dist.common.logging import get_logger
 from plasticity_dist.train.metrics import MetricsLog, read_metrics
-from plasticity_dist.common.run_layout import RunLayout
 
 TASK_NAMES = ("en", "zh")  # two tasks per cycle: task index = 2 * (cycle - 1) + position
 COMPARISONS = 9  # the run's planned % changes: 10 cycles, each probed, against the first

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticity_dist.engine.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main
+from plasticity_dist.data.tokenizer import ByteTokenizer, load_tokenizer
+from plasticity_dist.engine.checkpoint import load_consolidated_weights
 from plasticity_dist.export import hf_tokenizer
 from plasticity_dist.model.gpt import GPT
 from plasticity_dist.model.presets import get_preset
-from plasticity_dist.data.tokenizer import ByteTokenizer, load_tokenizer
 from test_tokenizer import TEXTS, _save_bpe
 
 ENGLISH = ["the cat sat on the mat with a hat.", "a small dog runs to the big house near the tree."]  # the model's

@@ -4,10 +4,10 @@ CPU (activation checkpointing, fused AdamW) through a real 2-rank ZeRO-3 run."""
 import pytest
 import torch
 
-from plasticity_dist.study.config_files import load_config
-from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.engine.gpu import detected_peak_tflops, enabled_attention_kernels, on_cuda, require_fused_attention
 from plasticity_dist.model.gpt import GPT, GPTConfig
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.errors import ConfigError
 from runs import reference_overrides, step_records, train_to_end
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU side of the GPU path")

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from plasticity_dist.probe.noise import change_noise, noise_multiple, probe_noise
 from plasticity_dist.analysis.onset import describe_onset_rule, estimate_onset
+from plasticity_dist.probe.noise import change_noise, noise_multiple, probe_noise
 
 TASKS = [8.0 * cycle for cycle in range(1, 31)]  # a probe after every cycle of 8 tasks, 30 cycles
 EARLY = [*map(float, range(1, 17)), *TASKS[2:]]  # after every task of the first 2 cycles, then every cycle

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.study.config_files import load_config
 from plasticity_dist.report.plan import checkpoint_bytes, plan_study
+from plasticity_dist.study.config_files import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STUDY_VOCAB = 32768  # configs/corpora.yaml's tokenizer, already a multiple of 64

@@ -12,12 +12,13 @@ import sys
 
 import pytest
 
-from plasticity_dist.probe.auc import curve_auc
-from plasticity_dist.report.markdown import write_report
-from plasticity_dist.engine.checkpoint import load_consolidated_weights
 from plasticity_dist.cli import main
-from plasticity_dist.train.probe_run import curve_fields
+from plasticity_dist.engine.checkpoint import load_consolidated_weights
+from plasticity_dist.probe.auc import curve_auc
 from plasticity_dist.probe.queue import ProbeQueue
+from plasticity_dist.report.markdown import write_report
+from plasticity_dist.train.callbacks.evaluation import EvalPoint
+from plasticity_dist.train.probe_run import curve_fields
 from runs import (REPO, TINY_PROBE, copy_for_probing, kill_process_group, latest_checkpoint, probe_result,
                   start_training, tiny_overrides, train_to_end, wait_for)
 
@@ -79,10 +80,11 @@ def test_log_spaced_probe_evaluates_at_step_0_then_log_spaced_token_counts(zero3
 
 
 def test_curve_fields_null_every_loss_from_the_first_non_finite_one_on():
-    assert curve_fields([[0, 0, 3.0], [8, 2048, 2.5], [16, 4096, math.inf], [24, 6144, 2.0]], "linear") == {
+    assert curve_fields([EvalPoint(*point) for point in [(0, 0, 3.0), (8, 2048, 2.5), (16, 4096, math.inf), (24, 6144, 2.0)]],
+                        "linear") == {
         "eval_tokens": [0, 2048, 4096, 6144], "val_losses": [3.0, 2.5, None, None], "auc": None,
         "auc_rule": "trapezoid_linear_tokens", "diverged": True, "diverged_at_tokens": 4096}
-    finite = curve_fields([[0, 0, 4.0], [1, 1000, 2.0], [4, 4000, 1.0]], "linear")
+    finite = curve_fields([EvalPoint(0, 0, 4.0), EvalPoint(1, 1000, 2.0), EvalPoint(4, 4000, 1.0)], "linear")
     assert (finite["auc"], finite["diverged"], finite["diverged_at_tokens"]) == (1.875, False, None)
 
 

@@ -8,14 +8,14 @@ import json
 import pytest
 
 from fabricated_runs import BASELINE_AUC, make_run
+from plasticity_dist.cli import main
+from plasticity_dist.engine.validation import eval_steps
 from plasticity_dist.probe.auc import auc_without_step0, curve_auc
 from plasticity_dist.report.figures import auc_change_figure
 from plasticity_dist.report.markdown import write_report
-from plasticity_dist.cli import main
 from plasticity_dist.study.config_files import load_config
 from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.train.probe_run import probe_config_hash
-from plasticity_dist.engine.validation import eval_steps
 
 
 def rewrite_probe(run_dir, tag, **changes):

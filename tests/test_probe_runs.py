@@ -17,9 +17,9 @@ import sys
 import pytest
 
 from plasticity_dist.cli import main
+from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE
 from plasticity_dist.probe.queue import ProbeQueue
-from plasticity_dist.common.run_layout import RunLayout
 from runs import REPO, copy_for_probing, kill_process_group, probe_result, wait_for
 
 PROBE_RUN = ["probe.dataset=vi", "probe.tokens=6144", "probe.eval_points=5", "probe.checkpoint_every_steps=3",

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from fabricated_runs import make_run
-from plasticity_dist.report.markdown import reference_line
 from plasticity_dist.analysis.runs import load_run
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.engine.checkpoint_files import read_trainer_state
-from plasticity_dist.study.config_files import load_config
-from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.study.curriculum import build_tasks
 from plasticity_dist.probe.results import read_probes, reference_probe
+from plasticity_dist.report.tables import reference_line
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.curriculum import build_tasks
+from plasticity_dist.study.errors import ConfigError
 
 
 def test_every_task_of_the_first_two_cycles_is_probed_then_every_cycle_end():

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticity_dist.study.config_files import load_config
 from plasticity_dist.model.gpt import GPT
-from plasticity_dist.report.plan import ASSUMED_MFU, GPU_PEAK_TFLOPS
 from plasticity_dist.model.presets import get_preset
 from plasticity_dist.probe.executors import SlurmExecutor
+from plasticity_dist.report.plan import ASSUMED_MFU, GPU_PEAK_TFLOPS
+from plasticity_dist.study.config_files import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STUDY_CONFIGS = ["continual.yaml", "stationary.yaml",

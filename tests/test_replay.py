@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from plasticity_dist.study.config_files import load_config
-from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.study.curriculum import build_tasks
 from plasticity_dist.data.loader import ShardLoader
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.curriculum import build_tasks
+from plasticity_dist.study.errors import ConfigError
 from runs import TINY_CONFIG, tiny_overrides
 
 FRACTION, TOKENS, SEQ_LEN = 0.25, 16_384, 32

@@ -13,9 +13,9 @@ import pytest
 
 from fabricated_runs import make_run
 from plasticity_dist.analysis.censoring import NoFit, OnsetObservation
-from plasticity_dist.report.figures import scaling_figure
 from plasticity_dist.analysis.scaling import STUDY_LAW, check_probe_noise, fit_power_law, predict_onset
 from plasticity_dist.cli import main
+from plasticity_dist.report.figures import scaling_figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import law_recovery  # noqa: E402

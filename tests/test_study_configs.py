@@ -15,9 +15,9 @@ import pytest
 
 from plasticity_dist.analysis.runs import non_embedding_params  # exact, as `models` lists them; cached
 from plasticity_dist.analysis.scaling import predict_onset
+from plasticity_dist.report.plan import EARLY_ONSET_CYCLES, cycles_to_observe_onset, per_task_probe_cycles
 from plasticity_dist.study.config_files import config_to_dict, config_to_yaml, load_config
 from plasticity_dist.study.curriculum import build_tasks
-from plasticity_dist.report.plan import EARLY_ONSET_CYCLES, cycles_to_observe_onset, per_task_probe_cycles
 from plasticity_dist.train.probe_run import probe_config_hash
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from plasticity_dist.cli import main as cli_main
-from plasticity_dist.study.config import PROBE_LANGUAGE, STUDY_LANGUAGES
 from plasticity_dist.data.sources import corpus_source, iter_documents, tokenizer_sample
-from plasticity_dist.train.metrics import read_metrics
-from plasticity_dist.model.gpt import VOCAB_MULTIPLE
 from plasticity_dist.data.tokenizer import load_tokenizer
+from plasticity_dist.model.gpt import VOCAB_MULTIPLE
+from plasticity_dist.study.config import PROBE_LANGUAGE, STUDY_LANGUAGES
+from plasticity_dist.train.metrics import read_metrics
 from runs import final_weights, tiny_overrides, train
 
 LANGUAGES = ("en", "ru", "zh", "vi")

@@ -10,9 +10,9 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE
 from plasticity_dist.common.run_layout import PREEMPTED_MARKER
 from plasticity_dist.common.run_lock import LOCK_FILE
+from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE
 from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, reference_overrides,
                   signal_process_tree, start_training, step_records, tiny_overrides, train, train_to_end, wait_for)
 

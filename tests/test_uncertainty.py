@@ -14,10 +14,10 @@ from matplotlib.collections import PolyCollection
 from scipy import stats
 
 from fabricated_runs import TASKS, TASK_TOKENS, make_run
-from plasticity_dist.probe.noise import describe_noise_rule, probe_noise
 from plasticity_dist.analysis.onset import estimate_onset
-from plasticity_dist.report.figures import auc_change_figure, group_auc_change_figure
 from plasticity_dist.cli import main
+from plasticity_dist.probe.noise import describe_noise_rule, probe_noise
+from plasticity_dist.report.figures import auc_change_figure, group_auc_change_figure
 
 
 def u_shaped(best_cycle: int, scale: float = 1.0):

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.study.config_files import load_config
 from plasticity_dist.train.metrics import MetricsLog, read_metrics
 from plasticity_dist.train.probe_run import probe_run_config
-from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.train.wandb_sink import WandbSink, sync_commands
 from runs import REPO, tiny_overrides, train
 

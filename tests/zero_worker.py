@@ -15,21 +15,22 @@ from pathlib import Path
 
 import torch
 
-from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition
-from plasticity_dist.study.config import ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection, SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection
-from plasticity_dist.study.config_files import load_config
-from plasticity_dist.study.curriculum import Task
-from plasticity_dist.train.callbacks.diagnostics import Diagnostics, capture_activations
+from plasticity_dist.engine.launch import build_accelerator, end_distributed, init_world_env
 from plasticity_dist.engine.params import (
     full_grad, get_full, get_full_state, has_optimizer_state, set_full,
 )
-from plasticity_dist.engine.launch import build_accelerator, end_distributed, init_world_env
-from plasticity_dist.train.metrics import MetricsLog, read_metrics
+from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.model.gpt import GPT, GPTConfig
+from plasticity_dist.study.config import (ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection,
+                                          SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection)
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.curriculum import Task
+from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition
+from plasticity_dist.train.callbacks.diagnostics import Diagnostics, capture_activations
 from plasticity_dist.train.callbacks.mitigations import (
     ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg,
 )
-from plasticity_dist.model.gpt import GPT, GPTConfig
-from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.train.metrics import MetricsLog, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ, MICRO = 16, 2

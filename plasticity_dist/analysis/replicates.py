@@ -16,9 +16,9 @@ from typing import Any
 
 from scipy import stats
 
-from plasticity_dist.probe.noise import noise_multiple, within_noise
 from plasticity_dist.analysis.runs import Run
 from plasticity_dist.analysis.settings import settings_key
+from plasticity_dist.probe.noise import noise_multiple, within_noise
 
 SEED_KEYS = ("seed", "data.seed")
 CHANGES = ("auc_pct_change", "auc_without_step0_pct_change")

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.model.table import preset_rows
+from plasticity_dist.probe.results import ProbeResult, read_probes
 from plasticity_dist.study.config import ExperimentConfig
 from plasticity_dist.study.config_files import load_config
 from plasticity_dist.study.curriculum import reference_tasks, tasks_per_cycle
 from plasticity_dist.train.metrics import read_metrics
-from plasticity_dist.model.table import preset_rows
-from plasticity_dist.probe.results import ProbeResult, read_probes
 
 @dataclass(frozen=True)
 class Run:
@@ -60,11 +61,10 @@ def load_run(run_dir: str | Path) -> Run:
     """A run directory as written by the trainer and its probes; not a run (no config.yaml) is an error, and
     so are probes that cannot be compared."""
     path = Path(run_dir)
-    config_path = path / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{path} is not a run directory: it has no config.yaml")
-    config = load_config(config_path)
-    metrics_path = path / "metrics.jsonl"
+    layout = RunLayout(path)
+    if not layout.config.is_file():
+        raise FileNotFoundError(f"{path} is not a run directory: it has no {layout.config.name}")
+    config = load_config(layout.config)
     probes = read_probes(path)
     check_comparable(probes)
     return Run(
@@ -77,6 +77,6 @@ def load_run(run_dir: str | Path) -> Run:
         task_tokens=config.curriculum.task_tokens,
         reference_tasks=reference_tasks(config),
         probes=probes,
-        metrics=read_metrics(metrics_path) if metrics_path.is_file() else [],
+        metrics=read_metrics(layout.metrics) if layout.metrics.is_file() else [],
         config=config,
     )

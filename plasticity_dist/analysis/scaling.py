@@ -68,7 +68,6 @@ class PowerLaw:
 
 
 STUDY_LAW = PowerLaw(a=1.3e-5, b=0.8269)
-STUDY_TASK_TOKENS = 5_000_000_000  # the published law's tasks are of this many tokens
 
 
 def predict_onset(params: float, law: PowerLaw = STUDY_LAW) -> float:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.config import PROBE_SCHEDULING_KEYS, ExperimentConfig
 from plasticity_dist.study.config_files import config_to_dict
 
 # Where a run lives and runs its probes, what it measures and logs, and how many seeds the study runs of it:
 # none of these change its numbers.
 PLACEMENT_KEYS = ("run_dir", "resume", "replicates", "tensorboard", "wandb", "log_every", "diagnostics",
-                  "early_warning", "forgetting", "probe.executor", "probe.slurm", "probe.local_cpus",
-                  "probe.local_gpus", "probe.max_concurrent", "probe.retries", "probe.every_task_cycles")
+                  "early_warning", "forgetting", *(f"probe.{key}" for key in PROBE_SCHEDULING_KEYS))
 
 
 def settings_key(config: ExperimentConfig, ignored: Sequence[str]) -> str:

@@ -13,19 +13,19 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from plasticity_dist.probe.auc import auc_without_step0, spacing_of_rule
 from plasticity_dist.analysis.censoring import observation_of
 from plasticity_dist.analysis.forgetting import forgetting_summary
 from plasticity_dist.analysis.mitigations import mitigation_groups
-from plasticity_dist.study.labels import active_mitigations
-from plasticity_dist.probe.noise import change_noise, within_noise
 from plasticity_dist.analysis.onset import estimate_onset
 from plasticity_dist.analysis.predictors import mean_over_runs, spearman_fields
 from plasticity_dist.analysis.replicates import group_record, replicate_groups
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import scaling_fits
-from plasticity_dist.probe.results import reference_probe
+from plasticity_dist.probe.auc import auc_without_step0, spacing_of_rule
 from plasticity_dist.probe.auc import auc_pct_change
+from plasticity_dist.probe.noise import change_noise, within_noise
+from plasticity_dist.probe.results import reference_probe
+from plasticity_dist.study.labels import active_mitigations
 
 
 def _pct_change(auc: float | None, reference: float | None) -> float | None:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from plasticity_dist.common.logging import get_logger
 from plasticity_dist.data.local_files import text_of
 from plasticity_dist.data.shares import ReadCount, share_bounds
-from plasticity_dist.common.logging import get_logger
 
 log = get_logger()
 T = TypeVar("T")

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from plasticity_dist.data.permutation import permute_ids
+from plasticity_dist.data.shards import BlockReader, Manifest, ShardError, iter_shard_blocks, read_manifest
 from plasticity_dist.study.batch_plan import BatchPlan
 from plasticity_dist.study.config import DataSection
 from plasticity_dist.study.curriculum import Task
-from plasticity_dist.data.permutation import permute_ids
-from plasticity_dist.data.shards import BlockReader, Manifest, ShardError, iter_shard_blocks, read_manifest
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STATE_VERSION = 1

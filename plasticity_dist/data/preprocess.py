@@ -37,14 +37,14 @@ import numpy as np
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from plasticity_dist.common.fileio import atomic_write_json
+from plasticity_dist.common.logging import get_logger
+from plasticity_dist.common.processes import usable_cpus
 from plasticity_dist.data.shards import (
     Manifest, ShardError, ShardInfo, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype,
     verify_dataset, write_manifest,
 )
 from plasticity_dist.data.sources import Documents, iter_documents
-from plasticity_dist.common.fileio import atomic_write_json
-from plasticity_dist.common.logging import get_logger
-from plasticity_dist.common.processes import usable_cpus
 from plasticity_dist.data.tokenizer import Tokenizer, load_tokenizer
 
 log = get_logger()

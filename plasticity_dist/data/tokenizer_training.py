@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from plasticity_dist.data.sources import iter_documents
 from plasticity_dist.common.fileio import atomic_write_json
 from plasticity_dist.common.logging import get_logger
+from plasticity_dist.data.sources import iter_documents
 from plasticity_dist.data.tokenizer import END_OF_TEXT
 
 log = get_logger()

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from plasticity_dist.model.gpt import GPTConfig
 from plasticity_dist.study.config import GPU_PEAK_TFLOPS
 from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.model.gpt import GPTConfig
 
 def on_cuda(setting: bool | None) -> bool:
     """A `bool | None` config setting: None means "on when a CUDA GPU is present"."""

@@ -17,10 +17,10 @@ import torch
 from accelerate import Accelerator, DeepSpeedPlugin
 from accelerate.utils import InitProcessGroupKwargs
 
-from plasticity_dist.study.config import ExperimentConfig
-from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.common.logging import get_logger
 from plasticity_dist.common.processes import free_port, usable_cpus
+from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.errors import ConfigError
 
 DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
 log = get_logger()

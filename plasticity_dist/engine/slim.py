@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from plasticity_dist.common.fileio import atomic_write_json, fsync_dir
-from plasticity_dist.engine.checkpoint_files import consolidate_zero_shards, is_complete, read_trainer_state
+from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, consolidate_zero_shards, is_complete,
+                                                     read_trainer_state)
 
 SLIM_WEIGHTS = "model.safetensors"
 STAGING_SUFFIX = ".slim"
@@ -44,7 +45,7 @@ def write_slim(weights: dict[str, torch.Tensor], trainer_state: dict[str, Any], 
         stored[name] = tensor.detach().to(DTYPES[dtype]).contiguous().clone()
     folder.mkdir(parents=True)
     save_file(stored, str(folder / SLIM_WEIGHTS), metadata=tied)
-    atomic_write_json(folder / "trainer_state.json", {**trainer_state, "slim": True, "slim_dtype": dtype})
+    atomic_write_json(folder / TRAINER_STATE, {**trainer_state, "slim": True, "slim_dtype": dtype})
     fsync_dir(folder)
 
 

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 
-from plasticity_dist.study.config import ExperimentConfig
 from plasticity_dist.engine.gpu import on_cuda
 from plasticity_dist.model.gpt import GPT
+from plasticity_dist.study.config import ExperimentConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

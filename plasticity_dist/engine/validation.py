@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from plasticity_dist.study.config import DataSection
 from plasticity_dist.data.loader import iter_eval_batches
 from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.study.config import DataSection
 
 
 def eval_steps(num_steps: int, points: int, spacing: str = "linear") -> list[int]:

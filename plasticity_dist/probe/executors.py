@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from plasticity_dist.study.config import ProbeSection
 from plasticity_dist.common.processes import is_process_alive
+from plasticity_dist.study.config import ProbeSection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Variables a launcher sets for the trainer's own process group; a probe must start a world of its own.

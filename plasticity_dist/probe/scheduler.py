@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from plasticity_dist.study.config import ProbeSection
 from plasticity_dist.common.logging import get_logger
+from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.probe.executors import LocalExecutor, make_executor
 from plasticity_dist.probe.queue import ProbeQueue
-from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.study.config import ProbeSection
 
 log = get_logger()
 

@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator
 
 from plasticity_dist.analysis.predictors import DIAGNOSTICS, diagnostic_value
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
-from plasticity_dist.analysis.scaling import STUDY_LAW, STUDY_TASK_TOKENS, fitted_runs, law_of, predict_onset
+from plasticity_dist.analysis.scaling import STUDY_LAW, fitted_runs, law_of, predict_onset
+from plasticity_dist.study.config import STUDY_TASK_TOKENS
 
 DIAGNOSTIC_COLUMNS = 5  # panels per row of the diagnostics figure
 
@@ -270,3 +271,28 @@ def scaling_figure(summary: dict[str, Any]) -> Figure:
 def plot_scaling(summary: dict[str, Any], path: Path) -> Path:
     """`scaling_figure` as a PNG."""
     return _save(scaling_figure(summary), path)
+
+
+def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> list[Path]:
+    """Every figure of the report; runs without probes or metrics skip only the plots that need them."""
+    figures = []
+    for problem in ("continual", "stationary"):
+        records = [run for run in summary["runs"] if run["problem"] == problem and run["probes"]]
+        if records:
+            figures.append(plot_auc_change(records, problem, out / f"auc_change_{problem}.png"))
+        groups = [group for group in summary["replicate_groups"] if group["problem"] == problem and group["n"] > 1]
+        if groups:
+            figures.append(plot_group_auc_change(groups, problem, out / f"auc_change_replicates_{problem}.png"))
+    figures.append(plot_scaling(summary, out / "onset_scaling.png"))
+    evaluated = [run for run in summary["runs"] if run["forgetting"]]
+    if evaluated:
+        figures.append(plot_probe_zero_shot(evaluated, out / "probe_zero_shot.png"))
+    figures += [plot_forgetting(run, out / f"forgetting_{run['run']}.png") for run in evaluated]
+    for run in runs:
+        if run.probes:
+            figures.append(plot_probe_curves(run, out / f"probe_curves_{run.name}.png"))
+        if events(run.metrics, "step"):
+            figures.append(plot_training_loss(run, out / f"training_loss_{run.name}.png"))
+        if events(run.metrics, "diagnostics"):
+            figures.append(plot_diagnostics(run, out / f"diagnostics_{run.name}.png"))
+    return figures

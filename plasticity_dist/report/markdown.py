@@ -7,112 +7,29 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from plasticity_dist.report import figures as plots
-from plasticity_dist.probe.noise import describe_noise_rule
-from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.correlation import MIN_POINTS
+from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
-from plasticity_dist.analysis.runs import Run, events, load_run
-from plasticity_dist.analysis.censoring import OnsetObservation
-from plasticity_dist.analysis.scaling import STUDY_LAW, STUDY_TASK_TOKENS, PowerLaw, law_of, predict_onset
+from plasticity_dist.analysis.runs import load_run
+from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, predict_onset
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text
+from plasticity_dist.probe.noise import describe_noise_rule
+from plasticity_dist.report.figures import draw_figures
+from plasticity_dist.report.tables import (AUC_COLUMNS, GROUP_ONSET_COLUMNS, ONSET_COLUMNS, TRAINING_COLUMNS,
+                                           WARNING_COLUMNS, auc_cell, auc_rows, fit_statements,
+                                           group_onset_rows, interval_text, mean_cell, number_cell, observation_cell,
+                                           onset_rows, print_summary, reference_line, training_rows)
+from plasticity_dist.study.config import STUDY_TASK_TOKENS
 
-AUC_COLUMNS = ("run", "model", "cycle", "tasks", "tokens", "AUC", "% change", "σ (% change)", "% vs fresh init",
-               "AUC w/o step 0", "% change w/o step 0", "σ (% change w/o step 0)", "% vs fresh init w/o step 0")
-TERMINAL_AUC_COLUMNS = ("run", "cycle", "tasks", "AUC", "% change", "σ (% change)")  # report.md has them all
-ONSET_COLUMNS = ("run", "model", "non-embedding params", "problem", "onset: best break", "95 % interval",
-                 "95 % interval (tokens)", "how")
-GROUP_ONSET_COLUMNS = ("group", "model", "n", "onset: mean ± SE (pinned runs)", "pinned", "> (after)",
-                       "≤ (at or before)", "undetermined")
-TRAINING_COLUMNS = ("run", "steps", "tokens", "tasks completed", "final loss", "last val loss", "tokens/s")
-WARNING_COLUMNS = ("run", "kind", "task", "cycle", "step", "tokens", "value", "reference", "threshold", "message")
 PREDICTION_PARAMS = 1e9
-
-
-def _number(value: float | int | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def _change_cell(change: float | None, within: bool | None) -> str:
-    """A % change, marked when it lies within noise of zero."""
-    return _number(change, "+.2f") + (" (within noise)" if within else "")
-
-
-def _sigma_cell(noise: dict[str, Any] | None) -> str:
-    """σ of a run's % changes, its degrees of freedom and the t multiple its changes are judged by (family-wise
-    over the run's changes, as the report's text says)."""
-    if noise is None:
-        return "–"
-    return f"{noise['sigma_pct_change']:.2f} ({noise['degrees_of_freedom']:.1f} df, t {noise['multiple']:.2f})"
-
-
-def auc_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The AUC table: one row per probe of every run, baseline (cycle 0) first, each % change beside the
-    noise σ of the run's % changes."""
-    rows = []
-    for run in summary["runs"]:
-        noise = run["noise"]
-        for probe in run["probes"]:
-            rows.append((
-                run["run"], run["model"], "0 (baseline)" if probe["cycle"] == 0 else str(probe["cycle"]),
-                str(probe["tasks_trained"]), f"{probe['tokens']:,}", _auc_value(probe),
-                _change_cell(probe["auc_pct_change"], probe["auc_pct_change_within_noise"]), _sigma_cell(noise["auc"]),
-                _number(probe["auc_vs_fresh_pct"], "+.2f"), _number(probe["auc_without_step0"], ".4f"),
-                _change_cell(probe["auc_without_step0_pct_change"], probe["auc_without_step0_pct_change_within_noise"]),
-                _sigma_cell(noise["auc_without_step0"]), _number(probe["auc_without_step0_vs_fresh_pct"], "+.2f"),
-            ))
-    return rows
-
-
-def reference_line(summary: dict[str, Any]) -> str:
-    """Each run's reference probe, or why it has none."""
-    return "Reference probes: " + "; ".join(
-        f"{run['run']}: " + (run["reference_reason"] if run["reference_probe"] is None else
-                             "`{checkpoint}` (cycle {cycle}, {tasks_trained} tasks)".format(**run["reference_probe"]))
-        for run in summary["runs"]) + "."
-
-
-def _observation_cell(run: dict[str, Any], unit: str) -> str:
-    """Where a run's onset lies in `unit`: "(16, 24]", "> 224", "≤ 10", or – when undetermined."""
-    observation = run["onset_observation"]
-    if observation is None or (unit == "tasks" and observation["tasks"] is None):
-        return "–"
-    return OnsetObservation.from_json(observation).describe(unit)
-
-
-def onset_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    """One row per run: the best break, the interval in the run's unit and in tokens, and how it was found."""
-    return [(run["run"], run["model"], f"{run['non_embedding_params']:,}", run["problem"],
-             _number(run["onset"], ",.4g") + (f" {run['onset_unit']}" if run["onset"] is not None else ""),
-             _observation_cell(run, run["onset_unit"]) + f" {run['onset_unit']}" * (run["onset_observation"] is not None),
-             _observation_cell(run, "tokens"), run["onset_reason"]) for run in summary["runs"]]
-
-
-def _mean_cell(mean: float | None, se: float | None, spec: str) -> str:
-    """"mean ± SE", or the mean alone when one value leaves no standard error."""
-    if mean is None:
-        return "–"
-    return format(mean, spec) + ("" if se is None else f" ± {format(se, spec.lstrip('+'))}")
-
-
-def group_onset_rows(groups: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-    rows = []
-    for group in groups:
-        unit = group["onset_unit"]
-        rows.append((", ".join(group["runs"]), group["model"], str(group["n"]),
-                     _mean_cell(group["onset_mean"], group["onset_se"], ",.4g") + (f" {unit}" if group["onset_mean"] else ""),
-                     str(group["onset_interval_n"]), str(group["onset_right_censored"]),
-                     str(group["onset_left_censored"]), str(group["onset_undetermined"])))
-    return rows
 
 
 def _group_change_table(group: dict[str, Any]) -> str:
     rows = [("0 (baseline)" if cycle["cycle"] == 0 else str(cycle["cycle"]), str(cycle["tasks_trained"]),
              f"{cycle['tokens']:,}", str(cycle["n"]),
-             *(_mean_cell(cycle[f"{change}_mean"], cycle[f"{change}_se"], "+.2f")
+             *(mean_cell(cycle[f"{change}_mean"], cycle[f"{change}_se"], "+.2f")
                + _ci_text(cycle[f"{change}_ci95"])
                + (" (within noise)" if cycle[f"{change}_within_noise"] and cycle["cycle"] > 1 else "")
                for change in ("auc_pct_change", "auc_without_step0_pct_change")))
@@ -146,18 +63,6 @@ def replicates_section(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def training_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    rows = []
-    for run in summary["runs"]:
-        training = run["training"]
-        rows.append((
-            run["run"], _number(training.get("steps"), ","), _number(training.get("tokens"), ","),
-            _number(training.get("tasks_completed"), "d"), _number(training.get("final_loss"), ".4f"),
-            _number(training.get("last_val_loss"), ".4f"), _number(training.get("median_tokens_per_s"), ",.0f"),
-        ))
-    return rows
-
-
 def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -173,9 +78,9 @@ def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
     for run in group:
         probes = {probe["tasks_trained"]: probe for probe in run["probes"]}
         rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
-                     *(_auc_cell(probes.get(tasks)) for tasks, _ in points),
-                     _observation_cell(run, run["onset_unit"]),
-                     _number(run["training"].get("last_val_loss"), ".4f")))
+                     *(auc_cell(probes.get(tasks)) for tasks, _ in points),
+                     observation_cell(run, run["onset_unit"]),
+                     number_cell(run["training"].get("last_val_loss"), ".4f")))
     per_cycle = group[0]["tasks_per_cycle"] if group[0]["problem"] == "continual" else 1
     columns = ("run", "mitigations",
                *(f"cycle {cycle} AUC (%)" if tasks == cycle * per_cycle else f"task {tasks} (cycle {cycle}) AUC (%)"
@@ -183,16 +88,6 @@ def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
     return _markdown_table(columns, rows)
 
 
-def _auc_value(probe: dict[str, Any]) -> str:
-    return "diverged" if probe["diverged"] else f"{probe['auc']:.4f}"
-
-
-def _auc_cell(probe: dict[str, Any] | None) -> str:
-    if probe is None:
-        return "–"
-    if probe["diverged"]:
-        return "diverged"
-    return f"{probe['auc']:.4f} ({_change_cell(probe['auc_pct_change'], probe['auc_pct_change_within_noise'])})"
 
 
 def mitigations_section(summary: dict[str, Any]) -> str:
@@ -245,8 +140,8 @@ def forgetting_section(summary: dict[str, Any]) -> str:
              "(`forgetting_<run>.png`: the task × language loss matrix; `probe_zero_shot.png`). Backward transfer "
              "of a cycle: for each language trained in it (but the last), its loss at the cycle's end minus its "
              "loss right after its own task; positive = forgotten, negative = helped by the languages after it.", ""]
-    rows = [(run["run"], str(cycle["cycle"]), _number(cycle["mean_loss_change"], "+.4f"),
-             ", ".join(f"{language} {_number(change, '+.3f')}" for language, change in cycle["loss_change"].items()))
+    rows = [(run["run"], str(cycle["cycle"]), number_cell(cycle["mean_loss_change"], "+.4f"),
+             ", ".join(f"{language} {number_cell(change, '+.3f')}" for language, change in cycle["loss_change"].items()))
             for run in runs for cycle in run["forgetting"]["backward_transfer"]]
     lines.append(_markdown_table(("run", "cycle", "mean loss change", "per language"), rows) if rows else
                  "no run evaluated every language over a whole cycle")
@@ -256,28 +151,11 @@ def forgetting_section(summary: dict[str, Any]) -> str:
 def warnings_section(summary: dict[str, Any]) -> str:
     """The early-warning records the trainer logged, or "none"."""
     rows = [(run["run"], warning["kind"], warning["task"], str(warning["cycle"]), f"{warning['step']:,}",
-             f"{warning['tokens']:,}", *(_number(warning[key], ".4g") for key in ("value", "reference", "threshold")),
+             f"{warning['tokens']:,}", *(number_cell(warning[key], ".4g") for key in ("value", "reference", "threshold")),
              warning["message"])
             for run in summary["runs"] for warning in run["warnings"]]
     return "\n".join(["## Early warnings", "", "Learning-stagnation warnings logged during training.", "",
                       _markdown_table(WARNING_COLUMNS, rows) if rows else "none"])
-
-
-def _interval(bounds: Sequence[float], spec: str) -> str:
-    return f"[{format(bounds[0], spec)}, {format(bounds[1], spec)}]"
-
-
-def fit_statements(summary: dict[str, Any]) -> list[str]:
-    """The fit with what it rests on and its intervals, or why the runs cannot support one."""
-    fit = summary["scaling_fit"]
-    if fit is None:
-        return [f"no fit: {summary['scaling_fit_reason']}"]
-    return [f"interval-censored maximum likelihood over {fit['runs']} runs ({fit['groups']} replicate groups) at "
-            f"{fit['sizes']} sizes ({fit['interval']} pinned to an interval, {fit['left']} at or before a bound, "
-            f"{fit['right']} after one; {fit['unjudged_runs']} undetermined runs left out): T = {fit['a']:.4g} · "
-            f"P^{fit['b']:.4f}, b in {_interval(fit['b_ci'], '.4f')} ({fit['confidence']:.0%} profile likelihood, "
-            f"Student's t on n − 2 = {fit['degrees_of_freedom']} degrees of freedom), σ(log T) = {fit['sigma']:.3g} "
-            "(the scatter of single runs about the law)"]
 
 
 def _prediction_text(law: PowerLaw, task_tokens: int) -> str:
@@ -285,7 +163,7 @@ def _prediction_text(law: PowerLaw, task_tokens: int) -> str:
     tasks = predict_onset(PREDICTION_PARAMS, law)
     low, high = law.prediction_interval(PREDICTION_PARAMS)
     largest = law.params_range[1]
-    return (f"{PREDICTION_PARAMS:.0e} parameters → {tasks:,.0f} tasks, 95 % prediction interval {_interval((low, high), ',.0f')} "
+    return (f"{PREDICTION_PARAMS:.0e} parameters → {tasks:,.0f} tasks, 95 % prediction interval {interval_text((low, high), ',.0f')} "
             f"tasks ({tasks * task_tokens:.3g} tokens at {task_tokens:.3g} tokens per task), an extrapolation "
             f"{PREDICTION_PARAMS / largest:.1f}× beyond the largest size fitted ({largest:,.0f}): the interval holds only "
             "if the law does out there")
@@ -354,53 +232,6 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         *(f"![{path.stem}]({path.name})\n" for path in figures),
     ]
     return "\n".join(sections)
-
-
-def draw_figures(runs: Sequence[Run], summary: dict[str, Any], out: Path) -> list[Path]:
-    """Every figure of the report; runs without probes or metrics skip only the plots that need them."""
-    figures = []
-    for problem in ("continual", "stationary"):
-        records = [run for run in summary["runs"] if run["problem"] == problem and run["probes"]]
-        if records:
-            figures.append(plots.plot_auc_change(records, problem, out / f"auc_change_{problem}.png"))
-        groups = [group for group in summary["replicate_groups"] if group["problem"] == problem and group["n"] > 1]
-        if groups:
-            figures.append(plots.plot_group_auc_change(groups, problem, out / f"auc_change_replicates_{problem}.png"))
-    figures.append(plots.plot_scaling(summary, out / "onset_scaling.png"))
-    evaluated = [run for run in summary["runs"] if run["forgetting"]]
-    if evaluated:
-        figures.append(plots.plot_probe_zero_shot(evaluated, out / "probe_zero_shot.png"))
-    figures += [plots.plot_forgetting(run, out / f"forgetting_{run['run']}.png") for run in evaluated]
-    for run in runs:
-        if run.probes:
-            figures.append(plots.plot_probe_curves(run, out / f"probe_curves_{run.name}.png"))
-        if events(run.metrics, "step"):
-            figures.append(plots.plot_training_loss(run, out / f"training_loss_{run.name}.png"))
-        if events(run.metrics, "diagnostics"):
-            figures.append(plots.plot_diagnostics(run, out / f"diagnostics_{run.name}.png"))
-    return figures
-
-
-def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("run", "model", "problem") else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def print_summary(summary: dict[str, Any], console: Console) -> None:
-    shown = [AUC_COLUMNS.index(column) for column in TERMINAL_AUC_COLUMNS]
-    console.print(_rich_table("Probe AUC per run and probe (% change vs the reference probe, the end of cycle 1)",
-                              TERMINAL_AUC_COLUMNS,
-                              [tuple(row[index] for index in shown) for row in auc_rows(summary)]))
-    console.print(_rich_table("Onset of plasticity loss", ONSET_COLUMNS, onset_rows(summary)))
-    groups = summary["replicate_groups"]
-    if any(group["n"] > 1 for group in groups):
-        console.print(_rich_table("Onset per replicate group", GROUP_ONSET_COLUMNS, group_onset_rows(groups)))
-    for statement in fit_statements(summary):
-        console.print(f"scaling fit: {statement}", highlight=False)
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, k: float = 3.0,

@@ -8,16 +8,17 @@ from the published law, dataset sizes from manifests where they exist.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from plasticity_dist.study.config import GPU_PEAK_TFLOPS, ExperimentConfig
-from plasticity_dist.study.curriculum import build_tasks, dataset_path
 from plasticity_dist.data.shards import read_manifest, token_dtype
 from plasticity_dist.model.presets import get_preset
+from plasticity_dist.study.config import GPU_PEAK_TFLOPS, ExperimentConfig
+from plasticity_dist.study.curriculum import Task, build_tasks, dataset_path
 
 ASSUMED_MFU = 0.2  # until a study run measures its own (metrics.jsonl's `mfu`)
 WEIGHT_BYTES = {"bf16": 2, "fp32": 4, "auto": 2}  # the model states DeepSpeed saves; auto is bf16 on a GPU
@@ -111,6 +112,18 @@ def _dataset_bytes(stored_tokens: dict[str, int], vocab_size: int) -> tuple[int,
     return sum(stored_tokens.values()) * token_dtype(vocab_size).itemsize, False
 
 
+def _stored_tokens(config: ExperimentConfig, tasks: Sequence[Task], probes: int) -> dict[str, int]:
+    """Tokens stored per dataset: its largest task (training re-reads it) and its val split; the probe
+    dataset's probe and eval tokens when the run probes."""
+    stored: dict[str, int] = {}
+    for task in tasks:
+        stored[task.datasets[0]] = max(stored.get(task.datasets[0], 0), task.tokens + config.data.val_tokens)
+    if probes:
+        probe_dataset = dataset_path(config.data.root, config.probe.dataset)
+        stored[probe_dataset] = max(stored.get(probe_dataset, 0), config.probe.tokens + config.probe.eval_tokens)
+    return stored
+
+
 def plan_study(config: ExperimentConfig, config_name: str = "", gpus: int = 8, gpu: str = "h100",
                mfu: float = ASSUMED_MFU) -> StudyPlan:
     """The plan of `config` trained on `gpus` GPUs of kind `gpu` at model FLOP utilisation `mfu`."""
@@ -119,14 +132,8 @@ def plan_study(config: ExperimentConfig, config_name: str = "", gpus: int = 8, g
     if not 0 < mfu <= 1 or gpus < 1:
         raise ValueError(f"need 0 < mfu <= 1 and gpus >= 1, got mfu={mfu}, gpus={gpus}")
     tasks = build_tasks(config)
-    probe_dataset = dataset_path(config.data.root, config.probe.dataset)
-    stored_tokens: dict[str, int] = {}  # per dataset: its largest task (training re-reads it) and its val split
-    for task in tasks:
-        stored_tokens[task.datasets[0]] = max(stored_tokens.get(task.datasets[0], 0), task.tokens + config.data.val_tokens)
     probes = sum(task.probe_after for task in tasks) + int(config.probe.baseline) if config.probe.enabled else 0
-    if probes:
-        stored_tokens[probe_dataset] = max(stored_tokens.get(probe_dataset, 0),
-                                           config.probe.tokens + config.probe.eval_tokens)
+    stored_tokens = _stored_tokens(config, tasks, probes)
     vocab_size = _vocab_size(list(stored_tokens))
     with torch.device("meta"):  # counts only: no memory for the weights
         model = get_preset(config.model.preset).build(vocab_size, config.data.seq_len)

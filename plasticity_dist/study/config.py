@@ -17,6 +17,7 @@ from plasticity_dist.study.errors import ConfigError
 
 STUDY_LANGUAGES = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru")
 PROBE_LANGUAGE = "vi"
+STUDY_TASK_TOKENS = 5_000_000_000  # the study's tasks, and its probes, are of this many tokens
 
 
 def _choices(*allowed: Any) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class ControlSection:
 class CurriculumSection:
     problem: str = field(default="continual", metadata=_choices("continual", "stationary", "control"))
     tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec(lang) for lang in STUDY_LANGUAGES])
-    task_tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
+    task_tokens: int = field(default=STUDY_TASK_TOKENS, metadata=_at_least(1))
     cycles: int = field(default=1, metadata=_at_least(1))
     # stationary problem: one stream mixing every task's data
     mix_weights: list[float] | None = None
@@ -151,11 +152,16 @@ class SlurmProbeSection:
     extra_args: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--qos=low"]
 
 
+# Probe settings that say where and how a probe is scheduled, not what it computes.
+PROBE_SCHEDULING_KEYS = ("executor", "max_concurrent", "retries", "baseline", "local_cpus", "local_gpus", "slurm",
+                         "checkpoint_every_steps", "every_task_cycles")
+
+
 @dataclass
 class ProbeSection:
     enabled: bool = True
     dataset: str = PROBE_LANGUAGE  # shard dataset folder, relative to data.root
-    tokens: int = field(default=5_000_000_000, metadata=_at_least(1))
+    tokens: int = field(default=STUDY_TASK_TOKENS, metadata=_at_least(1))
     eval_points: int = field(default=11, metadata=_at_least(2))  # step 0 and the last step included
     eval_spacing: str = field(default="linear", metadata=_choices("linear", "log"))  # linear: the study's
     eval_tokens: int = field(default=1_000_000, metadata=_at_least(1))

@@ -5,6 +5,7 @@ run (`wandb.enabled=true`, see `wandb_sink.py`)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,11 +13,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from plasticity_dist.common.fileio import atomic_write_text
 
 if TYPE_CHECKING:
-    from plasticity_dist.study.config import ExperimentConfig
     from plasticity_dist.common.run_layout import RunLayout
+    from plasticity_dist.study.config import ExperimentConfig
+    from plasticity_dist.study.curriculum import Task
 
 
 NOT_SCALARS = ("time", "step", "task_index", "cycle")
+
+
+def task_record(event: str, task: Task, **fields: Any) -> dict[str, Any]:
+    """A record of `event` during `task`: the fields every such record starts with (event, time, task,
+    task_index, cycle), then `fields`."""
+    return {"event": event, "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
+            **fields}
 
 
 class MetricsSink(Protocol):

@@ -25,27 +25,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.probe.auc import AUC_RULES, curve_auc
-from plasticity_dist.engine.checkpoint_files import read_trainer_state
-from plasticity_dist.study.config import CheckpointSection, CurriculumSection, DiagnosticsSection, EarlyWarningSection, EvaluationSection, ExperimentConfig, ForgettingSection, MitigationsSection, TaskSpec
-from plasticity_dist.study.config_files import config_to_dict, load_config
-from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.study.curriculum import dataset_path, probe_permutation
 from plasticity_dist.common.fileio import atomic_write_json
 from plasticity_dist.common.logging import get_logger
 from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.engine.checkpoint_files import read_trainer_state
+from plasticity_dist.probe.auc import AUC_RULES, curve_auc
+from plasticity_dist.study.config import (PROBE_SCHEDULING_KEYS, CheckpointSection, CurriculumSection,
+                                          DiagnosticsSection, EarlyWarningSection, EvaluationSection, ExperimentConfig,
+                                          ForgettingSection, MitigationsSection, TaskSpec)
+from plasticity_dist.study.config_files import config_to_dict, load_config
+from plasticity_dist.study.curriculum import dataset_path, probe_permutation
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.train.callbacks.evaluation import EvalPoint, PeriodicEvaluation
 
 log = get_logger()
 
-# Probe settings that say where and how a probe is scheduled, not what it computes.
-SCHEDULING_KEYS = ("executor", "max_concurrent", "retries", "baseline", "local_cpus", "local_gpus", "slurm",
-                   "checkpoint_every_steps", "every_task_cycles")
 
 
 def probe_config_hash(config: ExperimentConfig) -> str:
     """Hash of everything that changes a probe's numbers (not where or how it is scheduled)."""
     probe = dataclasses.asdict(config.probe)
-    for scheduling_key in SCHEDULING_KEYS:
+    for scheduling_key in PROBE_SCHEDULING_KEYS:
         probe.pop(scheduling_key)
     data = config.data
     payload = {
@@ -82,11 +82,11 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) 
     )
 
 
-def curve_fields(curve: Sequence[Sequence[Any]], spacing: str) -> dict[str, Any]:
-    """A probe result's curve fields from its [step, tokens, val_loss] points, eval points on `spacing`; a
-    non-finite loss makes the probe diverged from that point on (JSON has no NaN: null losses, null AUC)."""
-    tokens = [point[1] for point in curve]
-    losses = [point[2] for point in curve]
+def curve_fields(curve: Sequence[EvalPoint], spacing: str) -> dict[str, Any]:
+    """A probe result's curve fields from its validation curve, eval points on `spacing`; a non-finite loss
+    makes the probe diverged from that point on (JSON has no NaN: null losses, null AUC)."""
+    tokens = [point.tokens for point in curve]
+    losses = [point.val_loss for point in curve]
     first_bad = next((index for index, loss in enumerate(losses) if not math.isfinite(loss)), None)
     if first_bad is not None:
         losses[first_bad:] = [None] * (len(losses) - first_bad)
@@ -154,7 +154,7 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
         status = trainer.run()
         if status != 0:
             return status
-        curve = trainer.callbacks.state_dict()["evaluation"]["curve"]
+        curve = trainer.callbacks.member(PeriodicEvaluation).curve
         finished = time.time()
         started = probe_run.config.stat().st_mtime  # written once, when the probe run began
         result = {

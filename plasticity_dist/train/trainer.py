@@ -43,7 +43,7 @@ from plasticity_dist.train.callbacks.mitigations import (ContinualBackprop, L2In
                                                          SelfNormalizedResets, ShrinkPerturb, SpectralReg)
 from plasticity_dist.train.callbacks.task_end import TaskEndEvaluation
 from plasticity_dist.train.lr_schedule import learning_rate
-from plasticity_dist.train.metrics import MetricsLog
+from plasticity_dist.train.metrics import MetricsLog, task_record
 from plasticity_dist.train.progress import TrainingProgress
 
 log = get_logger()
@@ -133,7 +133,7 @@ class Trainer:
                              self.layout, is_main, initial_weights, self.checkpointer, self.probe_scheduler,
                              self._trainer_state)
         self.callbacks = Callbacks.build(CALLBACK_TYPES, context)
-        (self.checkpointing,) = (member for member in self.callbacks.members if isinstance(member, Checkpointing))
+        self.checkpointing = self.callbacks.member(Checkpointing)
 
     def _trainer_state(self) -> dict[str, Any]:
         """What a checkpoint saves: where the run stands and every callback's state."""
@@ -166,8 +166,6 @@ class Trainer:
                 self.checkpointing.save_for_probe("step000000000-init", probe_cycle=0)
             return self.state
         saved = self.checkpointer.load(checkpoint)
-        if "loader" in saved:  # written before the field was named loader_state
-            saved["loader_state"] = saved.pop("loader")
         self.state = state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step, next_task=state.task_index if state.step_in_task == 0 else None)
@@ -246,11 +244,8 @@ class Trainer:
         return LoopPosition(task, step, step_in_task, task_steps, step * self.plan.tokens_per_step, lr)
 
     def _log_step(self, task: Task, state: TrainerState, loss: float, lr: float, grad_norm: float, tokens_per_s: float) -> None:
-        record = {
-            "event": "step", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
-            "step": state.step, "tokens": state.tokens_seen, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-            "tokens_per_s": tokens_per_s,
-        }
+        record = task_record("step", task, step=state.step, tokens=state.tokens_seen, loss=loss, lr=lr,
+                             grad_norm=grad_norm, tokens_per_s=tokens_per_s)
         if self.device.type == "cuda":
             record["peak_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
             if self.peak_tflops:

@@ -27,10 +27,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.study.config import ExperimentConfig
-from plasticity_dist.study.config_files import config_to_dict
 from plasticity_dist.common.fileio import atomic_write_json
 from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.config_files import config_to_dict
 from plasticity_dist.study.labels import study_labels
 
 PROBE_EVENT = "probe"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -127,6 +127,9 @@ class Callback:
         pass
 
 
+CallbackT = TypeVar("CallbackT", bound=Callback)
+
+
 class Callbacks(Callback):
     """Several callbacks seen as one: each hook is called on every member, in order."""
 
@@ -142,6 +145,11 @@ class Callbacks(Callback):
         ordered = sorted(types, key=lambda callback_type: callback_type.priority)
         members = (callback_type.from_context(context) for callback_type in ordered)
         return cls([member for member in members if member is not None])
+
+    def member(self, callback_type: type[CallbackT]) -> CallbackT:
+        """The one member of `callback_type`."""
+        (found,) = (member for member in self.members if isinstance(member, callback_type))
+        return found
 
     def _each(self, hook: str, *args: Any) -> None:
         for member in self.members:

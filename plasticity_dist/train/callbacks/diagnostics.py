@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,18 +23,18 @@ from typing import Any
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
+from plasticity_dist.data.loader import iter_eval_batches
+from plasticity_dist.engine.params import full_grad, get_full
+from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.model.gpt import GPT
 from plasticity_dist.study.config import DiagnosticsSection, ExperimentConfig
 from plasticity_dist.study.errors import ConfigError
-from plasticity_dist.data.loader import iter_eval_batches
+from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
 from plasticity_dist.train.callbacks.diagnostic_measures import (
     attention_entropy, dormant_scores, duplicate_ratio, effective_rank, feature_moments, gradient_scores,
     moment_drift, saturated_ratio, spectral_norm, srank, stable_rank, top_hessian_eigenvalue,
 )
-from plasticity_dist.engine.params import full_grad, get_full
-from plasticity_dist.train.metrics import MetricsLog
-from plasticity_dist.model.gpt import GPT
-from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.train.metrics import MetricsLog, task_record
 
 LAYER_NAME = re.compile(r"^blocks\.(\d+)\.")
 MLP_UP_WEIGHT = re.compile(r"^blocks\.\d+\.mlp\.up\.weight$")
@@ -206,8 +205,7 @@ class Diagnostics(Callback):
                              self.section.duplicate_threshold if at.is_task_end else None)
         activations = capture_activations(self.step_runner, self.batch, record=self.is_main, units=units)
         if self.is_main:
-            record = {"event": "diagnostics", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
-                      "cycle": at.task.cycle, "step": at.step, "tokens": at.tokens, "task_end": at.is_task_end}
+            record = task_record("diagnostics", at.task, step=at.step, tokens=at.tokens, task_end=at.is_task_end)
             record.update(self._weight_measures(weights))
             record.update(self._activation_measures(activations))
             record.update(self._unit_measures(activations))

@@ -13,21 +13,20 @@ A stagnation is a warning line in the log and a `warning` record in `RUN/metrics
 from __future__ import annotations
 
 import statistics
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
-from plasticity_dist.study.config import EarlyWarningSection
-from plasticity_dist.probe.noise import ChangeNoise, change_noise, within_noise
-from plasticity_dist.study.curriculum import reference_tasks
 from plasticity_dist.common.logging import get_logger
-from plasticity_dist.train.metrics import MetricsLog, read_metrics
-from plasticity_dist.probe.results import ProbeResult, read_probes, reference_probe
-from plasticity_dist.probe.auc import auc_pct_change
 from plasticity_dist.common.run_layout import RunLayout
+from plasticity_dist.probe.auc import auc_pct_change
+from plasticity_dist.probe.noise import ChangeNoise, change_noise, within_noise
+from plasticity_dist.probe.results import ProbeResult, read_probes, reference_probe
+from plasticity_dist.study.config import EarlyWarningSection
+from plasticity_dist.study.curriculum import reference_tasks
+from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
+from plasticity_dist.train.metrics import MetricsLog, read_metrics, task_record
 
 
 def loss_improvement(losses: Sequence[float], window: int) -> float | None:
@@ -138,13 +137,12 @@ class StagnationMonitor(Callback):
               threshold: float | None, message: str, **extra: Any) -> None:
         """Log and record a warning; a figure a diverged probe lacks is null."""
         get_logger().warning(f"early warning: {message}")
-        self.metrics.write({
-            "event": "warning", "time": time.time(), "kind": kind, "step": at.step, "tokens": at.tokens,
-            "task": at.task.name, "task_index": at.task.index, "cycle": at.task.cycle,
+        self.metrics.write(task_record(
+            "warning", at.task, kind=kind, step=at.step, tokens=at.tokens,
             **{key: None if figure is None else float(figure)
                for key, figure in (("value", value), ("reference", reference), ("threshold", threshold))},
-            "message": message, **extra,
-        })
+            message=message, **extra,
+        ))
 
     def state_dict(self) -> dict[str, Any]:
         return {"warned_probes": sorted(self.warned_probes)}

@@ -3,13 +3,21 @@ steps; the main process writes the records."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from plasticity_dist.engine.validation import Validator, eval_steps
 from plasticity_dist.study.config import EvaluationSection
 from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
-from plasticity_dist.train.metrics import MetricsLog
+from plasticity_dist.train.metrics import MetricsLog, task_record
+
+
+class EvalPoint(NamedTuple):
+    """One point of a task's validation curve: after `step` steps of the run (`tokens` seen), the loss (None
+    where the validation split is missing)."""
+
+    step: int
+    tokens: int
+    val_loss: float | None
 
 
 class PeriodicEvaluation(Callback):
@@ -26,7 +34,7 @@ class PeriodicEvaluation(Callback):
         self.validator = validator
         self.tokens_per_step = tokens_per_step
         self.metrics = metrics
-        self.curve: list[list[Any]] = []  # [step, tokens, val_loss] of the task in progress
+        self.curve: list[EvalPoint] = []  # of the task in progress
 
     @classmethod
     def from_context(cls, context: RunContext) -> PeriodicEvaluation | None:
@@ -51,12 +59,11 @@ class PeriodicEvaluation(Callback):
 
     def _evaluate(self, at: LoopPosition, step: int, tokens: int) -> None:
         loss = self.validator.loss(at.task.val_datasets, self.section.tokens, (at.task.index, step), at.task.permutation)
-        self.curve.append([step, tokens, loss])
-        self.metrics.write({"event": "eval", "time": time.time(), "task": at.task.name, "task_index": at.task.index,
-                            "cycle": at.task.cycle, "step": step, "tokens": tokens, "val_loss": loss})
+        self.curve.append(EvalPoint(step, tokens, loss))
+        self.metrics.write(task_record("eval", at.task, step=step, tokens=tokens, val_loss=loss))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"curve": self.curve}
+        return {"curve": [list(point) for point in self.curve]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.curve = state.get("curve", [])
+        self.curve = [EvalPoint(*point) for point in state.get("curve", [])]

@@ -27,15 +27,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
-from plasticity_dist.study.config import (ContinualBackpropSection, ExperimentConfig, L2InitSection, ReDoSection,
-                                    SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection)
-from plasticity_dist.train.callbacks.diagnostics import capture_activations, run_heldout_batch
 from plasticity_dist.engine.params import (
     ADAM_STATE_KEYS, get_full, get_full_state, has_optimizer_state, set_full, set_full_state,
 )
-from plasticity_dist.model.gpt import INIT_STD, MLP
 from plasticity_dist.engine.steps import StepRunner
+from plasticity_dist.model.gpt import INIT_STD, MLP
+from plasticity_dist.study.config import (ContinualBackpropSection, ExperimentConfig, L2InitSection, ReDoSection,
+                                    SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection)
+from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
+from plasticity_dist.train.callbacks.diagnostics import capture_activations, run_heldout_batch
 
 
 def seeded_generator(*parts: int) -> torch.Generator:

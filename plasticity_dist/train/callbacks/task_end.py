@@ -4,14 +4,13 @@ the task ended with, before any callback changes them."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from plasticity_dist.engine.validation import Validator
 from plasticity_dist.study.config import ExperimentConfig
 from plasticity_dist.study.curriculum import dataset_path, languages, probe_permutation
 from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
-from plasticity_dist.train.metrics import MetricsLog
+from plasticity_dist.train.metrics import MetricsLog, task_record
 
 
 class TaskEndEvaluation(Callback):
@@ -32,12 +31,9 @@ class TaskEndEvaluation(Callback):
 
     def on_task_end(self, at: LoopPosition) -> None:
         task = at.task
-        record = {
-            "event": "task_end", "time": time.time(), "task": task.name, "task_index": task.index, "cycle": task.cycle,
-            "step": at.step, "tokens": at.tokens,
-            "val_loss": self.validator.loss(task.val_datasets, self.config.data.val_tokens, (task.index, at.step),
-                                            task.permutation),
-        }
+        val_loss = self.validator.loss(task.val_datasets, self.config.data.val_tokens, (task.index, at.step),
+                                       task.permutation)
+        record = task_record("task_end", task, step=at.step, tokens=at.tokens, val_loss=val_loss)
         if self.config.forgetting.enabled:
             record |= self.languages(task.index, at.step)
         self.metrics.write(record)

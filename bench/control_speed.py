@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from plasticity_dist.cli import main as cli_main  # noqa: E402
 from plasticity_dist.control import CONTROL_CONFIG  # noqa: E402
 from plasticity_dist.data.loader import task_loader  # noqa: E402
-from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.config_files import load_config  # noqa: E402
 from plasticity_dist.study.curriculum import build_tasks  # noqa: E402
 from plasticity_dist.train.build import build_model  # noqa: E402
 from plasticity_dist.train.trainer import train  # noqa: E402

@@ -147,7 +147,7 @@ def test_a_probe_run_logs_nothing_to_wandb_of_its_own(tmp_path):
 def test_nothing_imports_wandb_when_it_is_off(tmp_path):
     code = f"""
 import sys
-from plasticity_dist.study.config import load_config
+from plasticity_dist.study.config_files import load_config
 from plasticity_dist.train.metrics import MetricsLog
 from plasticity_dist.common.run_layout import RunLayout
 import plasticity_dist.cli, plasticity_dist.train.trainer

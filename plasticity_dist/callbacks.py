@@ -10,7 +10,9 @@ warning), in the manner of OLMo-core's callbacks: the loop calls every hook on e
 
 A hook that takes part in a collective (ZeRO-3 gathers, all-reduces) runs on every rank anyway; a
 callback writes files or metrics on the main process only. `state_dict()` is saved in every checkpoint
-(in `trainer_state.json`, so keep it small and JSON-able) and restored on resume.
+(in `trainer_state.json`, so keep it small and JSON-able) and restored on resume; tensors too large for that
+(a copy of the weights) go in `rank_tensors()`, which every rank saves and restores for itself, so each
+holds only its share (its ZeRO partition).
 
 Each callback builds itself from its config section and a `RunContext` (`from_context`, None when its
 section leaves it off) and says whether it needs the weights training starts from; the trainer only lists
@@ -113,6 +115,13 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def rank_tensors(self) -> dict[str, torch.Tensor]:
+        """This rank's tensor state, saved in a file of its own in every checkpoint (keys: names of tensors)."""
+        return {}
+
+    def load_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore `rank_tensors()` from a checkpoint (empty when the checkpoint holds none for this callback)."""
+
 
 class Callbacks(Callback):
     """Several callbacks seen as one: each hook is called on every member, in order."""
@@ -158,3 +167,13 @@ class Callbacks(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for member in self.members:
             member.load_state_dict(state.get(member.name, {}))
+
+    def rank_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{member.name}/{key}": tensor for member in self.members
+                for key, tensor in member.rank_tensors().items()}
+
+    def load_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for member in self.members:
+            prefix = f"{member.name}/"
+            member.load_rank_tensors({key[len(prefix):]: tensor for key, tensor in tensors.items()
+                                      if key.startswith(prefix)})

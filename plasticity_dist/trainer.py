@@ -30,8 +30,8 @@ from plasticity_dist.fileio import atomic_write_text
 from plasticity_dist.logging import get_logger
 from plasticity_dist.lr_schedule import learning_rate
 from plasticity_dist.metrics import MetricsLog
-from plasticity_dist.mitigations import (ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets,
-                                        ShrinkPerturb, SpectralReg)
+from plasticity_dist.mitigations import (ContinualBackprop, HareTortoise, L2Init, NormalizeProject, ReDo,
+                                        SelfNormalizedResets, ShrinkPerturb, SpectralReg)
 from plasticity_dist.preemption import REQUEUE_EXIT_CODE, PreemptionFlag
 from plasticity_dist.presets import build_model
 from plasticity_dist.run_layout import RunLayout
@@ -45,10 +45,11 @@ log = get_logger()
 # The optional parts of the loop, each built from its config section when turned on (callbacks.py), in the
 # order their hooks run: diagnostics first, so they measure the trained weights before a mitigation changes
 # them; evaluation after the mitigations, so it measures the weights a step ends with, as the task end does.
-# NaP runs after the resets, so the weights a step ends with are at their initial norms.
+# NaP runs after the resets, so the weights a step ends with are at their initial norms; Hare & Tortoise last, so
+# its average follows the weights a step ends with.
 CALLBACK_TYPES: tuple[type[Callback], ...] = (Diagnostics, ShrinkPerturb, L2Init, SpectralReg, ReDo, ContinualBackprop,
-                                              SelfNormalizedResets, NormalizeProject, PeriodicEvaluation,
-                                              StagnationMonitor)
+                                              SelfNormalizedResets, NormalizeProject, HareTortoise,
+                                              PeriodicEvaluation, StagnationMonitor)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class Trainer:
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step, next_task=state.task_index if state.step_in_task == 0 else None)
         self.callbacks.load_state_dict(state.callbacks)
+        self.callbacks.load_rank_tensors(self.checkpointer.load_rank_tensors(checkpoint))
         state.world_size = self.world.world_size
         if self.probe_scheduler is not None:
             self.probe_scheduler.poll()  # resubmit probes that died with the previous process
@@ -285,15 +287,18 @@ class Trainer:
                 "probe_val_loss": self.validator.loss((probe_dataset,), tokens, (task.index, step),
                                                       probe_permutation(self.config))}
 
+    def _checkpoint(self, tag: str, state: TrainerState, keep: bool, **extra: Any) -> Path:
+        """The engine, `state` (with the callbacks' state and `extra`) and the callbacks' per-rank tensors."""
+        state.callbacks = self.callbacks.state_dict()
+        return self.checkpointer.save(tag, {**asdict(state), **extra}, keep, self.callbacks.rank_tensors())
+
     def _save(self, task: Task, state: TrainerState) -> Path:
         """A checkpoint that retention may prune (keep_last)."""
-        state.callbacks = self.callbacks.state_dict()
-        return self.checkpointer.save(task.checkpoint_tag(state.step), asdict(state), keep=False)
+        return self._checkpoint(task.checkpoint_tag(state.step), state, keep=False)
 
     def _save_for_probe(self, tag: str, state: TrainerState, probe_cycle: int) -> None:
         """Save a checkpoint kept for good, then queue its probe; training goes on at once."""
-        state.callbacks = self.callbacks.state_dict()
-        self.checkpointer.save(tag, {**asdict(state), "probe_cycle": probe_cycle}, keep=True)
+        self._checkpoint(tag, state, keep=True, probe_cycle=probe_cycle)
         if self.probe_scheduler is not None:
             self.probe_scheduler.request(tag)
 

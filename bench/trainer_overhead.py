@@ -48,13 +48,18 @@ def bare_loop_step_times(config, dataset: Path, steps: int) -> list[float]:
     return times
 
 
-def parse_args(description: str, steps: int) -> argparse.Namespace:
+def bench_parser(description: str, steps: int) -> argparse.ArgumentParser:
+    """The options every trainer benchmark takes: the model, the batch and the steps of its one task."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", default="5M")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=steps)
-    return parser.parse_args()
+    return parser
+
+
+def parse_args(description: str, steps: int) -> argparse.Namespace:
+    return bench_parser(description, steps).parse_args()
 
 
 def one_task_config(args: argparse.Namespace, work: Path, *overrides: str):

@@ -42,6 +42,8 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
         ("mitigations.snr.threshold=1", "mitigations.snr: threshold=1.0 must be in (0, 1)"),
         ("mitigations.snr.decay=1", "and decay=1.0 in [0, 1)"),
         ("mitigations.spectral_reg.power_iterations=0", "'mitigations.spectral_reg.power_iterations': 0 is below"),
+        ("mitigations.hare_tortoise.decay=1", "mitigations.hare_tortoise.decay=1.0 must be in [0, 1)"),
+        ("mitigations.hare_tortoise.every_steps=0", "'mitigations.hare_tortoise.every_steps': 0 is below the minimum 1"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, message):

@@ -56,7 +56,8 @@ def run_context(run_dir: Path, *overrides: str) -> RunContext:
     """What the trainer hands its callbacks, with only what the early warning reads."""
     return RunContext(config=load_config(None, overrides), step_runner=None, validator=None, plan=None, tasks=[],
                       metrics=MetricsLog(run_dir / "metrics.jsonl", True), layout=RunLayout(run_dir), is_main=True,
-                      initial_weights={}, checkpointer=None, probe_scheduler=None, trainer_state=dict)
+                      initial_weights={}, checkpointer=None, probe_scheduler=None,
+                      checkpoint_contents=lambda: ({}, {}))
 
 
 def end_task(stagnation_monitor: StagnationMonitor, index: int) -> None:

@@ -4,12 +4,13 @@ exact resume (the callbacks' state travels in the checkpoint)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
 
 from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, start_training,
-                  step_records, tiny_overrides, train_to_end, wait_for)
+                  step_records, tiny_overrides, train, train_to_end, wait_for)
 from test_zero_callbacks import DIAGNOSTIC_KEYS, TASK_END_KEYS
 
 MITIGATIONS = dict(
@@ -19,6 +20,9 @@ MITIGATIONS = dict(
     mitigations__replay__enabled="true", mitigations__replay__fraction=0.25, mitigations__nap__enabled="true",
     mitigations__spectral_reg__enabled="true", mitigations__spectral_reg__weight=1e-3,
     mitigations__snr__enabled="true", mitigations__snr__threshold=1e-3,
+    # resets at steps 15, 30, 45, 60: the resumed run's step-40 checkpoint holds a tortoise unlike its weights
+    mitigations__hare_tortoise__enabled="true", mitigations__hare_tortoise__decay=0.9,
+    mitigations__hare_tortoise__every_steps=15,
 )
 
 
@@ -50,6 +54,8 @@ def test_mitigations_are_recorded_and_training_still_learns(mitigated_run):
     assert diagnostics[4]["param_norm"] < 0.6 * diagnostics[3]["param_norm"]  # shrunk by 0.4 at the task boundary
     state = json.loads((latest_checkpoint(mitigated_run) / "trainer_state.json").read_text())["callbacks"]
     assert any(steps < 64 for row in state["snr"]["observed"] for steps in row)  # SNR reset units during the run
+    tortoise_files = sorted(path.name for path in (latest_checkpoint(mitigated_run) / "rank_tensors").iterdir())
+    assert tortoise_files == ["rank-00000.safetensors", "rank-00001.safetensors"]  # Hare & Tortoise's, per rank
 
 
 def test_resume_with_mitigations_matches_uninterrupted_run(data_root, mitigated_run, tmp_path):
@@ -64,3 +70,11 @@ def test_resume_with_mitigations_matches_uninterrupted_run(data_root, mitigated_
     for event in ("step", "diagnostics", "task_end"):  # task_end: the forgetting evaluations of every language
         assert strip_time(records(run_dir, event)) == strip_time(records(mitigated_run, event)), event
     assert_same_weights(final_weights(run_dir), final_weights(mitigated_run))
+
+
+def test_a_checkpoint_missing_a_ranks_tensors_is_not_resumed(data_root, mitigated_run, tmp_path):
+    run_dir = shutil.copytree(mitigated_run, tmp_path / "run")
+    (latest_checkpoint(run_dir) / "rank_tensors" / "rank-00001.safetensors").unlink()
+    finished = train(run_dir, tiny_overrides(data_root, **MITIGATIONS))
+    assert finished.returncode != 0
+    assert "rank_tensors/rank-00001.safetensors is missing" in finished.stderr

@@ -94,6 +94,15 @@ def test_snr_resets_the_units_whose_silence_is_improbable_at_their_firing_rate(s
     assert snr["rate_same_on_ranks"] and snr["others_unchanged"]
 
 
+def test_hare_tortoise_keeps_a_moving_average_per_rank_share_and_resets_the_weights_to_it(seen):
+    hare = seen["hare_tortoise"]
+    assert hare["kept_before_reset"] == [True, True] and hare["changed_at_reset"]
+    assert hare["reset_to_tortoise"] and hare["moments_kept"] and hare["restart_from_weights"]
+    world_size = len(hare["shares"])
+    assert max(hare["shares"]) < hare["numel"]  # each rank holds a share, not a whole copy
+    assert hare["numel"] <= sum(hare["shares"]) <= hare["numel"] + world_size * hare["parameters"]  # + ZeRO-3 padding
+
+
 def test_diagnostics_record_every_key_and_match_independent_figures(seen):
     record = seen["diagnostics"]
     for key in DIAGNOSTIC_KEYS:

@@ -17,18 +17,19 @@ import torch
 
 from plasticity_dist.engine.launch import build_accelerator, end_distributed, init_world_env
 from plasticity_dist.engine.params import (
-    full_grad, get_full, get_full_state, has_optimizer_state, set_full,
+    full_from_local, full_grad, get_full, get_full_state, has_optimizer_state, set_full,
 )
 from plasticity_dist.engine.steps import StepRunner
 from plasticity_dist.model.gpt import GPT, GPTConfig
-from plasticity_dist.study.config import (ContinualBackpropSection, DiagnosticsSection, L2InitSection, ReDoSection,
-                                          SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection)
+from plasticity_dist.study.config import (ContinualBackpropSection, DiagnosticsSection, HareTortoiseSection,
+                                          L2InitSection, ReDoSection, SelfNormalizedResetsSection,
+                                          ShrinkPerturbSection, SpectralRegSection)
 from plasticity_dist.study.config_files import load_config
 from plasticity_dist.study.curriculum import Task
 from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition
 from plasticity_dist.train.callbacks.diagnostics import Diagnostics, capture_activations
 from plasticity_dist.train.callbacks.mitigations import (
-    ContinualBackprop, L2Init, NormalizeProject, ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg,
+    ContinualBackprop, HareTortoise, L2Init, NormalizeProject, ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg,
 )
 from plasticity_dist.train.metrics import MetricsLog, read_metrics
 
@@ -226,6 +227,30 @@ def main() -> None:
         "gaps": snr.gap[1, :4].tolist(),
         "rate_same_on_ranks": all(torch.equal(rates[0], r) for r in rates),
         "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
+    }
+
+    # Hare & Tortoise: the tortoise follows the weights each step ends with; at every third step they are set to it
+    hare = HareTortoise(HareTortoiseSection(enabled=True, decay=0.5, every_steps=3), steps)
+    tortoise = full_weights()
+    kept, moments = [], {}
+    for step in (31, 32, 33):
+        train(step, 1e-2)
+        trained = full_weights()
+        moments = {n: get_full_state(params[n], "exp_avg").cpu() for n in ("blocks.0.mlp.up.weight", "blocks.1.mlp.down.weight")}
+        hare.after_optimizer_step(position(step))
+        tortoise = {n: value.lerp(trained[n], 0.5) for n, value in tortoise.items()}
+        kept.append(all(torch.equal(get_full(params[n]).cpu(), v) for n, v in trained.items()))
+    share = torch.tensor([sum(value.numel() for value in hare.rank_tensors().values())], device=steps.device)
+    restarted = HareTortoise(HareTortoiseSection(enabled=True), steps)
+    restarted.load_rank_tensors({})  # a checkpoint without a tortoise: it starts from the weights resumed from
+    seen["hare_tortoise"] = {
+        "kept_before_reset": kept[:2], "changed_at_reset": not kept[2],
+        "reset_to_tortoise": all(torch.equal(get_full(params[n]).cpu(), v) for n, v in tortoise.items()),
+        "moments_kept": all(torch.equal(get_full_state(params[n], "exp_avg").cpu(), m) for n, m in moments.items()),
+        "shares": accelerator.gather(share).cpu().tolist(), "parameters": len(params),
+        "numel": sum(p.numel() for p in reference.parameters()),
+        "restart_from_weights": all(torch.equal(full_from_local(params[n], t).cpu(), get_full(params[n]).cpu())
+                                    for n, t in restarted.tortoise.items()),
     }
 
     # diagnostics: one measured step; update_ratio against the weights read here

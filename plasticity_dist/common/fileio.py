@@ -16,6 +16,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file written by a library that does not (safetensors) to disk."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

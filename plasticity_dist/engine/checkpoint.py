@@ -1,8 +1,9 @@
 """Checkpoints of a run: DeepSpeed ZeRO shards plus `trainer_state.json`, written crash-safe.
 
 Layout: `RUN/checkpoints/<tag>/` holds what `accelerator.save_state` writes (the engine's shards under
-`pytorch_model/`, one RNG file per rank) and `trainer_state.json`, which is written last: a checkpoint is
-complete only when it exists. Saving goes to `<tag>.tmp`, renamed when complete; then `latest` is
+`pytorch_model/`, one RNG file per rank), the callbacks' tensors where they have any (`rank_tensors/
+rank-<r>.safetensors`, one file per rank holding that rank's share) and `trainer_state.json`, which is written
+last: a checkpoint is complete only when it exists. Saving goes to `<tag>.tmp`, renamed when complete; then `latest` is
 replaced atomically. Retention keeps the last `keep_last` checkpoints plus every one saved with
 `keep=True` (cycle ends, which probes need) and any that `is_protected` names; a kept one whose probe
 result exists is slimmed to its weights once older than the last `keep_last` (slim.py).
@@ -15,13 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
-from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text, fsync_dir
+from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, CheckpointError, consolidate_zero_shards,
                                                     is_complete, read_trainer_state)
 from plasticity_dist.engine.slim import finish_interrupted, is_slim, is_work_folder, read_slim_weights, slim_checkpoint
+
+RANK_TENSORS = "rank_tensors"  # the folder of the callbacks' per-rank tensors
+RANK_TENSOR_RANKS = "rank_tensor_ranks"  # trainer state key: how many ranks saved a file there (absent: none)
 
 
 def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dict[str, Any]:
@@ -82,8 +88,10 @@ class Checkpointer:
                                   f"resumed; the newest full checkpoint is {full[-1] if full else 'none'}")
         return Path(resume)
 
-    def save(self, tag: str, trainer_state: dict[str, Any], keep: bool) -> Path:
-        """Every rank writes its shards; the main process completes, publishes and prunes."""
+    def save(self, tag: str, trainer_state: dict[str, Any], keep: bool,
+             rank_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+        """Every rank writes its shards and its `rank_tensors` (the same keys on every rank); the main process
+        completes, publishes and prunes."""
         final = self.directory / tag
         staging = self.directory / f"{tag}.tmp"
         if self.accelerator.is_main_process:
@@ -91,6 +99,9 @@ class Checkpointer:
             shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(staging))
+        if rank_tensors:
+            self._write_rank_tensors(staging, rank_tensors)
+            trainer_state = {**trainer_state, RANK_TENSOR_RANKS: self.accelerator.num_processes}
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             atomic_write_json(staging / TRAINER_STATE, {**trainer_state, "tag": tag, "keep": keep})
@@ -110,6 +121,30 @@ class Checkpointer:
         except Exception as error:  # DeepSpeed raises many types; name the checkpoint either way
             raise CheckpointError(f"checkpoint {path} could not be loaded: {type(error).__name__}: {error}") from error
         return trainer_state
+
+    def _rank_tensor_file(self, checkpoint: Path) -> Path:
+        return checkpoint / RANK_TENSORS / f"rank-{self.accelerator.process_index:05d}.safetensors"
+
+    def _write_rank_tensors(self, staging: Path, tensors: dict[str, torch.Tensor]) -> None:
+        path = self._rank_tensor_file(staging)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({key: tensor.detach().cpu().contiguous() for key, tensor in tensors.items()}, str(path))
+        fsync_file(path)
+        fsync_dir(path.parent)
+
+    def load_rank_tensors(self, path: Path) -> dict[str, torch.Tensor]:
+        """This rank's callback tensors saved in checkpoint `path` (empty when it holds none), on this rank's
+        device. Each file holds one rank's share, so they load only on as many ranks as saved them."""
+        saved_by = read_trainer_state(path).get(RANK_TENSOR_RANKS)
+        if saved_by is None:
+            return {}
+        if saved_by != self.accelerator.num_processes:
+            raise CheckpointError(f"checkpoint {path}: its callbacks' tensors are split over {saved_by} ranks, one "
+                                  f"file each; resume it on {saved_by} ranks, not {self.accelerator.num_processes}")
+        file = self._rank_tensor_file(path)
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path}: {file.relative_to(path)} is missing")
+        return load_file(str(file), device=str(self.accelerator.device))
 
     def remove_unfinished(self) -> None:
         """Delete `<tag>.tmp` folders left by a process killed while saving."""

@@ -47,6 +47,31 @@ def set_full(param: torch.nn.Parameter, value: torch.Tensor) -> None:
     param.data.copy_(value.view_as(param))
 
 
+def get_local(param: torch.nn.Parameter) -> torch.Tensor:
+    """This rank's share of the fp32 master of `param`, flat, without communication (a view: clone it to keep
+    it): its ZeRO-3 partition, or under ZeRO 1/2 the fragment of `param` in its optimizer partition (maybe empty)."""
+    if is_zero3(param):
+        return safe_get_local_fp32_param(param)
+    mapping = param._hp_mapping
+    return torch.empty(0, device=param.device) if mapping is None else mapping.get_hp_fragment()
+
+
+def full_from_local(param: torch.nn.Parameter, local: torch.Tensor) -> torch.Tensor:
+    """The whole fp32 value whose shares, as `get_local` hands them out, are every rank's `local`."""
+    if is_zero3(param):
+        group, partition = param.ds_process_group, param.ds_tensor.ds_numel
+        flat = torch.zeros(partition * dist.get_world_size(group=group), device=param.ds_tensor.device)
+        flat.narrow(0, partition * dist.get_rank(group=group), local.numel()).copy_(local)
+        dist.all_reduce(flat, group=group)
+        return flat[: param.ds_numel].view(param.ds_shape)
+    group, flat = param._dp_group, torch.zeros(param.numel(), device=param.device)
+    if param._hp_mapping is not None:
+        address = param._hp_mapping.lp_fragment_address
+        flat.narrow(0, address.start, address.numel).copy_(local)
+    dist.all_reduce(flat, group=group)
+    return flat.view(param.shape)
+
+
 def full_grad(param: torch.nn.Parameter) -> torch.Tensor | None:
     """The whole reduced gradient of `param`; valid between the backward and the optimizer step."""
     grad = safe_get_full_grad(param)

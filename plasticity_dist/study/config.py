@@ -283,6 +283,20 @@ class SelfNormalizedResetsSection:
 
 
 @dataclass
+class HareTortoiseSection:
+    """Hare & Tortoise (Lee et al. 2024): the tortoise, an exponential moving average of the weights with `decay`
+    per step, follows the network trained (the hare); every `every_steps` steps the hare is reset to it."""
+
+    enabled: bool = False
+    decay: float = field(default=0.999, metadata=_at_least(0.0))
+    every_steps: int = field(default=1000, metadata=_at_least(1))
+
+    def check(self) -> None:
+        if self.decay >= 1.0:
+            raise ConfigError(f"mitigations.hare_tortoise.decay={self.decay} must be in [0, 1)")
+
+
+@dataclass
 class ReplaySection:
     """Each continual task draws `fraction` of its rows, in equal shares, from the languages trained before it
     (by the loader's seeded weighted mix), the rest from its own language (Ibrahim et al. 2024)."""
@@ -307,6 +321,7 @@ class MitigationsSection:
     nap: NormalizeProjectSection = field(default_factory=NormalizeProjectSection)
     spectral_reg: SpectralRegSection = field(default_factory=SpectralRegSection)
     snr: SelfNormalizedResetsSection = field(default_factory=SelfNormalizedResetsSection)
+    hare_tortoise: HareTortoiseSection = field(default_factory=HareTortoiseSection)
     replay: ReplaySection = field(default_factory=ReplaySection)
 
 

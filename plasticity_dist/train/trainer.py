@@ -39,8 +39,8 @@ from plasticity_dist.train.callbacks.checkpointing import Checkpointing
 from plasticity_dist.train.callbacks.diagnostics import Diagnostics
 from plasticity_dist.train.callbacks.early_warning import StagnationMonitor
 from plasticity_dist.train.callbacks.evaluation import PeriodicEvaluation
-from plasticity_dist.train.callbacks.mitigations import (ContinualBackprop, L2Init, NormalizeProject, ReDo,
-                                                         SelfNormalizedResets, ShrinkPerturb, SpectralReg)
+from plasticity_dist.train.callbacks.mitigations import (ContinualBackprop, HareTortoise, L2Init, NormalizeProject,
+                                                         ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg)
 from plasticity_dist.train.callbacks.task_end import TaskEndEvaluation
 from plasticity_dist.train.lr_schedule import learning_rate
 from plasticity_dist.train.metrics import MetricsLog, task_record
@@ -51,7 +51,7 @@ log = get_logger()
 # The parts of the loop, each built from its config section when turned on; each declares when its hooks run
 # (its `priority`, callbacks/base.py).
 CALLBACK_TYPES: tuple[type[Callback], ...] = (TaskEndEvaluation, Diagnostics, ShrinkPerturb, L2Init, SpectralReg, ReDo,
-                                              ContinualBackprop, SelfNormalizedResets, NormalizeProject,
+                                              ContinualBackprop, SelfNormalizedResets, NormalizeProject, HareTortoise,
                                               PeriodicEvaluation, StagnationMonitor, Checkpointing)
 
 
@@ -131,14 +131,15 @@ class Trainer:
         self.state = TrainerState(world_size=self.world.world_size, tokenizer=self.tokenizer)
         context = RunContext(config, self.step_runner, self.validator, self.plan, self.tasks, self.metrics,
                              self.layout, is_main, initial_weights, self.checkpointer, self.probe_scheduler,
-                             self._trainer_state)
+                             self._checkpoint_contents)
         self.callbacks = Callbacks.build(CALLBACK_TYPES, context)
         self.checkpointing = self.callbacks.member(Checkpointing)
 
-    def _trainer_state(self) -> dict[str, Any]:
-        """What a checkpoint saves: where the run stands and every callback's state."""
+    def _checkpoint_contents(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What a checkpoint saves besides the engine: where the run stands with every callback's state, and this
+        rank's callback tensors."""
         self.state.callbacks = self.callbacks.state_dict()
-        return asdict(self.state)
+        return asdict(self.state), self.callbacks.rank_tensors()
 
     def close(self) -> None:
         """Close the metrics' sinks, give up the run directory (its lock) and leave the process group: at the
@@ -170,6 +171,7 @@ class Trainer:
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step, next_task=state.task_index if state.step_in_task == 0 else None)
         self.callbacks.load_state_dict(state.callbacks)
+        self.callbacks.load_rank_tensors(self.checkpointer.load_rank_tensors(checkpoint))
         state.world_size = self.world.world_size
         self.checkpointing.poll()  # resubmit probes that died with the previous process
         return state

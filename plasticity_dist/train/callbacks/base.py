@@ -13,7 +13,9 @@ hook on every rank, in ascending `priority` of the callbacks:
 A hook that takes part in a collective (ZeRO-3 gathers, all-reduces) runs on every rank anyway; a
 callback writes files or metrics on the main process only. `state_dict()` is saved in every checkpoint
 (in `trainer_state.json`, so keep it small and JSON-able) and restored on resume, unless the callback has no
-state of its own (`saves_state = False`).
+state of its own (`saves_state = False`); tensors too large for that (a copy of the weights) go in
+`rank_tensors()`, which every rank saves and restores for itself, so each holds only its share (its ZeRO
+partition).
 
 Each callback builds itself from its config section and a `RunContext` (`from_context`, None when its
 section leaves it off) and says whether it needs the weights training starts from; the trainer only lists
@@ -72,7 +74,9 @@ class RunContext:
     initial_weights: dict[str, torch.Tensor]  # the weights training starts from, if a callback wants them
     checkpointer: Checkpointer
     probe_scheduler: ProbeScheduler | None  # on the main process of a run with probes
-    trainer_state: Callable[[], dict[str, Any]]  # what a checkpoint saves now, every callback's state included
+    # what a checkpoint saves now besides the engine: the trainer state (every callback's state included) and this
+    # rank's callback tensors
+    checkpoint_contents: Callable[[], tuple[dict[str, Any], dict[str, torch.Tensor]]]
     _shared: dict[str, Any] = field(default_factory=dict)
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
@@ -125,6 +129,13 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def rank_tensors(self) -> dict[str, torch.Tensor]:
+        """This rank's tensor state, saved in a file of its own in every checkpoint (keys: names of tensors)."""
+        return {}
+
+    def load_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore `rank_tensors()` from a checkpoint (empty when the checkpoint holds none for this callback)."""
 
 
 CallbackT = TypeVar("CallbackT", bound=Callback)
@@ -183,3 +194,13 @@ class Callbacks(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for member in self.members:
             member.load_state_dict(state.get(member.name, {}))
+
+    def rank_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{member.name}/{key}": tensor for member in self.members
+                for key, tensor in member.rank_tensors().items()}
+
+    def load_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for member in self.members:
+            prefix = f"{member.name}/"
+            member.load_rank_tensors({key[len(prefix):]: tensor for key, tensor in tensors.items()
+                                      if key.startswith(prefix)})

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from plasticity_dist.engine.checkpoint import Checkpointer
 from plasticity_dist.probe.scheduler import ProbeScheduler
 from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
@@ -23,16 +25,16 @@ class Checkpointing(Callback):
     saves_state = False
 
     def __init__(self, checkpointer: Checkpointer, probe_scheduler: ProbeScheduler | None, every_steps: int,
-                 trainer_state: Callable[[], dict[str, Any]]) -> None:
+                 contents: Callable[[], tuple[dict[str, Any], dict[str, torch.Tensor]]]) -> None:
         self.checkpointer = checkpointer
         self.probe_scheduler = probe_scheduler
         self.every_steps = every_steps
-        self.trainer_state = trainer_state
+        self.contents = contents
 
     @classmethod
     def from_context(cls, context: RunContext) -> Checkpointing:
         return cls(context.checkpointer, context.probe_scheduler, context.config.checkpoint.every_steps,
-                   context.trainer_state)
+                   context.checkpoint_contents)
 
     def on_step_end(self, at: LoopPosition) -> None:
         if self.every_steps and at.step % self.every_steps == 0 and not at.is_task_end:
@@ -48,11 +50,13 @@ class Checkpointing(Callback):
 
     def save(self, tag: str) -> Path:
         """A checkpoint that retention may prune (keep_last)."""
-        return self.checkpointer.save(tag, self.trainer_state(), keep=False)
+        trainer_state, rank_tensors = self.contents()
+        return self.checkpointer.save(tag, trainer_state, keep=False, rank_tensors=rank_tensors)
 
     def save_for_probe(self, tag: str, probe_cycle: int) -> None:
         """A checkpoint kept for good, then its probe queued; training goes on at once."""
-        self.checkpointer.save(tag, {**self.trainer_state(), "probe_cycle": probe_cycle}, keep=True)
+        trainer_state, rank_tensors = self.contents()
+        self.checkpointer.save(tag, {**trainer_state, "probe_cycle": probe_cycle}, keep=True, rank_tensors=rank_tensors)
         if self.probe_scheduler is not None:
             self.probe_scheduler.request(tag)
 

@@ -13,6 +13,8 @@
   (Lewandowski et al.), computed inside each layer's forward like L2 Init's penalty.
 - `SelfNormalizedResets`: an MLP unit is reset when its gap since it last fired is improbably long at its
   running firing rate (Farias & Jozefiak 2025).
+- `HareTortoise`: an exponential moving average of the weights (the tortoise) follows the network trained (the
+  hare), which is reset to it every R steps (Lee et al. 2024).
 A reset unit gets fresh incoming weights from the initial distribution, zero outgoing weights and zero
 Adam moments. Random draws come from generators seeded by (seed, step, layer): every rank draws the same
 values, and a resumed run draws what the uninterrupted one did. LR re-warming is a schedule
@@ -28,12 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from plasticity_dist.engine.params import (
-    ADAM_STATE_KEYS, get_full, get_full_state, has_optimizer_state, set_full, set_full_state,
+    ADAM_STATE_KEYS, full_from_local, get_full, get_full_state, get_local, has_optimizer_state, set_full,
+    set_full_state,
 )
 from plasticity_dist.engine.steps import StepRunner
 from plasticity_dist.model.gpt import INIT_STD, MLP
-from plasticity_dist.study.config import (ContinualBackpropSection, ExperimentConfig, L2InitSection, ReDoSection,
-                                    SelfNormalizedResetsSection, ShrinkPerturbSection, SpectralRegSection)
+from plasticity_dist.study.config import (ContinualBackpropSection, ExperimentConfig, HareTortoiseSection,
+                                          L2InitSection, ReDoSection, SelfNormalizedResetsSection,
+                                          ShrinkPerturbSection, SpectralRegSection)
 from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
 from plasticity_dist.train.callbacks.diagnostics import capture_activations, run_heldout_batch
 
@@ -359,3 +363,39 @@ class SelfNormalizedResets(Callback):
             self.rate = torch.tensor(state["rate"], dtype=torch.float64)
             self.gap = torch.tensor(state["gap"], dtype=torch.float64)
             self.observed = torch.tensor(state["observed"], dtype=torch.long)
+
+
+class HareTortoise(Callback):
+    """After every optimizer step the tortoise moves towards the weights, tortoise <- decay * tortoise +
+    (1 - decay) * weights (starting from the weights training starts from), and every `every_steps` steps the
+    weights are set to it; Adam's moments are kept. Each rank keeps the tortoise of its share of the fp32 master
+    weights only (`get_local`) and saves it in a file of its own in every checkpoint."""
+
+    name = "hare_tortoise"
+    priority = 35  # after every mitigation that changes the weights: its average follows the weights a step ends with
+
+    def __init__(self, section: HareTortoiseSection, step_runner: StepRunner) -> None:
+        self.section = section
+        self.params = dict(step_runner.engine.module.named_parameters())
+        self.tortoise = {name: get_local(param).clone() for name, param in self.params.items()}
+
+    @classmethod
+    def from_context(cls, context: RunContext) -> HareTortoise | None:
+        section = context.config.mitigations.hare_tortoise
+        return cls(section, context.step_runner) if section.enabled else None
+
+    def after_optimizer_step(self, at: LoopPosition) -> None:
+        for name, param in self.params.items():
+            self.tortoise[name].lerp_(get_local(param), 1.0 - self.section.decay)
+        if at.step % self.section.every_steps == 0:
+            for name, param in self.params.items():
+                set_full(param, full_from_local(param, self.tortoise[name]))
+
+    def rank_tensors(self) -> dict[str, torch.Tensor]:
+        return self.tortoise
+
+    def load_rank_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """The saved tortoise, or (a checkpoint saved without this mitigation) the weights resumed from."""
+        local = {name: get_local(param) for name, param in self.params.items()}
+        self.tortoise = {name: (tensors[name] if tensors else value).to(value.device).clone()
+                         for name, value in local.items()}

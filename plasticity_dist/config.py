@@ -399,6 +399,9 @@ class ExperimentConfig:
     # (slurm/train_size.sh SEED=i); `plan` counts them all, a run trains one
     replicates: int = field(default=1, metadata=_at_least(1))
     log_every: int = field(default=10, metadata=_at_least(1))
+    # the setting (a dotted key, e.g. optimizer.weight_decay) this run is one value of in a sweep: the report's
+    # mitigation comparison sets its values beside the mitigations, one row per value ("": not a sweep)
+    sweep: str = ""
     tensorboard: bool = False  # also write metrics as TensorBoard scalars to RUN/tensorboard/
     wandb: WandbSection = field(default_factory=WandbSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -415,6 +418,11 @@ class ExperimentConfig:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 
     def check(self) -> None:
+        if self.sweep:
+            try:
+                setting_value(self, self.sweep)
+            except ConfigError as error:
+                raise ConfigError(f"sweep: {error}") from None
         if self.curriculum.problem == "control" and self.mitigations.replay.enabled:
             raise ConfigError("mitigations.replay replays earlier languages; curriculum.problem=control has one "
                               "dataset under a new permutation per task: set mitigations.replay.enabled=false")
@@ -575,6 +583,18 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def setting_value(config: ExperimentConfig, key: str) -> Any:
+    """The value of the dotted `key` (e.g. `optimizer.weight_decay`) of `config`."""
+    node: Any = config_to_dict(config)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{key!r} is not a setting of the config")
+        node = node[part]
+    if isinstance(node, dict):
+        raise ConfigError(f"{key!r} is a section of the config, not one setting")
+    return node
 
 
 def config_to_yaml(config: Any) -> str:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from plasticity_dist.config import ExperimentConfig, config_to_dict
 
-# Where a run lives and runs its probes, what it measures and logs, and how many seeds the study runs of it:
-# none of these change its numbers.
-PLACEMENT_KEYS = ("run_dir", "resume", "replicates", "tensorboard", "wandb", "log_every", "diagnostics",
+# Where a run lives and runs its probes, what it measures and logs, how many seeds the study runs of it and
+# which setting it is a sweep's value of: none of these change its numbers.
+PLACEMENT_KEYS = ("run_dir", "resume", "replicates", "sweep", "tensorboard", "wandb", "log_every", "diagnostics",
                   "early_warning", "forgetting", "probe.executor", "probe.slurm", "probe.local_cpus",
                   "probe.local_gpus", "probe.max_concurrent", "probe.retries", "probe.every_task_cycles")
 

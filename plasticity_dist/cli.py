@@ -128,17 +128,21 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from plasticity_dist.control import run_control
+    from plasticity_dist.control import load_study, run_control
 
-    run_control(Path(args.out), cycles=args.cycles, jobs=args.jobs, only=args.only or ())
+    run_control(load_study(args.study), Path(args.out) if args.out else None, cycles=args.cycles, jobs=args.jobs,
+                only=args.only or ())
     return 0
 
 
 def _add_control(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("control", help="the control study (permuted text) where plasticity loss shows "
                                                    "on CPU, ending in a report")
-    parser.add_argument("--out", default="runs/control", help="output folder (data, runs, report)")
-    parser.add_argument("--cycles", type=int, help="cycles per run (default: configs/control.yaml)")
+    parser.add_argument("--study", default="scaling", help="a study of configs/control-studies.yaml: scaling "
+                                                             "(sizes x seeds, default) or ranking (every mitigation "
+                                                             "and a weight-decay sweep at 12.4K x 3 seeds)")
+    parser.add_argument("--out", help="output folder (data, runs, report; default: the study's out)")
+    parser.add_argument("--cycles", type=int, help="cycles per run (default: the study's, else configs/control.yaml)")
     parser.add_argument("--jobs", type=int, help="runs at once, one process each (default: the usable CPUs)")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="train only these runs, no report (the study in "
                                                                   "pieces; a later call without --only reports)")

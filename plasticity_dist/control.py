@@ -1,10 +1,12 @@
-"""`plasticity-dist control` (`make control`): the control study, where plasticity loss shows on a CPU.
+"""`plasticity-dist control` (`make control`): the studies of the control problem, where plasticity loss shows on a CPU.
 
 One 64K-token chunk of byte-level text under a fresh token permutation per task (`curriculum.problem=control`,
-configs/control.yaml), the control sizes under two seeds each, and the smallest size again with a mitigation, so
-the report's mitigation comparison sees whether it delays the onset. Every run trains in a process of its own on one
-core (as many at once as there are cores), its probes run inline after each cycle; then the report. README
-"Control problem" holds the measured settings and results.
+configs/control.yaml). A study is data (configs/control-studies.yaml): groups of sizes x treatments x seeds, a
+treatment being mitigations or one value of a swept setting. `scaling` (the default, `make control`) trains the
+control sizes under two seeds and the smallest again with a mitigation, so the report's mitigation comparison sees
+whether it delays the onset; `ranking` runs every mitigation and a weight-decay sweep at one size under three
+seeds. Every run trains in a process of its own on one core (as many at once as there are cores), its probes run
+inline after each cycle; then the report. README "Control problem" holds the measured settings and results.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from plasticity_dist.common.logging import get_logger
 from plasticity_dist.data.preprocess import PreprocessArgs, preprocess
@@ -24,30 +30,54 @@ from plasticity_dist.study.config_files import load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTROL_CONFIG = REPO_ROOT / "configs" / "control.yaml"
+STUDIES = REPO_ROOT / "configs" / "control-studies.yaml"
 CHUNK_TOKENS = 65_536  # the text every task permutes: the `en` dataset is preprocessed at this size
 PROBE_DATA_TOKENS = 524_288  # the probe language's training data (a probe reads 307,200 of it)
 VAL_TOKENS = 8_192
-SEEDS = (0, 1)
-SIZES = ("12.4K", "28K", "50K")
-# (label, overrides) of the mitigation run of the smallest size, under every seed. L2 Init at 1e-3 kept 12.4K's probe
-# AUC flat over 40 tasks (+0.0 % at task 40 against +31 % without); shrink-and-perturb (0.8, noise 1e-2) did not
-# (README table)
-MITIGATION = ("l2-init", ("mitigations.l2_init.enabled=true", "mitigations.l2_init.weight=1e-3"))
+NO_TREATMENT = "none"
 
 log = get_logger()
 
 
-def control_runs(sizes: Sequence[str] = SIZES, seeds: Sequence[int] = SEEDS) -> list[tuple[str, list[str]]]:
-    """(run name, config overrides) of every run of the study: each size under each seed, then the smallest size
-    with the mitigation under each seed. A seed sets the weights, the data order and the permutations."""
-    def seeded(seed: int) -> list[str]:
-        return [f"seed={seed}", f"data.seed={seed}", f"curriculum.control.permutation_seed={seed}"]
+@dataclass(frozen=True)
+class Study:
+    """A study of configs/control-studies.yaml: its default output folder and its runs as (name, overrides of
+    configs/control.yaml)."""
 
-    runs = [(f"{size}-seed{seed}", [f"model.preset={size}", *seeded(seed)]) for size in sizes for seed in seeds]
-    label, overrides = MITIGATION
-    runs += [(f"{sizes[0]}-{label}-seed{seed}", [f"model.preset={sizes[0]}", *seeded(seed), *overrides])
-             for seed in seeds]
-    return runs
+    name: str
+    out: Path
+    runs: list[tuple[str, list[str]]]
+
+
+def _treatments(group: dict[str, Any]) -> dict[str, list[str]]:
+    """A group's treatments: label -> overrides, one per value of its `sweep` after the named ones."""
+    treatments = dict(group.get("treatments") or {NO_TREATMENT: []})
+    sweep = group.get("sweep")
+    if sweep:
+        setting = sweep["key"].rsplit(".", 1)[-1]
+        treatments |= {f"{setting}-{value:g}" if isinstance(value, float) else f"{setting}-{value}":
+                       [f"{sweep['key']}={value}", f"sweep={sweep['key']}"] for value in sweep["values"]}
+    return treatments
+
+
+def load_study(name: str, path: Path = STUDIES) -> Study:
+    """Study `name` of the plans in `path`: each group's sizes x treatments x seeds, in that order."""
+    plans = yaml.safe_load(path.read_text())
+    if name not in plans:
+        raise ValueError(f"--study {name}: not a study of {path}; its studies: {', '.join(plans)}")
+    plan = plans[name]
+    runs = []
+    for group in plan["groups"]:
+        for size in group["sizes"]:
+            for label, overrides in _treatments(group).items():
+                prefix = size if label == NO_TREATMENT else f"{size}-{label}"
+                runs += [(f"{prefix}-seed{seed}", [f"model.preset={size}", f"seed={seed}", f"data.seed={seed}",
+                                                   f"curriculum.control.permutation_seed={seed}",
+                                                   *plan.get("overrides", []), *overrides])
+                         for seed in group["seeds"]]
+    for run_name, overrides in runs:
+        load_config(CONTROL_CONFIG, overrides)  # a bad override fails here, naming its key, before any training
+    return Study(name, Path(plan["out"]), runs)
 
 
 def _prepare_data(data_root: Path, seq_len: int) -> None:
@@ -74,22 +104,22 @@ def _train(run_dir: Path, overrides: list[str]) -> None:
     log.info(f"train {run_dir.name}: done in {time.monotonic() - started:.0f} s")
 
 
-def run_control(out: Path, cycles: int | None = None, jobs: int | None = None, only: Sequence[str] = ()) -> Path:
-    """Run the control study into `out` (data, runs, report) and return the report folder. `only`: train just
-    these runs (a study in pieces; a finished run is not trained again, so a last call without `only` writes the
-    report over them all)."""
-    planned = control_runs()
-    unknown = sorted(set(only) - {name for name, _ in planned})
+def run_control(study: Study, out: Path | None = None, cycles: int | None = None, jobs: int | None = None,
+                only: Sequence[str] = ()) -> Path:
+    """Run `study` into `out` (default: the study's; data, runs, report) and return the report folder. `only`:
+    train just these runs (a study in pieces; a finished run is not trained again, so a last call without `only`
+    writes the report over them all)."""
+    unknown = sorted(set(only) - {name for name, _ in study.runs})
     if unknown:
-        raise ValueError(f"--only {', '.join(unknown)}: not a run of the control study; its runs: "
-                         f"{', '.join(name for name, _ in planned)}")
-    out = out.resolve()
+        raise ValueError(f"--only {', '.join(unknown)}: not a run of the {study.name} study; its runs: "
+                         f"{', '.join(name for name, _ in study.runs)}")
+    out = (out or study.out).resolve()
     config = load_config(CONTROL_CONFIG)
     data_root = out / "data"
     _prepare_data(data_root, config.data.seq_len)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     shared = [f"data.root={data_root}", *([f"curriculum.cycles={cycles}"] if cycles else [])]
-    runs = [(out / "runs" / name, [*overrides, *shared]) for name, overrides in planned]
+    runs = [(out / "runs" / name, [*overrides, *shared]) for name, overrides in study.runs]
     to_train = [(run_dir, overrides) for run_dir, overrides in runs if not only or run_dir.name in only]
     jobs = jobs or len(os.sched_getaffinity(0))
     started = time.monotonic()

@@ -27,9 +27,13 @@ def probe_auc(preset: str, cycle: int) -> float:
     return 3.0 + 0.05 * (cycle - best_cycle) ** 2
 
 
-def training_records(cycles: int, diagnostics: Diagnostics | None,
-                     language_losses: LanguageLosses | None = None) -> list[dict[str, Any]]:
-    """`step`, `diagnostics` and `task_end` records of a continual run over TASKS."""
+def falling_loss(step: int) -> float:
+    return 5.0 - 0.01 * step
+
+
+def training_records(cycles: int, diagnostics: Diagnostics | None, language_losses: LanguageLosses | None = None,
+                     step_loss: Callable[[int], float] = falling_loss) -> list[dict[str, Any]]:
+    """`step` (loss `step_loss(step)`), `diagnostics` and `task_end` records of a continual run over TASKS."""
     records, step = [], 0
     for cycle in range(1, cycles + 1):
         for position, task in enumerate(TASKS):
@@ -38,7 +42,7 @@ def training_records(cycles: int, diagnostics: Diagnostics | None,
             for step_in_task in range(1, STEPS_PER_TASK + 1):
                 step += 1
                 records.append({"event": "step", **where, "step": step, "tokens": step * TOKENS_PER_STEP,
-                                "loss": 5.0 - 0.01 * step, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1e4})
+                                "loss": step_loss(step), "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1e4})
                 task_end = step_in_task == STEPS_PER_TASK
                 if diagnostics is not None and step % 2 == 0:
                     records.append({"event": "diagnostics", "time": 0.0, **where, "step": step,
@@ -52,8 +56,8 @@ def training_records(cycles: int, diagnostics: Diagnostics | None,
 def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", with_probes: bool = True, *,
              name: str | None = None, overrides: Sequence[str] = (),
              aucs: Callable[[int], float | None] | None = None, diagnostics: Diagnostics | None = None,
-             warnings: Sequence[dict[str, Any]] = (),
-             language_losses: LanguageLosses | None = None) -> Path:
+             warnings: Sequence[dict[str, Any]] = (), language_losses: LanguageLosses | None = None,
+             step_loss: Callable[[int], float] = falling_loss) -> Path:
     """A run folder as the trainer and its probes leave it: config.yaml, metrics.jsonl, probes/*.json.
 
     Probes after every cycle have `aucs(cycle)` (default: `probe_auc`; None: the probe diverged after its first
@@ -65,7 +69,7 @@ def make_run(root: Path, preset: str, cycles: int, problem: str = "continual", w
                         f"curriculum.task_tokens={TASK_TOKENS}", f"curriculum.cycles={cycles}",
                         "curriculum.tasks=[{name: en}, {name: zh}]", *overrides]
     (run_dir / "config.yaml").write_text(config_to_yaml(load_config(overrides=config_overrides)))
-    records = training_records(cycles, diagnostics, language_losses) + [{"event": "warning", **warning} for warning in warnings]
+    records = training_records(cycles, diagnostics, language_losses, step_loss) + [{"event": "warning", **warning} for warning in warnings]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
     aucs = aucs or (lambda cycle: probe_auc(preset, cycle))
     for cycle in range(cycles + 1) if with_probes else ():

@@ -151,7 +151,7 @@ def test_runs_differing_only_in_mitigations_are_compared(report):
     _, markdown, runs, summary = report
     assert summary["mitigation_groups"] == [["baseline", "shrink", "redo"]]
     comparison = markdown.split("### Runs that differ only in their mitigations: baseline, shrink, redo")[1]
-    comparison = comparison.split("\n## ")[0]
+    comparison = comparison.split("\n#")[0]
     assert "cycle 5 AUC (%)" in comparison and "other-seed" not in comparison
     redo_changes = " | ".join(
         f"{probe['auc']:.4f} ({probe['auc_pct_change']:+.2f}{' (within noise)' if probe['auc_pct_change_within_noise'] else ''})"

@@ -21,11 +21,12 @@ from plasticity_dist.engine.params import (
 )
 from plasticity_dist.engine.steps import StepRunner
 from plasticity_dist.model.gpt import GPT, GPTConfig
-from plasticity_dist.study.config import (ContinualBackpropSection, DiagnosticsSection, HareTortoiseSection,
-                                          L2InitSection, ReDoSection, SelfNormalizedResetsSection,
-                                          ShrinkPerturbSection, SpectralRegSection)
+from plasticity_dist.study.config import DiagnosticsSection
 from plasticity_dist.study.config_files import load_config
 from plasticity_dist.study.curriculum import Task
+from plasticity_dist.study.mitigation_sections import (ContinualBackpropSection, HareTortoiseSection, L2InitSection,
+                                                       ReDoSection, SelfNormalizedResetsSection, ShrinkPerturbSection,
+                                                       SpectralRegSection)
 from plasticity_dist.train.callbacks.base import Callback, Callbacks, LoopPosition
 from plasticity_dist.train.callbacks.diagnostics import Diagnostics, capture_activations
 from plasticity_dist.train.callbacks.mitigations import (

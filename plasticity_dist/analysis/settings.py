@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from plasticity_dist.study.config import PROBE_SCHEDULING_KEYS, ExperimentConfig
 from plasticity_dist.study.config_files import config_to_dict
 
-# Where a run lives and runs its probes, what it measures and logs, and how many seeds the study runs of it:
-# none of these change its numbers.
-PLACEMENT_KEYS = ("run_dir", "resume", "replicates", "tensorboard", "wandb", "log_every", "diagnostics",
+# Where a run lives and runs its probes, what it measures and logs, how many seeds the study runs of it and
+# which setting it is a sweep's value of: none of these change its numbers.
+PLACEMENT_KEYS = ("run_dir", "resume", "replicates", "sweep", "tensorboard", "wandb", "log_every", "diagnostics",
                   "early_warning", "forgetting", *(f"probe.{key}" for key in PROBE_SCHEDULING_KEYS))
 
 

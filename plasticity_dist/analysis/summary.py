@@ -15,14 +15,13 @@ from typing import Any
 
 from plasticity_dist.analysis.censoring import observation_of
 from plasticity_dist.analysis.forgetting import forgetting_summary
-from plasticity_dist.analysis.mitigations import mitigation_groups
+from plasticity_dist.analysis.mitigations import mitigation_groups, mitigation_rankings, swept_settings, swept_values
 from plasticity_dist.analysis.onset import estimate_onset
 from plasticity_dist.analysis.predictors import mean_over_runs, spearman_fields
 from plasticity_dist.analysis.replicates import group_record, replicate_groups
 from plasticity_dist.analysis.runs import ProbeResult, Run, events
 from plasticity_dist.analysis.scaling import scaling_fits
-from plasticity_dist.probe.auc import auc_without_step0, spacing_of_rule
-from plasticity_dist.probe.auc import auc_pct_change
+from plasticity_dist.probe.auc import auc_pct_change, auc_without_step0, spacing_of_rule
 from plasticity_dist.probe.noise import change_noise, within_noise
 from plasticity_dist.probe.results import reference_probe
 from plasticity_dist.study.labels import active_mitigations
@@ -87,17 +86,19 @@ def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not steps:
         return {}
     val_losses = [record["val_loss"] for record in task_ends if record.get("val_loss") is not None]
+    last_cycle = [record["loss"] for record in steps if record["cycle"] == steps[-1]["cycle"]]
     return {
         "steps": steps[-1]["step"],
         "tokens": steps[-1]["tokens"],
         "tasks_completed": len(task_ends),
         "final_loss": steps[-1]["loss"],
+        "last_cycle_loss": statistics.fmean(last_cycle),  # the mean of the logged training losses
         "last_val_loss": val_losses[-1] if val_losses else None,
         "median_tokens_per_s": statistics.median(record["tokens_per_s"] for record in steps),
     }
 
 
-def run_summary(run: Run, k: float) -> dict[str, Any]:
+def run_summary(run: Run, k: float, swept: Sequence[str] = ()) -> dict[str, Any]:
     """A run's record in summary.json; onsets of stationary runs are in tokens, of continual runs in tasks."""
     post_cycle = [probe for probe in run.probes if probe.cycle >= 1]
     tasks = [probe.tasks_trained for probe in post_cycle]
@@ -128,6 +129,7 @@ def run_summary(run: Run, k: float) -> dict[str, Any]:
         "training": training_summary(run.metrics),
         "forgetting": forgetting_summary(run),
         "mitigations": active_mitigations(run.config),
+        "swept_values": swept_values(run.config, swept),
         **spearman_fields(run.metrics, probes),
         "warnings": [{key: value for key, value in record.items() if key != "event"}
                      for record in events(run.metrics, "warning")],
@@ -139,7 +141,8 @@ def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"runs must have distinct folder names; several are called {', '.join(duplicates)}")
-    records = {run.name: run_summary(run, k) for run in runs}
+    swept = swept_settings(runs)
+    records = {run.name: run_summary(run, k, swept) for run in runs}
     groups = [group_record([records[name] for name in names]) for names in replicate_groups(runs)]
     return {
         "runs": list(records.values()),
@@ -148,4 +151,6 @@ def build_summary(runs: Sequence[Run], k: float = 3.0) -> dict[str, Any]:
         "onset_k": k,
         "diagnostics_auc_spearman_mean": mean_over_runs(list(records.values())),
         "mitigation_groups": mitigation_groups(runs),
+        "swept_settings": swept,
+        "mitigation_rankings": mitigation_rankings(runs, records, groups),
     }

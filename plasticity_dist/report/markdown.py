@@ -69,20 +69,25 @@ def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> st
     return "\n".join(lines)
 
 
-def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
-    """Runs that differ only in mitigations: AUC and its % change per probe point (a cycle's end, or a task of
-    the first cycles where probes follow every task), onset, last task-end val loss."""
+def _setting_cell(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _comparison_table(group: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
+    """Runs that differ only in mitigations and the `swept` settings: AUC and its % change per probe point (a
+    cycle's end, or a task of the first cycles where probes follow every task), onset, last task-end val loss."""
     points = sorted({(probe["tasks_trained"], probe["cycle"]) for run in group for probe in run["probes"]
                      if probe["cycle"] >= 1})
     rows = []
     for run in group:
         probes = {probe["tasks_trained"]: probe for probe in run["probes"]}
         rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
+                     *(_setting_cell(run["swept_values"][key]) for key in swept),
                      *(auc_cell(probes.get(tasks)) for tasks, _ in points),
                      observation_cell(run, run["onset_unit"]),
                      number_cell(run["training"].get("last_val_loss"), ".4f")))
     per_cycle = group[0]["tasks_per_cycle"] if group[0]["problem"] == "continual" else 1
-    columns = ("run", "mitigations",
+    columns = ("run", "mitigations", *swept,
                *(f"cycle {cycle} AUC (%)" if tasks == cycle * per_cycle else f"task {tasks} (cycle {cycle}) AUC (%)"
                  for tasks, cycle in points), f"onset ({group[0]['onset_unit']})", "last val loss")
     return _markdown_table(columns, rows)
@@ -90,17 +95,58 @@ def _comparison_table(group: Sequence[dict[str, Any]]) -> str:
 
 
 
+def _onset_counts_cell(row: dict[str, Any]) -> str:
+    """A ranked treatment's onset: mean ± SE of its pinned runs, then how many runs are of each kind."""
+    mean = mean_cell(row["onset_mean"], row["onset_se"], ",.4g") + (f" {row['onset_unit']}" if row["onset_mean"] else "")
+    return (f"{mean} ({row['onset_interval_n']} pinned, {row['onset_left_censored']} ≤, "
+            f"{row['onset_right_censored']} >, {row['onset_undetermined']} undetermined)")
+
+
+def _ranking_table(ranking: dict[str, Any], swept: Sequence[str]) -> str:
+    """One row per treatment, best first: n, AUC % change and % vs fresh init, onset, training loss and its cost."""
+    rows = []
+    for rank, row in enumerate(ranking["treatments"], start=1):
+        cost = row["loss_cost_pct"]
+        rows.append((str(rank), ", ".join(row["mitigations"]) or "none",
+                     *(_setting_cell(row["swept_values"][key]) for key in swept), str(row["n"]),
+                     *(mean_cell(row[key]["mean"], row[key]["se"], "+.2f") for key in ("auc_pct_change", "auc_vs_fresh_pct")),
+                     _onset_counts_cell(row), mean_cell(row["last_cycle_loss"]["mean"], row["last_cycle_loss"]["se"], ".4f"),
+                     "reference" if row["runs"] == ranking["reference"] else
+                     "–" if cost is None else mean_cell(cost["mean"], cost["se"], "+.2f")))
+    tasks = ranking["tasks_trained"]
+    return _markdown_table(("rank", "mitigations", *swept, "n", f"AUC % change at task {tasks}: mean ± SE",
+                            f"% vs fresh init at task {tasks}", "onset: mean ± SE (pinned runs; others by kind)",
+                            "training loss, last cycle", "training-loss cost (%)"), rows)
+
+
 def mitigations_section(summary: dict[str, Any]) -> str:
-    """Each run's mitigations, and a comparison of every group of runs that differ only in them."""
+    """Each run's mitigations, a comparison of every group of runs that differ only in them (and in the swept
+    settings) and, over seeds, a ranking of every set of replicate groups that do."""
     runs = {run["run"]: run for run in summary["runs"]}
+    swept = summary["swept_settings"]
+    differ_in = " and ".join(["their mitigations", *swept])
     lines = ["## Mitigations", "",
-             "Active mitigations with their hyperparameters (re-warming is `optimizer.schedule=rewarm_cosine`).", "",
-             _markdown_table(("run", "mitigations"),
-                             [(run["run"], ", ".join(run["mitigations"]) or "none") for run in summary["runs"]])]
+             "Active mitigations with their hyperparameters (re-warming is `optimizer.schedule=rewarm_cosine`)"
+             + (f"; swept settings: {', '.join(swept)}, one treatment per value" if swept else "") + ".", "",
+             _markdown_table(("run", "mitigations", *swept),
+                             [(run["run"], ", ".join(run["mitigations"]) or "none",
+                               *(_setting_cell(run["swept_values"][key]) for key in swept)) for run in summary["runs"]])]
     for names in summary["mitigation_groups"]:
-        lines += ["", f"### Runs that differ only in their mitigations: {', '.join(names)}", "",
+        lines += ["", f"### Runs that differ only in {differ_in}: {', '.join(names)}", "",
                   "Each cell is the probe's AUC and, in brackets, its % change against the run's own first "
-                  "reference probe; the last val loss is that of the last task end.", "", _comparison_table([runs[name] for name in names])]
+                  "reference probe; the last val loss is that of the last task end.", "",
+                  _comparison_table([runs[name] for name in names], swept)]
+    for ranking in summary["mitigation_rankings"]:
+        reference = ranking["reference"]
+        lines += ["", f"### Ranking over seeds: runs that differ only in {', '.join(['their mitigations', *swept])} "
+                      "and their seeds", "",
+                  f"Runs: {', '.join(ranking['runs'])}. One row per treatment (a replicate group), ranked by its mean "
+                  f"AUC % change at task {ranking['tasks_trained']}, the last probe every run has (lower: more "
+                  "plasticity kept). Each figure is the mean ± standard error over the treatment's runs (n); the "
+                  "onset is its replicate group's; the training loss is the mean of the logged training losses of "
+                  "each run's last cycle, and its cost the % change against the reference (no mitigations, not a "
+                  "sweep's run: " + (", ".join(reference) if reference else "none among these runs, so no cost")
+                  + "), its standard error by the delta method.", "", _ranking_table(ranking, swept)]
     return "\n".join(lines)
 
 

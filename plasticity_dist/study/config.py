@@ -14,23 +14,17 @@ from typing import Any
 from plasticity_dist.model.presets import PRESETS_BY_NAME
 from plasticity_dist.study.batch_plan import BatchPlan
 from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.study.fields import at_least, choices
+from plasticity_dist.study.mitigation_sections import MitigationsSection
 
 STUDY_LANGUAGES = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru")
 PROBE_LANGUAGE = "vi"
 STUDY_TASK_TOKENS = 5_000_000_000  # the study's tasks, and its probes, are of this many tokens
 
 
-def _choices(*allowed: Any) -> dict[str, Any]:
-    return {"choices": allowed}
-
-
-def _at_least(minimum: float) -> dict[str, Any]:
-    return {"min": minimum}
-
-
 @dataclass
 class ModelSection:
-    preset: str = field(default="100K", metadata=_choices(*PRESETS_BY_NAME))
+    preset: str = field(default="100K", metadata=choices(*PRESETS_BY_NAME))
     # null: on when the run has a CUDA GPU (engine/gpu.py); true on a CPU is refused where it cannot work
     compile: bool | None = None  # torch.compile of the model, through DeepSpeed's engine.compile()
     flash_attention: bool | None = None  # only the flash or cuDNN SDPA kernels, checked at start for our shapes
@@ -41,12 +35,12 @@ class ModelSection:
 @dataclass
 class DataSection:
     root: str = "data"  # folder holding one shard dataset per task name (relative paths resolve here)
-    seq_len: int = field(default=256, metadata=_at_least(1))
-    micro_batch_size: int = field(default=8, metadata=_at_least(1))
-    global_batch_size: int = field(default=8, metadata=_at_least(1))  # sequences per optimizer step
-    num_workers: int = field(default=1, metadata=_at_least(0))
-    shuffle_window_blocks: int = field(default=1, metadata=_at_least(1))
-    val_tokens: int = field(default=1_000_000, metadata=_at_least(1))  # per task-end evaluation
+    seq_len: int = field(default=256, metadata=at_least(1))
+    micro_batch_size: int = field(default=8, metadata=at_least(1))
+    global_batch_size: int = field(default=8, metadata=at_least(1))  # sequences per optimizer step
+    num_workers: int = field(default=1, metadata=at_least(0))
+    shuffle_window_blocks: int = field(default=1, metadata=at_least(1))
+    val_tokens: int = field(default=1_000_000, metadata=at_least(1))  # per task-end evaluation
     seed: int = 0
 
     def check(self) -> None:
@@ -61,10 +55,10 @@ class DataSection:
 class TaskSpec:
     name: str
     dataset: str = ""  # shard dataset folder; defaults to <data.root>/<name>
-    tokens: int | None = field(default=None, metadata=_at_least(1))  # defaults to curriculum.task_tokens
+    tokens: int | None = field(default=None, metadata=at_least(1))  # defaults to curriculum.task_tokens
     # seed of a permutation of the token ids applied to this task's data and validation split (data/permutation.py);
     # null: none. The control problem sets it per task; a control run's probe runs carry the probe's
-    permutation: int | None = field(default=None, metadata=_at_least(0))
+    permutation: int | None = field(default=None, metadata=at_least(0))
 
 
 @dataclass
@@ -74,20 +68,20 @@ class ControlSection:
     the probe language under a permutation no task uses. The dataset is the fixed chunk: a task of
     `curriculum.task_tokens` trains task_tokens / (dataset tokens) epochs over it."""
 
-    permutation_seed: int = field(default=0, metadata=_at_least(0))  # seeds every task's and the probe's permutation
-    tasks_per_cycle: int = field(default=5, metadata=_at_least(1))  # permuted tasks between two probes
+    permutation_seed: int = field(default=0, metadata=at_least(0))  # seeds every task's and the probe's permutation
+    tasks_per_cycle: int = field(default=5, metadata=at_least(1))  # permuted tasks between two probes
 
 
 @dataclass
 class CurriculumSection:
-    problem: str = field(default="continual", metadata=_choices("continual", "stationary", "control"))
+    problem: str = field(default="continual", metadata=choices("continual", "stationary", "control"))
     tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec(lang) for lang in STUDY_LANGUAGES])
-    task_tokens: int = field(default=STUDY_TASK_TOKENS, metadata=_at_least(1))
-    cycles: int = field(default=1, metadata=_at_least(1))
+    task_tokens: int = field(default=STUDY_TASK_TOKENS, metadata=at_least(1))
+    cycles: int = field(default=1, metadata=at_least(1))
     # stationary problem: one stream mixing every task's data
     mix_weights: list[float] | None = None
-    total_tokens: int | None = field(default=None, metadata=_at_least(1))
-    probe_every_tokens: int | None = field(default=None, metadata=_at_least(1))
+    total_tokens: int | None = field(default=None, metadata=at_least(1))
+    probe_every_tokens: int | None = field(default=None, metadata=at_least(1))
     control: ControlSection = field(default_factory=ControlSection)  # read only by the control problem
 
     def check(self) -> None:
@@ -112,15 +106,15 @@ class CurriculumSection:
 
 @dataclass
 class OptimizerSection:
-    lr: float = field(default=6e-4, metadata=_at_least(0.0))
+    lr: float = field(default=6e-4, metadata=at_least(0.0))
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = field(default=1e-8, metadata=_at_least(0.0))
+    eps: float = field(default=1e-8, metadata=at_least(0.0))
     fused: bool | None = None  # torch's fused AdamW kernel; null: on CUDA
-    weight_decay: float = field(default=0.1, metadata=_at_least(0.0))
-    grad_clip: float = field(default=1.0, metadata=_at_least(0.0))  # 0 disables clipping
-    schedule: str = field(default="constant", metadata=_choices("constant", "rewarm_cosine"))
-    warmup_steps: int = field(default=100, metadata=_at_least(0))
-    min_lr_ratio: float = field(default=0.1, metadata=_at_least(0.0))
+    weight_decay: float = field(default=0.1, metadata=at_least(0.0))
+    grad_clip: float = field(default=1.0, metadata=at_least(0.0))  # 0 disables clipping
+    schedule: str = field(default="constant", metadata=choices("constant", "rewarm_cosine"))
+    warmup_steps: int = field(default=100, metadata=at_least(0))
+    min_lr_ratio: float = field(default=0.1, metadata=at_least(0.0))
 
     def check(self) -> None:
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
@@ -131,12 +125,12 @@ class OptimizerSection:
 
 @dataclass
 class CheckpointSection:
-    every_steps: int = field(default=0, metadata=_at_least(0))  # 0: only at task ends
-    keep_last: int = field(default=2, metadata=_at_least(1))  # cycle-end checkpoints are always kept
+    every_steps: int = field(default=0, metadata=at_least(0))  # 0: only at task ends
+    keep_last: int = field(default=2, metadata=at_least(1))  # cycle-end checkpoints are always kept
     # a kept checkpoint whose probe result exists, once older than the last keep_last, is reduced to its
     # consolidated weights (safetensors, in slim_dtype) and trainer_state.json: no optimizer state to resume from
     slim_after_probe: bool = True
-    slim_dtype: str = field(default="fp32", metadata=_choices("fp32", "bf16"))
+    slim_dtype: str = field(default="fp32", metadata=choices("fp32", "bf16"))
 
 
 @dataclass
@@ -146,9 +140,9 @@ class SlurmProbeSection:
     partition: str = ""
     account: str = ""
     time: str = "04:00:00"
-    nodes: int = field(default=1, metadata=_at_least(1))
-    gpus_per_node: int = field(default=0, metadata=_at_least(0))  # the study configs ask for what a probe needs
-    cpus_per_task: int = field(default=0, metadata=_at_least(0))  # for all of a node's ranks and loader workers
+    nodes: int = field(default=1, metadata=at_least(1))
+    gpus_per_node: int = field(default=0, metadata=at_least(0))  # the study configs ask for what a probe needs
+    cpus_per_task: int = field(default=0, metadata=at_least(0))  # for all of a node's ranks and loader workers
     extra_args: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--qos=low"]
 
 
@@ -161,19 +155,19 @@ PROBE_SCHEDULING_KEYS = ("executor", "max_concurrent", "retries", "baseline", "l
 class ProbeSection:
     enabled: bool = True
     dataset: str = PROBE_LANGUAGE  # shard dataset folder, relative to data.root
-    tokens: int = field(default=STUDY_TASK_TOKENS, metadata=_at_least(1))
-    eval_points: int = field(default=11, metadata=_at_least(2))  # step 0 and the last step included
-    eval_spacing: str = field(default="linear", metadata=_choices("linear", "log"))  # linear: the study's
-    eval_tokens: int = field(default=1_000_000, metadata=_at_least(1))
-    lr: float | None = field(default=None, metadata=_at_least(0.0))  # None: the run's optimizer.lr
-    executor: str = field(default="local", metadata=_choices("inline", "local", "slurm"))
-    max_concurrent: int = field(default=1, metadata=_at_least(1))
-    retries: int = field(default=2, metadata=_at_least(0))
-    checkpoint_every_steps: int = field(default=1000, metadata=_at_least(0))  # a probe run's checkpoints; 0: none
+    tokens: int = field(default=STUDY_TASK_TOKENS, metadata=at_least(1))
+    eval_points: int = field(default=11, metadata=at_least(2))  # step 0 and the last step included
+    eval_spacing: str = field(default="linear", metadata=choices("linear", "log"))  # linear: the study's
+    eval_tokens: int = field(default=1_000_000, metadata=at_least(1))
+    lr: float | None = field(default=None, metadata=at_least(0.0))  # None: the run's optimizer.lr
+    executor: str = field(default="local", metadata=choices("inline", "local", "slurm"))
+    max_concurrent: int = field(default=1, metadata=at_least(1))
+    retries: int = field(default=2, metadata=at_least(0))
+    checkpoint_every_steps: int = field(default=1000, metadata=at_least(0))  # a probe run's checkpoints; 0: none
     baseline: bool = True  # also probe the untrained initial weights (cycle 0)
     # continual: also probe after every task of the first N cycles (an early onset falls between cycle ends);
     # a mid-cycle probe carries its task's cycle. 0: after every cycle end only
-    every_task_cycles: int = field(default=0, metadata=_at_least(0))
+    every_task_cycles: int = field(default=0, metadata=at_least(0))
     local_cpus: list[int] = field(default_factory=list)  # `local` executor: pin probes to these CPUs
     local_gpus: str = ""  # `local` executor: CUDA_VISIBLE_DEVICES for probes, e.g. "7"
     slurm: SlurmProbeSection = field(default_factory=SlurmProbeSection)
@@ -184,16 +178,16 @@ class DiagnosticsSection:
     """Plasticity diagnostics on a fixed held-out batch, every `every_steps` and at every task end."""
 
     enabled: bool = True
-    every_steps: int = field(default=100, metadata=_at_least(1))
-    batch_size: int = field(default=4, metadata=_at_least(1))  # sequences, from the tasks' validation splits
-    dormant_threshold: float = field(default=0.1, metadata=_at_least(0.0))  # ReDo's tau, also for gradient dormancy
-    srank_delta: float = field(default=0.01, metadata=_at_least(0.0))
+    every_steps: int = field(default=100, metadata=at_least(1))
+    batch_size: int = field(default=4, metadata=at_least(1))  # sequences, from the tasks' validation splits
+    dormant_threshold: float = field(default=0.1, metadata=at_least(0.0))  # ReDo's tau, also for gradient dormancy
+    srank_delta: float = field(default=0.01, metadata=at_least(0.0))
     saturation_share: float = 0.99  # a unit is saturated when this share of inputs sits in GELU's flat region
     duplicate_threshold: float = 0.95  # a unit is a duplicate when it correlates above this with another
     # the top Hessian eigenvalue at task ends: curvature_iterations Hessian-vector products (each ~2 backward
     # passes) on a copy of the whole model in the main process while the other ranks wait; off for that cost
     curvature: bool = False
-    curvature_iterations: int = field(default=20, metadata=_at_least(1))
+    curvature_iterations: int = field(default=20, metadata=at_least(1))
 
     def check(self) -> None:
         if self.srank_delta >= 1.0:
@@ -204,134 +198,12 @@ class DiagnosticsSection:
 
 
 @dataclass
-class ShrinkPerturbSection:
-    """At every task boundary: theta <- shrink * theta + noise_std * eps (Ash & Adams 2020)."""
-
-    enabled: bool = False
-    shrink: float = field(default=0.4, metadata=_at_least(0.0))
-    noise_std: float = field(default=1e-3, metadata=_at_least(0.0))
-
-    def check(self) -> None:
-        if self.shrink > 1.0:
-            raise ConfigError(f"mitigations.shrink_perturb.shrink={self.shrink} must be in [0, 1]")
-
-
-@dataclass
-class L2InitSection:
-    """`weight * ||theta - theta_0||^2` added to the loss ("L2 Init", Kumar et al. 2023)."""
-
-    enabled: bool = False
-    weight: float = field(default=1e-4, metadata=_at_least(0.0))
-
-
-@dataclass
-class ReDoSection:
-    """Every `every_steps`, reset the MLP units whose ReDo score is at most `threshold` (Sokar et al. 2023)."""
-
-    enabled: bool = False
-    every_steps: int = field(default=1000, metadata=_at_least(1))
-    threshold: float = field(default=0.1, metadata=_at_least(0.0))
-
-
-@dataclass
-class ContinualBackpropSection:
-    """Continual backprop (Dohare et al. 2024): replace mature, least useful MLP units as training goes."""
-
-    enabled: bool = False
-    replacement_rate: float = field(default=1e-4, metadata=_at_least(0.0))  # rho: units per eligible unit per step
-    maturity: int = field(default=100, metadata=_at_least(0))  # steps a unit is protected after (re)initialisation
-    decay: float = field(default=0.99, metadata=_at_least(0.0))  # of the running contribution utility
-
-    def check(self) -> None:
-        if self.decay >= 1.0 or self.replacement_rate > 1.0:
-            raise ConfigError(f"mitigations.cbp: decay={self.decay} must be in [0, 1) and replacement_rate="
-                              f"{self.replacement_rate} in [0, 1]")
-
-
-@dataclass
-class NormalizeProjectSection:
-    """After every optimizer step, each linear weight of the blocks is scaled back to its initial norm
-    ("Normalize-and-Project", Lyle et al. 2024; the blocks' LayerNorms do the normalising)."""
-
-    enabled: bool = False
-
-
-@dataclass
-class SpectralRegSection:
-    """`weight * sum (sigma_1(W) - 1)^2` over the blocks' linear weights added to the loss (Lewandowski et al.),
-    sigma_1 by `power_iterations` steps of power iteration from a fixed start, so a resumed run computes the same."""
-
-    enabled: bool = False
-    weight: float = field(default=1e-4, metadata=_at_least(0.0))
-    power_iterations: int = field(default=20, metadata=_at_least(1))
-
-
-@dataclass
-class SelfNormalizedResetsSection:
-    """Self-Normalized Resets (Farias & Jozefiak, ICLR 2025): an MLP unit is reset when it has not fired
-    (GELU input > 0) for so many tokens that, at its running firing rate, the chance of so long a gap is
-    below `threshold`."""
-
-    enabled: bool = False
-    threshold: float = field(default=1e-4, metadata=_at_least(0.0))
-    decay: float = field(default=0.99, metadata=_at_least(0.0))  # per step, of the running firing rate
-
-    def check(self) -> None:
-        if not 0.0 < self.threshold < 1.0 or self.decay >= 1.0:
-            raise ConfigError(f"mitigations.snr: threshold={self.threshold} must be in (0, 1) and decay="
-                              f"{self.decay} in [0, 1)")
-
-
-@dataclass
-class HareTortoiseSection:
-    """Hare & Tortoise (Lee et al. 2024): the tortoise, an exponential moving average of the weights with `decay`
-    per step, follows the network trained (the hare); every `every_steps` steps the hare is reset to it."""
-
-    enabled: bool = False
-    decay: float = field(default=0.999, metadata=_at_least(0.0))
-    every_steps: int = field(default=1000, metadata=_at_least(1))
-
-    def check(self) -> None:
-        if self.decay >= 1.0:
-            raise ConfigError(f"mitigations.hare_tortoise.decay={self.decay} must be in [0, 1)")
-
-
-@dataclass
-class ReplaySection:
-    """Each continual task draws `fraction` of its rows, in equal shares, from the languages trained before it
-    (by the loader's seeded weighted mix), the rest from its own language (Ibrahim et al. 2024)."""
-
-    enabled: bool = False
-    fraction: float = field(default=0.05, metadata=_at_least(0.0))
-
-    def check(self) -> None:
-        if self.fraction >= 1.0:
-            raise ConfigError(f"mitigations.replay.fraction={self.fraction} must be in [0, 1): the share of a "
-                              "task's rows replayed from earlier languages")
-
-
-@dataclass
-class MitigationsSection:
-    """Remedies for plasticity loss, all off by default. LR re-warming is `optimizer.schedule=rewarm_cosine`."""
-
-    shrink_perturb: ShrinkPerturbSection = field(default_factory=ShrinkPerturbSection)
-    l2_init: L2InitSection = field(default_factory=L2InitSection)
-    redo: ReDoSection = field(default_factory=ReDoSection)
-    cbp: ContinualBackpropSection = field(default_factory=ContinualBackpropSection)
-    nap: NormalizeProjectSection = field(default_factory=NormalizeProjectSection)
-    spectral_reg: SpectralRegSection = field(default_factory=SpectralRegSection)
-    snr: SelfNormalizedResetsSection = field(default_factory=SelfNormalizedResetsSection)
-    hare_tortoise: HareTortoiseSection = field(default_factory=HareTortoiseSection)
-    replay: ReplaySection = field(default_factory=ReplaySection)
-
-
-@dataclass
 class ForgettingSection:
     """At every task end, the validation loss of every training language (forgetting and transfer) and,
     zero-shot, of the probe language: `val_losses` and `probe_val_loss` in the `task_end` record."""
 
     enabled: bool = True
-    val_tokens: int = field(default=262_144, metadata=_at_least(1))  # per language and task end
+    val_tokens: int = field(default=262_144, metadata=at_least(1))  # per language and task end
 
 
 @dataclass
@@ -345,9 +217,9 @@ class EarlyWarningSection:
     """
 
     enabled: bool = True
-    loss_improvement_ratio: float = field(default=0.5, metadata=_at_least(0.0))
-    auc_increase_pct: float = field(default=5.0, metadata=_at_least(0.0))
-    window: int = field(default=5, metadata=_at_least(1))
+    loss_improvement_ratio: float = field(default=0.5, metadata=at_least(0.0))
+    auc_increase_pct: float = field(default=5.0, metadata=at_least(0.0))
+    window: int = field(default=5, metadata=at_least(1))
 
 
 @dataclass
@@ -356,10 +228,10 @@ class EvaluationSection:
     at `points` steps from step 0 to the task's last step, spaced by `spacing` (a probe's curve), and every
     `every_steps` steps; 0 turns either off. `tokens` per evaluation."""
 
-    points: int = field(default=0, metadata=_at_least(0))
-    spacing: str = field(default="linear", metadata=_choices("linear", "log"))
-    every_steps: int = field(default=0, metadata=_at_least(0))
-    tokens: int = field(default=1_000_000, metadata=_at_least(1))
+    points: int = field(default=0, metadata=at_least(0))
+    spacing: str = field(default="linear", metadata=choices("linear", "log"))
+    every_steps: int = field(default=0, metadata=at_least(0))
+    tokens: int = field(default=1_000_000, metadata=at_least(1))
 
     def check(self) -> None:
         if self.points == 1:
@@ -371,10 +243,10 @@ GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0}  # dense bf16, p
 
 @dataclass
 class LaunchSection:
-    zero_stage: int = field(default=1, metadata=_choices(1, 2, 3))
-    precision: str = field(default="auto", metadata=_choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
+    zero_stage: int = field(default=1, metadata=choices(1, 2, 3))
+    precision: str = field(default="auto", metadata=choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
     ds_config: str = ""  # defaults to ds_configs/zero<stage>.json
-    peak_tflops: float | None = field(default=None, metadata=_at_least(0.0))  # per-GPU peak for MFU; null: detected
+    peak_tflops: float | None = field(default=None, metadata=at_least(0.0))  # per-GPU peak for MFU; null: detected
 
 
 @dataclass
@@ -387,7 +259,7 @@ class WandbSection:
     entity: str = ""  # "": W&B's default entity
     group: str = ""  # "": <size>-<problem>[-<mitigations>], so replicate seeds share a group
     name: str = ""  # "": <group>-seed<seed>
-    mode: str = field(default="online", metadata=_choices("online", "offline"))
+    mode: str = field(default="online", metadata=choices("online", "offline"))
     tags: list[str] = field(default_factory=list)
 
 
@@ -398,8 +270,11 @@ class ExperimentConfig:
     seed: int = 0
     # runs of this config the study makes, seed = data.seed = 0 .. replicates-1, each in its own run directory
     # (slurm/train_size.sh SEED=i); `plan` counts them all, a run trains one
-    replicates: int = field(default=1, metadata=_at_least(1))
-    log_every: int = field(default=10, metadata=_at_least(1))
+    replicates: int = field(default=1, metadata=at_least(1))
+    log_every: int = field(default=10, metadata=at_least(1))
+    # the setting (a dotted key, e.g. optimizer.weight_decay) this run is one value of in a sweep: the report's
+    # mitigation comparison sets its values beside the mitigations, one row per value ("": not a sweep)
+    sweep: str = ""
     tensorboard: bool = False  # also write metrics as TensorBoard scalars to RUN/tensorboard/
     wandb: WandbSection = field(default_factory=WandbSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -416,6 +291,11 @@ class ExperimentConfig:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 
     def check(self) -> None:
+        if self.sweep:
+            try:
+                setting_value(self, self.sweep)
+            except ConfigError as error:
+                raise ConfigError(f"sweep: {error}") from None
         if self.curriculum.problem == "control" and self.mitigations.replay.enabled:
             raise ConfigError("mitigations.replay replays earlier languages; curriculum.problem=control has one "
                               "dataset under a new permutation per task: set mitigations.replay.enabled=false")
@@ -428,3 +308,15 @@ class ExperimentConfig:
         written config, the probe job and its config hash all hold the learning rate the probe uses."""
         if self.probe.lr is None:
             self.probe = dataclasses.replace(self.probe, lr=self.optimizer.lr)
+
+
+def setting_value(config: ExperimentConfig, key: str) -> Any:
+    """The value of the dotted `key` (e.g. `optimizer.weight_decay`) of `config`."""
+    node: Any = dataclasses.asdict(config)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{key!r} is not a setting of the config")
+        node = node[part]
+    if isinstance(node, dict):
+        raise ConfigError(f"{key!r} is a section of the config, not one setting")
+    return node

@@ -32,10 +32,11 @@ from plasticity_dist.engine.checkpoint_files import read_trainer_state
 from plasticity_dist.probe.auc import AUC_RULES, curve_auc
 from plasticity_dist.study.config import (PROBE_SCHEDULING_KEYS, CheckpointSection, CurriculumSection,
                                           DiagnosticsSection, EarlyWarningSection, EvaluationSection, ExperimentConfig,
-                                          ForgettingSection, MitigationsSection, TaskSpec)
+                                          ForgettingSection, TaskSpec)
 from plasticity_dist.study.config_files import config_to_dict, load_config
 from plasticity_dist.study.curriculum import dataset_path, probe_permutation
 from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.study.mitigation_sections import MitigationsSection
 from plasticity_dist.train.callbacks.evaluation import EvalPoint, PeriodicEvaluation
 
 log = get_logger()

@@ -16,7 +16,7 @@ and it is imported only when W&B is on.
   `probe/cycle`; their rows go where W&B keeps them: the step this process is logging, or, before it has
   logged any, the step after the last one W&B holds.
 - Runs are grouped as the report groups replicates: by default the W&B group is `<size>-<problem>` plus the
-  run's mitigations, and the name adds `seed<seed>`; size, problem, mitigations and seed are also config keys
+  run's mitigations and the value of the setting it sweeps, and the name adds `seed<seed>`; size, problem, mitigations and seed are also config keys
   (`study.*`) and tags, to group a sweep by any of them.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from plasticity_dist.common.fileio import atomic_write_json
 from plasticity_dist.common.run_layout import RunLayout
-from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.config import ExperimentConfig, setting_value
 from plasticity_dist.study.config_files import config_to_dict
 from plasticity_dist.study.labels import study_labels
 
@@ -37,10 +37,12 @@ PROBE_EVENT = "probe"
 
 
 def default_group(config: ExperimentConfig) -> str:
-    """`<size>-<problem>[-<mitigations>]`: runs that differ only in their seed share a group."""
+    """`<size>-<problem>[-<mitigations>][-<swept setting>=<value>]`: runs that differ only in their seed share a
+    group."""
     labels = study_labels(config)
     mitigations = "" if labels["mitigations"] == "none" else f"-{labels['mitigations']}"
-    return f"{labels['size']}-{labels['problem']}{mitigations}"
+    swept = f"-{config.sweep}={setting_value(config, config.sweep)}" if config.sweep else ""
+    return f"{labels['size']}-{labels['problem']}{mitigations}{swept}"
 
 
 def wandb_items(record: dict[str, Any]) -> dict[str, Any]:

@@ -35,9 +35,10 @@ from plasticity_dist.engine.params import (
 )
 from plasticity_dist.engine.steps import StepRunner
 from plasticity_dist.model.gpt import INIT_STD, MLP
-from plasticity_dist.study.config import (ContinualBackpropSection, ExperimentConfig, HareTortoiseSection,
-                                          L2InitSection, ReDoSection, SelfNormalizedResetsSection,
-                                          ShrinkPerturbSection, SpectralRegSection)
+from plasticity_dist.study.config import ExperimentConfig
+from plasticity_dist.study.mitigation_sections import (ContinualBackpropSection, HareTortoiseSection, L2InitSection,
+                                                       ReDoSection, SelfNormalizedResetsSection, ShrinkPerturbSection,
+                                                       SpectralRegSection)
 from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
 from plasticity_dist.train.callbacks.diagnostics import capture_activations, run_heldout_batch
 

@@ -37,7 +37,8 @@ def last_cycle_loss(added: float, seed: int) -> float:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    runs = [make_run(root, "100K", CYCLES, name=f"{name}-seed{seed}", overrides=[*overrides, f"seed={seed}"],
+    seeds = lambda seed: [f"seed={seed}", f"curriculum.control.permutation_seed={seed}"]  # as a control study's seed
+    runs = [make_run(root, "100K", CYCLES, name=f"{name}-seed{seed}", overrides=[*overrides, *seeds(seed)],
                      aucs=lambda cycle, rise=rise, seed=seed: auc(rise, seed, cycle),
                      step_loss=lambda step, added=added, seed=seed: falling_loss(step) + added + 0.03 * seed)
             for name, (overrides, rise, added) in TREATMENTS.items() for seed in SEEDS]

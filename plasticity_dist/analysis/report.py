@@ -14,6 +14,7 @@ from plasticity_dist.probe.noise import describe_noise_rule
 from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.correlation import MIN_POINTS
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
+from plasticity_dist.analysis.replicates import SEED_KEYS
 from plasticity_dist.analysis.runs import Run, events, load_run
 from plasticity_dist.analysis.censoring import OnsetObservation
 from plasticity_dist.analysis.scaling import STUDY_LAW, STUDY_TASK_TOKENS, PowerLaw, law_of, predict_onset
@@ -129,8 +130,9 @@ def replicates_section(summary: dict[str, Any]) -> str:
     """Groups of runs that differ only in their seeds: per-cycle % changes and onsets as mean ± SE with n."""
     groups = summary["replicate_groups"]
     replicated = [group for group in groups if group["n"] > 1]
+    seed_keys = ", ".join(f"`{key}`" for key in SEED_KEYS)
     lines = ["## Replicate groups", "",
-             "Runs that differ only in `seed` and `data.seed` form a group. Each % change is against the run's own "
+             f"Runs that differ only in {seed_keys} form a group. Each % change is against the run's own "
              "reference probe; a group's is the mean ± standard error over its runs with that probe (n) and its 95 % "
              "t-interval (n − 1 degrees of freedom: ± 12.71 SE for 2 runs, as ± 1 SE would be only a 50 % interval); "
              "\"within noise\" when the mean lies within t standard errors of zero, t family-wise at 95 % over the "
@@ -140,7 +142,7 @@ def replicates_section(summary: dict[str, Any]) -> str:
              _markdown_table(GROUP_ONSET_COLUMNS, group_onset_rows(groups))]
     if not replicated:
         lines += ["", "No run has a replicate, so no % change has a standard error: the σ in the AUC table is each "
-                      "run's probe noise. Runs with other seeds (`seed=`, `data.seed=`) give standard errors."]
+                      f"run's probe noise. Runs with other seeds ({seed_keys}) give standard errors."]
     for group in replicated:
         lines += ["", f"### {group['model']}: {', '.join(group['runs'])}", "", _group_change_table(group)]
     return "\n".join(lines)

@@ -219,7 +219,7 @@ def _ranking_table(ranking: dict[str, Any], swept: Sequence[str]) -> str:
                      *(_mean_cell(row[key]["mean"], row[key]["se"], "+.2f") for key in ("auc_pct_change", "auc_vs_fresh_pct")),
                      _onset_counts_cell(row), _mean_cell(row["last_cycle_loss"]["mean"], row["last_cycle_loss"]["se"], ".4f"),
                      "reference" if row["runs"] == ranking["reference"] else
-                     "–" if cost is None else _mean_cell(cost["mean"], cost["se"], "+.2f")))
+                     "–" if cost is None else _mean_cell(cost["mean"], cost["se"], "+.2f") + f" (n = {cost['n']})"))
     tasks = ranking["tasks_trained"]
     return _markdown_table(("rank", "mitigations", *swept, "n", f"AUC % change at task {tasks}: mean ± SE",
                             f"% vs fresh init at task {tasks}", "onset: mean ± SE (pinned runs; others by kind)",
@@ -251,9 +251,11 @@ def mitigations_section(summary: dict[str, Any]) -> str:
                   f"AUC % change at task {ranking['tasks_trained']}, the last probe every run has (lower: more "
                   "plasticity kept). Each figure is the mean ± standard error over the treatment's runs (n); the "
                   "onset is its replicate group's; the training loss is the mean of the logged training losses of "
-                  "each run's last cycle, and its cost the % change against the reference (no mitigations, not a "
-                  "sweep's run: " + (", ".join(reference) if reference else "none among these runs, so no cost")
-                  + "), its standard error by the delta method.", "", _ranking_table(ranking, swept)]
+                  "each run's last cycle, and its cost the % change against the reference run of the same seeds (same "
+                  "initial weights, data order and permutations), mean ± SE over those pairs (n); the reference is "
+                  "the treatment without mitigations that is not a sweep's: "
+                  + (", ".join(reference) if reference else "none among these runs, so no cost") + ".", "",
+                  _ranking_table(ranking, swept)]
     return "\n".join(lines)
 
 

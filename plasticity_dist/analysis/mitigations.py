@@ -48,13 +48,15 @@ def mitigation_groups(runs: Sequence[Run]) -> list[list[str]]:
     return [[run.name for run in group] for group in _treatment_groups(runs, ())]
 
 
-def _loss_cost(loss: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """% change of a mean training loss against the reference's, its standard error by the delta method (None
-    where either mean has none)."""
-    ratio = loss["mean"] / reference["mean"]
-    se = None if loss["se"] is None or reference["se"] is None else \
-        100 * ratio * math.hypot(loss["se"] / loss["mean"], reference["se"] / reference["mean"])
-    return {"mean": 100 * (ratio - 1), "se": se}
+def _loss_costs(names: Sequence[str], reference: Sequence[str], runs: dict[str, Run],
+                records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The % change of each run's last-cycle training loss against the reference run of the same seeds (which
+    share its initial weights, data order and permutations), as mean ± SE over those pairs."""
+    seeds = lambda name: tuple(setting_value(runs[name].config, key) for key in SEED_KEYS)
+    loss = lambda name: records[name]["training"].get("last_cycle_loss")
+    reference_loss = {seeds(name): loss(name) for name in reference}
+    pairs = [(loss(name), reference_loss.get(seeds(name))) for name in names]
+    return mean_and_error([100 * (value / base - 1) for value, base in pairs if value is not None and base is not None])
 
 
 def _ranked_row(group: dict[str, Any], records: Sequence[dict[str, Any]], tasks: int) -> dict[str, Any]:
@@ -77,10 +79,11 @@ def _ranked_row(group: dict[str, Any], records: Sequence[dict[str, Any]], tasks:
 def mitigation_rankings(runs: Sequence[Run], records: dict[str, dict[str, Any]],
                         replicate_groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Replicate groups that differ only in their treatment (one of them of several seeds), each ranking one row
-    per treatment with its seeds pooled: the AUC % change (and % vs fresh init) at the last probe every run has, as mean ± SE, the onset as
-    its replicate group gives it, and the mean training loss of the last cycle with its % change against the
-    reference, the treatment without mitigations that holds a run not made by a sweep. Rows by mean % change."""
-    plain = {run.name for run in runs if not run.config.sweep}
+    per treatment with its seeds pooled: the AUC % change (and % vs fresh init) at the last probe every run has,
+    as mean ± SE, the onset as its replicate group gives it, and the mean training loss of the last cycle with
+    its cost, the % change against the reference run of the same seeds, the reference being the treatment
+    without mitigations that holds a run not made by a sweep. Rows by mean % change, lowest first."""
+    by_name = {run.name: run for run in runs}
     rankings = []
     for members in _treatment_groups(runs, SEED_KEYS):
         common = set.intersection(*({probe["tasks_trained"] for probe in records[run.name]["probes"]
@@ -91,12 +94,12 @@ def mitigation_rankings(runs: Sequence[Run], records: dict[str, dict[str, Any]],
         if all(group["n"] == 1 for group in groups):
             continue  # no seeds to pool: the comparisons run by run say it all
         rows = [_ranked_row(group, [records[name] for name in group["runs"]], tasks) for group in groups]
-        references = [row for row in rows if not row["mitigations"] and set(row["runs"]) & plain]
-        reference = references[0] if len(references) == 1 and references[0]["last_cycle_loss"]["n"] else None
+        references = [row["runs"] for row in rows
+                      if not row["mitigations"] and any(not by_name[name].config.sweep for name in row["runs"])]
+        reference = references[0] if len(references) == 1 else None
         for row in rows:
-            row["loss_cost_pct"] = None if reference is None or not row["last_cycle_loss"]["n"] else \
-                _loss_cost(row["last_cycle_loss"], reference["last_cycle_loss"])
+            row["loss_cost_pct"] = None if reference is None else _loss_costs(row["runs"], reference, by_name, records)
         rows.sort(key=lambda row: math.inf if row["auc_pct_change"]["mean"] is None else row["auc_pct_change"]["mean"])
-        rankings.append({"runs": [run.name for run in members], "tasks_trained": tasks, "reference": None if reference is None else reference["runs"],
+        rankings.append({"runs": [run.name for run in members], "tasks_trained": tasks, "reference": reference,
                          "treatments": rows})
     return rankings

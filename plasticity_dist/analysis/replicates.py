@@ -1,4 +1,4 @@
-"""Replicate groups: runs that differ only in their seeds (`seed`, `data.seed`), and their statistics.
+"""Replicate groups: runs that differ only in their seeds (`SEED_KEYS`), and their statistics.
 
 Per probe point (tasks trained in a continual run, tokens in a stationary one: a cycle holds several where
 `probe.every_task_cycles` probes after every task) a group gives each % change as the mean ± standard error over
@@ -20,7 +20,8 @@ from plasticity_dist.analysis.runs import Run
 from plasticity_dist.analysis.settings import settings_key
 from plasticity_dist.probe.noise import noise_multiple, within_noise
 
-SEED_KEYS = ("seed", "data.seed")
+# the weights', the data order's and the control problem's permutations' (a control study's seed sets all three)
+SEED_KEYS = ("seed", "data.seed", "curriculum.control.permutation_seed")
 CHANGES = ("auc_pct_change", "auc_without_step0_pct_change")
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from plasticity_dist.analysis.correlation import MIN_POINTS
 from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
+from plasticity_dist.analysis.replicates import SEED_KEYS
 from plasticity_dist.analysis.runs import load_run
 from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, predict_onset
 from plasticity_dist.analysis.summary import build_summary
@@ -46,8 +47,9 @@ def replicates_section(summary: dict[str, Any]) -> str:
     """Groups of runs that differ only in their seeds: per-cycle % changes and onsets as mean ± SE with n."""
     groups = summary["replicate_groups"]
     replicated = [group for group in groups if group["n"] > 1]
+    seed_keys = ", ".join(f"`{key}`" for key in SEED_KEYS)
     lines = ["## Replicate groups", "",
-             "Runs that differ only in `seed` and `data.seed` form a group. Each % change is against the run's own "
+             f"Runs that differ only in {seed_keys} form a group. Each % change is against the run's own "
              "reference probe; a group's is the mean ± standard error over its runs with that probe (n) and its 95 % "
              "t-interval (n − 1 degrees of freedom: ± 12.71 SE for 2 runs, as ± 1 SE would be only a 50 % interval); "
              "\"within noise\" when the mean lies within t standard errors of zero, t family-wise at 95 % over the "
@@ -57,7 +59,7 @@ def replicates_section(summary: dict[str, Any]) -> str:
              _markdown_table(GROUP_ONSET_COLUMNS, group_onset_rows(groups))]
     if not replicated:
         lines += ["", "No run has a replicate, so no % change has a standard error: the σ in the AUC table is each "
-                      "run's probe noise. Runs with other seeds (`seed=`, `data.seed=`) give standard errors."]
+                      f"run's probe noise. Runs with other seeds ({seed_keys}) give standard errors."]
     for group in replicated:
         lines += ["", f"### {group['model']}: {', '.join(group['runs'])}", "", _group_change_table(group)]
     return "\n".join(lines)
@@ -112,7 +114,7 @@ def _ranking_table(ranking: dict[str, Any], swept: Sequence[str]) -> str:
                      *(mean_cell(row[key]["mean"], row[key]["se"], "+.2f") for key in ("auc_pct_change", "auc_vs_fresh_pct")),
                      _onset_counts_cell(row), mean_cell(row["last_cycle_loss"]["mean"], row["last_cycle_loss"]["se"], ".4f"),
                      "reference" if row["runs"] == ranking["reference"] else
-                     "–" if cost is None else mean_cell(cost["mean"], cost["se"], "+.2f")))
+                     "–" if cost is None else mean_cell(cost["mean"], cost["se"], "+.2f") + f" (n = {cost['n']})"))
     tasks = ranking["tasks_trained"]
     return _markdown_table(("rank", "mitigations", *swept, "n", f"AUC % change at task {tasks}: mean ± SE",
                             f"% vs fresh init at task {tasks}", "onset: mean ± SE (pinned runs; others by kind)",
@@ -144,9 +146,11 @@ def mitigations_section(summary: dict[str, Any]) -> str:
                   f"AUC % change at task {ranking['tasks_trained']}, the last probe every run has (lower: more "
                   "plasticity kept). Each figure is the mean ± standard error over the treatment's runs (n); the "
                   "onset is its replicate group's; the training loss is the mean of the logged training losses of "
-                  "each run's last cycle, and its cost the % change against the reference (no mitigations, not a "
-                  "sweep's run: " + (", ".join(reference) if reference else "none among these runs, so no cost")
-                  + "), its standard error by the delta method.", "", _ranking_table(ranking, swept)]
+                  "each run's last cycle, and its cost the % change against the reference run of the same seeds (same "
+                  "initial weights, data order and permutations), mean ± SE over those pairs (n); the reference is "
+                  "the treatment without mitigations that is not a sweep's: "
+                  + (", ".join(reference) if reference else "none among these runs, so no cost") + ".", "",
+                  _ranking_table(ranking, swept)]
     return "\n".join(lines)
 
 

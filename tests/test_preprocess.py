@@ -193,12 +193,13 @@ def test_same_arguments_give_identical_bytes_for_any_workers_and_array_split(tmp
     assert dataset_bytes(tmp_path / "array") == reference
 
 
-def test_preprocess_killed_mid_run_then_rerun_ends_byte_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # 1: a shard is made durable on a thread while the next is packed
+def test_preprocess_killed_mid_run_then_rerun_ends_byte_identical(tmp_path: Path, workers: str) -> None:
     arguments = ["synthetic:de", "400000", "--seq-len", "255", "--shard-tokens", "25000", "--rows-per-block", "16"]
     assert main(["preprocess", "--source", arguments[0], "--out", str(tmp_path / "clean"), "--tokens", *arguments[1:]]) == 0
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "plasticity_dist.cli", "preprocess", "--source", arguments[0], "--out", str(out),
-               "--tokens", *arguments[1:], "--workers", "2"]
+               "--tokens", *arguments[1:], "--workers", workers]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list(out.glob(".progress/shard-*.json")) and time.monotonic() < deadline:
@@ -210,6 +211,65 @@ def test_preprocess_killed_mid_run_then_rerun_ends_byte_identical(tmp_path: Path
     assert main(["preprocess", "--source", arguments[0], "--out", str(out), "--tokens", *arguments[1:]]) == 0
     clean, resumed = dataset_bytes(tmp_path / "clean"), dataset_bytes(out)
     assert {name: data for name, data in resumed.items() if ".tmp" not in name} == clean  # killed mid-write
+
+
+def _fsynced_path(fd: int, out: Path) -> str:
+    """The file or folder behind `fd`, relative to `out`, with the pid of a temporary name dropped."""
+    return re.sub(r"\.tmp\d+$", ".tmp", str(Path(os.readlink(f"/proc/self/fd/{fd}")).relative_to(out)))
+
+
+def test_one_worker_packs_the_next_shard_while_the_last_is_made_durable(tmp_path: Path, monkeypatch) -> None:
+    """Every shard's tar is fsynced, renamed and its folder fsynced, then its completion marker the same way, in
+    build order; meanwhile the next shard is packed (the first tar's fsync waits for the second shard's file)."""
+    out, events, overlapped = tmp_path / "data", [], []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        path = _fsynced_path(fd, out)
+        if path == f"{shard_name(0)}.tmp":
+            deadline = time.monotonic() + 10
+            while not (out / f"{shard_name(1)}.tmp").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            overlapped.append((out / f"{shard_name(1)}.tmp").exists())
+        real_fsync(fd)
+        events.append(("fsync", path))
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        real_replace(source, target)
+        events.append(("rename", str(Path(target).relative_to(out))))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    assert preprocess("synthetic:ru", out, 4096) == 0
+    assert overlapped == [True]
+    shards = len(read_manifest(out).shards)
+    written = [(".progress/.args.json.tmp", ".progress/args.json", ".progress")]
+    for index in range(shards):
+        marker = shard_name(index).replace(".tar", ".json")
+        written += [(f"{shard_name(index)}.tmp", shard_name(index), "."),
+                    (f".progress/.{marker}.tmp", f".progress/{marker}", ".progress")]
+    written.append((".manifest.json.tmp", "manifest.json", "."))
+    assert events == [event for tmp, final, folder in written
+                      for event in [("fsync", tmp), ("rename", final), ("fsync", folder)]]
+
+
+def test_a_disk_error_while_a_shard_is_made_durable_fails_the_run_and_a_rerun_completes_it(
+        tmp_path: Path, monkeypatch) -> None:
+    assert preprocess("synthetic:ru", tmp_path / "clean", 4096) == 0
+    out, real_fsync = tmp_path / "data", os.fsync
+
+    def fsync(fd: int) -> None:
+        if _fsynced_path(fd, out) == f"{shard_name(2)}.tmp":
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="No space left"):
+        preprocess("synthetic:ru", out, 4096)
+    assert sorted(path.name for path in out.glob(".progress/shard-*.json")) == ["shard-000000.json", "shard-000001.json"]
+    monkeypatch.undo()
+    assert preprocess("synthetic:ru", out, 4096) == 0
+    assert {name: data for name, data in dataset_bytes(out).items() if ".tmp" not in name} == dataset_bytes(tmp_path / "clean")
 
 
 def test_rerun_with_other_arguments_is_refused(tmp_path: Path, capsys) -> None:

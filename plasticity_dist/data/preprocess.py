@@ -15,7 +15,10 @@ Shards are built in this process or in a pool of `--workers` forked processes. E
 thread, which the OS runs on a core left free: for one worker on two cores, or for the last shards of a run.
 
 A finished shard is a renamed tar plus a completion marker (`.progress/shard-NNNNNN.json`); a rerun
-skips shards with a marker. Whichever run (or `verify`) sees every marker writes the manifest.
+skips shards with a marker. Whichever run (or `verify`) sees every marker writes the manifest. Making a shard
+durable (fsync the tar, rename it, fsync its folder, then the same for its marker) waits on the disk, not the
+CPU: in this process it runs on a thread of its own while the next shard is packed, in build order, so the
+four fsyncs of every shard do not stall packing. A shard whose marker is missing is rebuilt, to the same bytes.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from plasticity_dist.common.fileio import atomic_write_json
 from plasticity_dist.common.logging import get_logger
 from plasticity_dist.common.processes import usable_cpus
 from plasticity_dist.data.shards import (
-    Manifest, ShardError, ShardInfo, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype,
+    Manifest, ShardError, ShardWriter, read_manifest, shard_from_json, shard_name, token_dtype,
     verify_dataset, write_manifest,
 )
 from plasticity_dist.data.sources import Documents, iter_documents
@@ -146,23 +149,28 @@ class _WriteBehind:
         future.result()  # re-raises a write error here
         self.report(tokens)
 
-    def finish(self) -> ShardInfo:
+    def drain(self) -> None:
         while self.queued:
             self._wait_oldest()
-        return self.writer.finish()
 
 
-def build_shard(args: PreprocessArgs, out: Path, job: ShardJob, report: Callable[[int], None]) -> None:
-    """Tokenize, pack and write one shard, then its completion marker; `report` gets tokens as blocks land."""
+def build_shard(args: PreprocessArgs, out: Path, job: ShardJob, report: Callable[[int], None]) -> Callable[[], None]:
+    """Tokenize, pack and write one shard's blocks (`report` gets tokens as they land); returns what is left,
+    which may run on another thread: fsync and rename the tar, then write its completion marker."""
     tokenizer = load_tokenizer(args.tokenizer)
     dataset_dir = job.dataset_dir(out)
+    writer = ShardWriter(dataset_dir / shard_name(job.index))
     with ThreadPoolExecutor(max_workers=1) as executor:
-        writer = _WriteBehind(ShardWriter(dataset_dir / shard_name(job.index)), executor, report)
-        shard, accounts = _pack(args, job, tokenizer, writer)
-    atomic_write_json(job.marker(dataset_dir), {
-        "args": asdict(args), "split": job.split, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
-        "eot_id": tokenizer.eot_id, "shard": shard.to_json(), "reading": accounts,
-    })
+        accounts = _pack(args, job, tokenizer, _WriteBehind(writer, executor, report))
+
+    def make_durable() -> None:
+        atomic_write_json(job.marker(dataset_dir), {
+            "args": asdict(args), "split": job.split, "tokenizer": tokenizer.name,
+            "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id, "shard": writer.finish().to_json(),
+            "reading": accounts,
+        })
+
+    return make_durable
 
 
 def _batch_size(ids_needed: int, ids_read: int, documents_read: int) -> int:
@@ -175,9 +183,9 @@ def _batch_size(ids_needed: int, ids_read: int, documents_read: int) -> int:
     return max(1, min(DOCUMENTS_PER_BATCH, documents_read, wanted))
 
 
-def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _WriteBehind) -> tuple[ShardInfo, dict]:
-    """The job's documents, tokenized and packed into blocks of rows through `writer`; returns the shard and
-    its reading accounts (documents read and used, records its reader took from the source)."""
+def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _WriteBehind) -> dict[str, int]:
+    """The job's documents, tokenized and packed into blocks of rows written through `writer`; returns its
+    reading accounts (documents read and used, records its reader took from the source)."""
     dtype, row_len = token_dtype(tokenizer.vocab_size), args.seq_len + 1
     documents = job.documents(args)
     pending: list[np.ndarray] = []  # ids not yet in a block, joined only when a block is due
@@ -203,7 +211,8 @@ def _pack(args: PreprocessArgs, job: ShardJob, tokenizer: Tokenizer, writer: _Wr
             unused = int(np.count_nonzero(ids[cut - 1:-1] == tokenizer.eot_id))
     accounts = {"documents_read": documents_read, "documents_used": documents_read - unused,
                 "source_records_read": documents.records_read}
-    return writer.finish(), accounts
+    writer.drain()
+    return accounts
 
 
 def _ran_out(args: PreprocessArgs, job: ShardJob, documents_read: int, packed: int, ids_read: int) -> NoReturn:
@@ -274,7 +283,7 @@ def _init_worker(queue: Any) -> None:
 
 
 def _build_in_worker(args: PreprocessArgs, out: Path, job: ShardJob) -> None:
-    build_shard(args, out, job, _progress_queue.put)
+    build_shard(args, out, job, _progress_queue.put)()  # durable before the pool counts the job done
 
 
 class _TokensPerSecond(ProgressColumn):
@@ -289,9 +298,15 @@ def _run_jobs(args: PreprocessArgs, out: Path, jobs: list[ShardJob], workers: in
     `tokenizers` turns its thread pool off in a child forked after that pool ran."""
     bar = progress.add_task(f"preprocess {args.source}", total=sum(job.rows for job in jobs) * (args.seq_len + 1))
     if workers == 1 or len(jobs) <= 1:
-        with progress:
+        with progress, ThreadPoolExecutor(max_workers=1) as durability:
+            finishing: Future | None = None
             for job in jobs:
-                build_shard(args, out, job, lambda tokens: progress.advance(bar, tokens))
+                make_durable = build_shard(args, out, job, lambda tokens: progress.advance(bar, tokens))
+                if finishing is not None:
+                    finishing.result()  # re-raises a write error of the shard before
+                finishing = durability.submit(make_durable)
+            if finishing is not None:
+                finishing.result()
         return
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

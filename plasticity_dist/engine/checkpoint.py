@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, CheckpointError, consolidate_zero_shards,
-                                                    is_complete, read_trainer_state)
+                                                    is_complete, read_trainer_state, require_complete)
 from plasticity_dist.engine.slim import finish_interrupted, is_slim, is_work_folder, read_slim_weights, slim_checkpoint
 
 RANK_TENSORS = "rank_tensors"  # the folder of the callbacks' per-rank tensors
@@ -37,7 +37,7 @@ def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dic
     Works whatever the world size that saved it. Every key the model expects must come back: DeepSpeed's
     consolidation has dropped tied weights before (DeepSpeed #1896), and a missing one is an error here.
     """
-    read_trainer_state(path)
+    require_complete(Path(path))
     weights = read_slim_weights(Path(path)) if is_slim(Path(path)) else consolidate_zero_shards(path)
     missing = sorted(set(expected_keys) - set(weights))
     if missing:
@@ -132,10 +132,11 @@ class Checkpointer:
         fsync_file(path)
         fsync_dir(path.parent)
 
-    def load_rank_tensors(self, path: Path) -> dict[str, torch.Tensor]:
-        """This rank's callback tensors saved in checkpoint `path` (empty when it holds none), on this rank's
-        device. Each file holds one rank's share, so they load only on as many ranks as saved them."""
-        saved_by = read_trainer_state(path).get(RANK_TENSOR_RANKS)
+    def load_rank_tensors(self, path: Path, trainer_state: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """This rank's callback tensors saved in checkpoint `path`, whose trainer state `load` returned (empty when
+        it holds none), on this rank's device. Each file holds one rank's share, so they load only on as many
+        ranks as saved them."""
+        saved_by = trainer_state.get(RANK_TENSOR_RANKS)
         if saved_by is None:
             return {}
         if saved_by != self.accelerator.num_processes:

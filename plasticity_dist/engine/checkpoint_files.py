@@ -21,13 +21,18 @@ def is_complete(path: Path) -> bool:
     return (path / TRAINER_STATE).is_file()
 
 
-def read_trainer_state(path: str | Path) -> dict[str, Any]:
-    """The trainer state of a complete checkpoint; a clear error for anything else."""
-    path = Path(path)
+def require_complete(path: Path) -> None:
+    """A clear error unless `path` is a complete checkpoint (its trainer state written, which is written last)."""
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not is_complete(path):
         raise CheckpointError(f"checkpoint {path} is incomplete (no {TRAINER_STATE}); it was not finished")
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any]:
+    """The trainer state of a complete checkpoint; a clear error for anything else."""
+    path = Path(path)
+    require_complete(path)
     try:
         return json.loads((path / TRAINER_STATE).read_text())
     except json.JSONDecodeError as error:

@@ -171,7 +171,7 @@ class Trainer:
         log.info(f"resumed from {checkpoint} at step {state.step} (task {state.task_index}, {state.tokens_seen:,} tokens)")
         self.metrics.truncate_after(state.step, next_task=state.task_index if state.step_in_task == 0 else None)
         self.callbacks.load_state_dict(state.callbacks)
-        self.callbacks.load_rank_tensors(self.checkpointer.load_rank_tensors(checkpoint))
+        self.callbacks.load_rank_tensors(self.checkpointer.load_rank_tensors(checkpoint, saved))
         state.world_size = self.world.world_size
         self.checkpointing.poll()  # resubmit probes that died with the previous process
         return state

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from past_package import run_in_past_package  # noqa: E402
 
@@ -49,6 +50,7 @@ SIZES = (4_979_808, 12_199_152, 27_658_080, 54_081_920, 108_009_408, 318_552_192
 SHAPES = ("exp_dip", "v", "flat_bottom", "straight", "smooth_u")
 SCHEDULES = ("cycle", "early")
 HEADLINE = {"noise_pct": (0.1, 0.2, 0.5), "scatter": (0.0, 0.1, 0.25)}  # the issue's target region
+COVERAGE_TARGET = (0.90, 0.98)
 
 
 def probe_tasks(schedule: str) -> np.ndarray:
@@ -154,6 +156,14 @@ def old_estimator(study: Study) -> dict[str, tuple[float, float | None, float | 
     return results
 
 
+def coverage_interval(covered: int, fits: int) -> tuple[float, float]:
+    """Clopper-Pearson 95 % interval of a coverage counted over `fits` studies: at 100 studies a true 0.95 reads
+    outside 0.90-0.98 in about 5 % of settings by chance (11 % at 50), so a setting misses the target only where this
+    interval lies wholly outside it."""
+    interval = stats.binomtest(covered, fits).proportion_ci(0.95)
+    return interval.low, interval.high
+
+
 def evaluate(estimator: Estimator, settings: Sequence[dict], seeds: int, studies: int, seed: int) -> list[dict]:
     """Per setting and fit: median b, coverage and median width of the b interval, share refused."""
     rows = []
@@ -165,9 +175,11 @@ def evaluate(estimator: Estimator, settings: Sequence[dict], seeds: int, studies
         for name, results in fits.items():
             done = [result for result in results if result is not None]
             closed = [(low, high) for _, low, high in done if low is not None and high is not None]
+            covered = sum(low <= TRUE_B <= high for low, high in closed)
             rows.append({**setting, "fit": name, "studies": len(results), "refused": 1 - len(done) / len(results),
                          "median_b": statistics.median(b for b, _, _ in done) if done else math.nan,
-                         "coverage": (sum(low <= TRUE_B <= high for low, high in closed) / len(done)) if done else math.nan,
+                         "coverage": covered / len(done) if done else math.nan,
+                         "coverage_interval": coverage_interval(covered, len(done)) if done else (math.nan, math.nan),
                          "median_width": statistics.median(high - low for low, high in closed) if closed else math.nan})
     return rows
 
@@ -187,12 +199,14 @@ def baseline_rows(ref: str, args: argparse.Namespace) -> list[dict]:
 
 
 def print_table(rows: Sequence[dict]) -> None:
-    print("| schedule | shape | noise % | scatter | fit | median b | bias | coverage | median width | refused |")
+    print("| schedule | shape | noise % | scatter | fit | median b | bias | coverage (95 % MC interval) | median width "
+          "| refused |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
+        low, high = row["coverage_interval"]
         print(f"| {row['schedule']} | {row['shape']} | {row['noise_pct']:g} | {row['scatter']:g} | {row['fit']} | "
-              f"{row['median_b']:.3f} | {row['median_b'] - TRUE_B:+.3f} | {row['coverage']:.2f} | "
-              f"{row['median_width']:.2f} | {row['refused']:.2f} |")
+              f"{row['median_b']:.3f} | {row['median_b'] - TRUE_B:+.3f} | {row['coverage']:.2f} "
+              f"({low:.2f}-{high:.2f}) | {row['median_width']:.2f} | {row['refused']:.2f} |")
 
 
 def headline(rows: Sequence[dict]) -> None:
@@ -204,9 +218,14 @@ def headline(rows: Sequence[dict]) -> None:
             continue
         worst_bias = max(abs(row["median_b"] - TRUE_B) for row in chosen)
         coverages = [row["coverage"] for row in chosen]
-        prefix = f"{fit}_{schedule}"
+        intervals = [row["coverage_interval"] for row in chosen]
+        met = sum(COVERAGE_TARGET[0] <= low and high <= COVERAGE_TARGET[1] for low, high in intervals)
+        missed = sum(high < COVERAGE_TARGET[0] or low > COVERAGE_TARGET[1] for low, high in intervals)
+        prefix, target = f"{fit}_{schedule}", "{:.2f}-{:.2f}".format(*COVERAGE_TARGET)
         print(f"{prefix}_worst_abs_median_bias: {worst_bias:.3f} (target <= 0.05)")
-        print(f"{prefix}_coverage_range: {min(coverages):.2f}-{max(coverages):.2f} (target 0.90-0.98)")
+        print(f"{prefix}_coverage_range: {min(coverages):.2f}-{max(coverages):.2f} (target {target})")
+        print(f"{prefix}_coverage_target_by_95pct_interval: met {met}, missed {missed}, undecided "
+              f"{len(chosen) - met - missed} of {len(chosen)} settings")
         print(f"{prefix}_median_width: {statistics.median(row['median_width'] for row in chosen):.3f}")
 
 

@@ -17,10 +17,13 @@ from test_report_diagnostics import report_on
 
 CYCLES = 4
 SEEDS = (0, 1, 2)
-# treatment: (overrides, AUC rise per cycle, training loss added): the default weight decay is 0.1
+# treatment: (overrides, AUC rise per cycle, training loss added): the default weight decay is 0.1, the default
+# schedule constant after 100 warmup steps
+REWARMING = "rewarming(warmup_steps=20, min_lr_ratio=0.1)"
 TREATMENTS = {
     "none": ([], 0.10, 0.0),
     "l2": (["mitigations.l2_init.enabled=true"], 0.01, 0.2),
+    "rewarm": (["optimizer.schedule=rewarm_cosine", "optimizer.warmup_steps=20"], 0.08, 0.05),
     "wd-0.01": (["optimizer.weight_decay=0.01", "sweep=optimizer.weight_decay"], 0.12, -0.1),
     "wd-1": (["optimizer.weight_decay=1.0", "sweep=optimizer.weight_decay"], 0.05, 0.1),
 }
@@ -54,8 +57,9 @@ def test_a_sweep_compares_as_one_row_per_value_beside_the_mitigations(report):
     heading = "### Runs that differ only in their mitigations and optimizer.weight_decay: "
     comparison = markdown.split(heading + ", ".join(f"{name}-seed0" for name in TREATMENTS))[1].split("\n### ")[0]
     assert "| run | mitigations | optimizer.weight_decay | cycle 1 AUC (%) |" in comparison
-    for name, value in (("none", "0.1"), ("l2", "0.1"), ("wd-0.01", "0.01"), ("wd-1", "1")):
-        assert f"| {name}-seed0 | {'l2_init(weight=0.0001)' if name == 'l2' else 'none'} | {value} | " in comparison
+    labels = {"l2": "l2_init(weight=0.0001)", "rewarm": REWARMING}
+    for name, value in (("none", "0.1"), ("l2", "0.1"), ("rewarm", "0.1"), ("wd-0.01", "0.01"), ("wd-1", "1")):
+        assert f"| {name}-seed0 | {labels.get(name, 'none')} | {value} | " in comparison
     assert "other-lr" not in comparison
 
 
@@ -65,7 +69,7 @@ def test_the_ranking_pools_seeds_per_treatment_and_orders_by_the_last_auc_change
     assert ranking["tasks_trained"] == CYCLES * len(TASKS) and "other-lr" not in ranking["runs"]
     assert ranking["reference"] == [f"none-seed{seed}" for seed in SEEDS]
     rows = ranking["treatments"]
-    assert [row["runs"][0] for row in rows] == ["l2-seed0", "wd-1-seed0", "none-seed0", "wd-0.01-seed0"]
+    assert [row["runs"][0] for row in rows] == ["l2-seed0", "wd-1-seed0", "rewarm-seed0", "none-seed0", "wd-0.01-seed0"]
     for row in rows:
         overrides, rise, added = TREATMENTS[row["runs"][0].rsplit("-", 1)[0]]
         changes = [100 * (auc(rise, seed, CYCLES) / auc(rise, seed, 1) - 1) for seed in SEEDS]
@@ -85,7 +89,17 @@ def test_the_ranking_pools_seeds_per_treatment_and_orders_by_the_last_auc_change
     first = rows[0]
     assert (f"| 1 | l2_init(weight=0.0001) | 0.1 | 3 | {first['auc_pct_change']['mean']:+.2f} ± "
             f"{first['auc_pct_change']['se']:.2f} | ") in table
-    assert "| 3 | none | 0.1 | 3 |" in table and table.count("| reference |") == 1
+    assert f"| 3 | {REWARMING} | 0.1 | 3 |" in table and "| 4 | none | 0.1 | 3 |" in table
+    assert table.count("| reference |") == 1
+
+
+def test_a_schedule_setting_the_mitigation_labels_do_not_state_is_shown(tmp_path):
+    runs = [make_run(tmp_path, "100K", 3, name=f"warmup-{steps}", overrides=[f"optimizer.warmup_steps={steps}"])
+            for steps in (100, 0)]
+    markdown, summary = report_on(runs, tmp_path / "report")
+    assert summary["mitigation_groups"] == [["warmup-100", "warmup-0"]]
+    assert "| run | mitigations | optimizer.warmup_steps | cycle 1 AUC (%) |" in markdown
+    assert "| warmup-0 | none | 0 | " in markdown
 
 
 def test_no_ranking_without_a_second_treatment_or_without_seeds_to_pool(tmp_path):
@@ -100,7 +114,7 @@ def test_no_ranking_without_a_second_treatment_or_without_seeds_to_pool(tmp_path
 
 def test_each_value_of_a_sweep_is_a_wandb_group_of_its_own():
     groups = {default_group(load_config(None, overrides)) for overrides, _, _ in TREATMENTS.values()}
-    assert groups == {"100K-continual", "100K-continual-l2_init(weight=0.0001)",
+    assert groups == {"100K-continual", "100K-continual-l2_init(weight=0.0001)", f"100K-continual-{REWARMING}",
                       "100K-continual-optimizer.weight_decay=0.01", "100K-continual-optimizer.weight_decay=1.0"}
 
 

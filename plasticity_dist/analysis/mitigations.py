@@ -1,7 +1,8 @@
 """The settings runs sweep, and the runs that differ only in their treatment.
 
-A treatment is a run's mitigations with the values of the swept settings (those a run names in `sweep`, e.g.
-`optimizer.weight_decay`), so a sweep of one setting compares as one row per value. Runs of one seed that differ
+A treatment is a run's mitigations with its LR schedule's settings (re-warming is `optimizer.schedule=
+rewarm_cosine`, with its own warmup and floor) and the values of the swept settings (those a run names in
+`sweep`, e.g. `optimizer.weight_decay`), so a sweep of one setting compares as one row per value. Runs of one seed that differ
 only in their treatment are compared run by run (`mitigation_groups`); the replicate groups that differ only in
 it are ranked with their seeds pooled (`mitigation_rankings`). What mitigations a run used is
 `study/labels.py`'s `active_mitigations`.
@@ -20,7 +21,8 @@ from plasticity_dist.analysis.settings import settings_key
 from plasticity_dist.study.config import ExperimentConfig, setting_value
 from plasticity_dist.study.labels import active_mitigations
 
-MITIGATION_KEYS = ("mitigations", "optimizer.schedule")
+SCHEDULE_KEYS = ("optimizer.schedule", "optimizer.warmup_steps", "optimizer.min_lr_ratio")
+MITIGATION_KEYS = ("mitigations", *SCHEDULE_KEYS)
 
 
 def swept_settings(runs: Sequence[Run]) -> list[str]:
@@ -28,9 +30,20 @@ def swept_settings(runs: Sequence[Run]) -> list[str]:
     return sorted({run.config.sweep for run in runs if run.config.sweep})
 
 
-def swept_values(config: ExperimentConfig, swept: Sequence[str]) -> dict[str, Any]:
-    """The run's value of each swept setting."""
-    return {key: setting_value(config, key) for key in swept}
+def treatment_settings(config: ExperimentConfig, swept: Sequence[str]) -> dict[str, Any]:
+    """The run's values of the settings a treatment holds besides its mitigations: the schedule's and the swept."""
+    return {key: setting_value(config, key) for key in (*SCHEDULE_KEYS, *swept)}
+
+
+def shown_settings(records: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[str]:
+    """The treatment settings a comparison of these runs' summary records shows beside their mitigations: every
+    swept one, and a schedule setting where runs of the same mitigations differ in it (re-warming's label
+    states its own)."""
+    by_mitigations: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_mitigations[tuple(record["mitigations"])].append(record)
+    return [key for key in SCHEDULE_KEYS if any(len({record["treatment_settings"][key] for record in same}) > 1
+                                               for same in by_mitigations.values())] + list(swept)
 
 
 def _treatment_groups(runs: Sequence[Run], ignored: Sequence[str]) -> list[list[Run]]:
@@ -39,7 +52,7 @@ def _treatment_groups(runs: Sequence[Run], ignored: Sequence[str]) -> list[list[
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         groups[settings_key(run.config, (*MITIGATION_KEYS, *swept, *ignored))].append(run)
-    treatment = lambda run: (tuple(active_mitigations(run.config)), tuple(swept_values(run.config, swept).values()))
+    treatment = lambda run: (tuple(active_mitigations(run.config)), tuple(treatment_settings(run.config, swept).values()))
     return [group for group in groups.values() if len({treatment(run) for run in group}) > 1]
 
 
@@ -65,7 +78,7 @@ def _ranked_row(group: dict[str, Any], records: Sequence[dict[str, Any]], tasks:
     changes = mean_and_error([probe["auc_pct_change"] for probe in probes if probe["auc_pct_change"] is not None])
     return {
         "runs": group["runs"], "n": group["n"], "mitigations": group["mitigations"],
-        "swept_values": records[0]["swept_values"],
+        "treatment_settings": records[0]["treatment_settings"],
         "auc_pct_change": changes,
         "auc_vs_fresh_pct": mean_and_error([probe["auc_vs_fresh_pct"] for probe in probes
                                             if probe["auc_vs_fresh_pct"] is not None]),
@@ -101,5 +114,6 @@ def mitigation_rankings(runs: Sequence[Run], records: dict[str, dict[str, Any]],
             row["loss_cost_pct"] = None if reference is None else _loss_costs(row["runs"], reference, by_name, records)
         rows.sort(key=lambda row: math.inf if row["auc_pct_change"]["mean"] is None else row["auc_pct_change"]["mean"])
         rankings.append({"runs": [run.name for run in members], "tasks_trained": tasks, "reference": reference,
+                         "settings": shown_settings([records[name] for name in names], swept_settings(runs)),
                          "treatments": rows})
     return rankings

@@ -15,7 +15,8 @@ from typing import Any
 
 from plasticity_dist.analysis.censoring import observation_of
 from plasticity_dist.analysis.forgetting import forgetting_summary
-from plasticity_dist.analysis.mitigations import mitigation_groups, mitigation_rankings, swept_settings, swept_values
+from plasticity_dist.analysis.mitigations import (mitigation_groups, mitigation_rankings, swept_settings,
+                                                  treatment_settings)
 from plasticity_dist.analysis.onset import estimate_onset
 from plasticity_dist.analysis.predictors import mean_over_runs, spearman_fields
 from plasticity_dist.analysis.replicates import group_record, replicate_groups
@@ -129,7 +130,7 @@ def run_summary(run: Run, k: float, swept: Sequence[str] = ()) -> dict[str, Any]
         "training": training_summary(run.metrics),
         "forgetting": forgetting_summary(run),
         "mitigations": active_mitigations(run.config),
-        "swept_values": swept_values(run.config, swept),
+        "treatment_settings": treatment_settings(run.config, swept),
         **spearman_fields(run.metrics, probes),
         "warnings": [{key: value for key, value in record.items() if key != "event"}
                      for record in events(run.metrics, "warning")],

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from plasticity_dist.analysis.correlation import MIN_POINTS
+from plasticity_dist.analysis.mitigations import shown_settings
 from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
 from plasticity_dist.analysis.replicates import SEED_KEYS
@@ -75,21 +76,22 @@ def _setting_cell(value: Any) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
-def _comparison_table(group: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
-    """Runs that differ only in mitigations and the `swept` settings: AUC and its % change per probe point (a
-    cycle's end, or a task of the first cycles where probes follow every task), onset, last task-end val loss."""
+def _comparison_table(group: Sequence[dict[str, Any]], settings: Sequence[str]) -> str:
+    """Runs that differ only in their treatment, the treatment `settings` beside the mitigations: AUC and its %
+    change per probe point (a cycle's end, or a task of the first cycles where probes follow every task), onset,
+    last task-end val loss."""
     points = sorted({(probe["tasks_trained"], probe["cycle"]) for run in group for probe in run["probes"]
                      if probe["cycle"] >= 1})
     rows = []
     for run in group:
         probes = {probe["tasks_trained"]: probe for probe in run["probes"]}
         rows.append((run["run"], ", ".join(run["mitigations"]) or "none",
-                     *(_setting_cell(run["swept_values"][key]) for key in swept),
+                     *(_setting_cell(run["treatment_settings"][key]) for key in settings),
                      *(auc_cell(probes.get(tasks)) for tasks, _ in points),
                      observation_cell(run, run["onset_unit"]),
                      number_cell(run["training"].get("last_val_loss"), ".4f")))
     per_cycle = group[0]["tasks_per_cycle"] if group[0]["problem"] == "continual" else 1
-    columns = ("run", "mitigations", *swept,
+    columns = ("run", "mitigations", *settings,
                *(f"cycle {cycle} AUC (%)" if tasks == cycle * per_cycle else f"task {tasks} (cycle {cycle}) AUC (%)"
                  for tasks, cycle in points), f"onset ({group[0]['onset_unit']})", "last val loss")
     return _markdown_table(columns, rows)
@@ -104,19 +106,19 @@ def _onset_counts_cell(row: dict[str, Any]) -> str:
             f"{row['onset_right_censored']} >, {row['onset_undetermined']} undetermined)")
 
 
-def _ranking_table(ranking: dict[str, Any], swept: Sequence[str]) -> str:
+def _ranking_table(ranking: dict[str, Any]) -> str:
     """One row per treatment, best first: n, AUC % change and % vs fresh init, onset, training loss and its cost."""
     rows = []
     for rank, row in enumerate(ranking["treatments"], start=1):
         cost = row["loss_cost_pct"]
         rows.append((str(rank), ", ".join(row["mitigations"]) or "none",
-                     *(_setting_cell(row["swept_values"][key]) for key in swept), str(row["n"]),
+                     *(_setting_cell(row["treatment_settings"][key]) for key in ranking["settings"]), str(row["n"]),
                      *(mean_cell(row[key]["mean"], row[key]["se"], "+.2f") for key in ("auc_pct_change", "auc_vs_fresh_pct")),
                      _onset_counts_cell(row), mean_cell(row["last_cycle_loss"]["mean"], row["last_cycle_loss"]["se"], ".4f"),
                      "reference" if row["runs"] == ranking["reference"] else
                      "–" if cost is None else mean_cell(cost["mean"], cost["se"], "+.2f") + f" (n = {cost['n']})"))
     tasks = ranking["tasks_trained"]
-    return _markdown_table(("rank", "mitigations", *swept, "n", f"AUC % change at task {tasks}: mean ± SE",
+    return _markdown_table(("rank", "mitigations", *ranking["settings"], "n", f"AUC % change at task {tasks}: mean ± SE",
                             f"% vs fresh init at task {tasks}", "onset: mean ± SE (pinned runs; others by kind)",
                             "training loss, last cycle", "training-loss cost (%)"), rows)
 
@@ -132,16 +134,18 @@ def mitigations_section(summary: dict[str, Any]) -> str:
              + (f"; swept settings: {', '.join(swept)}, one treatment per value" if swept else "") + ".", "",
              _markdown_table(("run", "mitigations", *swept),
                              [(run["run"], ", ".join(run["mitigations"]) or "none",
-                               *(_setting_cell(run["swept_values"][key]) for key in swept)) for run in summary["runs"]])]
+                               *(_setting_cell(run["treatment_settings"][key]) for key in swept))
+                              for run in summary["runs"]])]
     for names in summary["mitigation_groups"]:
+        group = [runs[name] for name in names]
         lines += ["", f"### Runs that differ only in {differ_in}: {', '.join(names)}", "",
                   "Each cell is the probe's AUC and, in brackets, its % change against the run's own first "
                   "reference probe; the last val loss is that of the last task end.", "",
-                  _comparison_table([runs[name] for name in names], swept)]
+                  _comparison_table(group, shown_settings(group, swept))]
     for ranking in summary["mitigation_rankings"]:
         reference = ranking["reference"]
-        lines += ["", f"### Ranking over seeds: runs that differ only in {', '.join(['their mitigations', *swept])} "
-                      "and their seeds", "",
+        lines += ["", f"### Ranking over seeds: runs that differ only in "
+                      f"{', '.join(['their mitigations', *swept])} and their seeds", "",
                   f"Runs: {', '.join(ranking['runs'])}. One row per treatment (a replicate group), ranked by its mean "
                   f"AUC % change at task {ranking['tasks_trained']}, the last probe every run has (lower: more "
                   "plasticity kept). Each figure is the mean ± standard error over the treatment's runs (n); the "
@@ -150,7 +154,7 @@ def mitigations_section(summary: dict[str, Any]) -> str:
                   "initial weights, data order and permutations), mean ± SE over those pairs (n); the reference is "
                   "the treatment without mitigations that is not a sweep's: "
                   + (", ".join(reference) if reference else "none among these runs, so no cost") + ".", "",
-                  _ranking_table(ranking, swept)]
+                  _ranking_table(ranking)]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ import torch
 from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.train.callbacks.diagnostic_measures import (
     attention_entropy, dormant_scores, duplicate_ratio, effective_rank, feature_moments, gradient_scores,
-    moment_drift, saturated_ratio, spectral_norm, srank, stable_rank, top_hessian_eigenvalue,
+    moment_drift, saturated_ratio, spectral_norm, srank, top_hessian_eigenvalue, weight_spectrum,
 )
 from plasticity_dist.train.callbacks.diagnostics import heldout_batch, layer_of
 from plasticity_dist.train.callbacks.mitigations import seeded_generator
@@ -65,12 +65,15 @@ def test_moment_drift_is_zero_unchanged_and_the_shift_in_units_of_the_spread():
 
 def test_spectral_norm_and_stable_rank_of_a_rank_one_and_an_orthogonal_layer():
     rank_one = torch.outer(torch.tensor([1.0, 2.0, 2.0]), torch.tensor([0.0, 3.0, 4.0, 0.0]))  # 3 * 5
-    assert spectral_norm(rank_one) == pytest.approx(15.0)
-    assert stable_rank(rank_one) == pytest.approx(1.0)
-    orthogonal = 2.0 * torch.eye(5)
-    assert spectral_norm(orthogonal) == pytest.approx(2.0)
-    assert stable_rank(orthogonal) == pytest.approx(5.0)
-    assert stable_rank(torch.zeros(3, 3)) == 0.0
+    assert weight_spectrum(rank_one) == pytest.approx((15.0, 1.0))
+    assert weight_spectrum(2.0 * torch.eye(5)) == pytest.approx((2.0, 5.0))
+    assert weight_spectrum(torch.zeros(3, 3)) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (3, 7)])
+def test_spectral_norm_is_the_largest_singular_value_on_either_side(shape):
+    weight = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    assert spectral_norm(weight) == pytest.approx(torch.linalg.svdvals(weight.double())[0].item(), rel=1e-12)
 
 
 def test_top_hessian_eigenvalue_of_a_quadratic_loss():

@@ -67,14 +67,18 @@ def moment_drift(now: tuple[torch.Tensor, torch.Tensor], start: tuple[torch.Tens
 
 
 def spectral_norm(weight: torch.Tensor) -> float:
-    """The largest singular value of a matrix."""
-    return torch.linalg.matrix_norm(weight.detach().double(), ord=2).item()
+    """The largest singular value of a matrix: the root of its Gram matrix's top eigenvalue (the Gram matrix
+    over the smaller side, several times faster than an SVD and as exact in float64)."""
+    matrix = weight.detach().double()
+    gram = matrix.T @ matrix if matrix.shape[0] >= matrix.shape[1] else matrix @ matrix.T
+    return torch.linalg.eigvalsh(gram)[-1].clamp_min(0.0).sqrt().item()
 
 
-def stable_rank(weight: torch.Tensor) -> float:
-    """‖W‖_F² / ‖W‖₂²: how many directions carry the matrix's energy (1 for rank one); 0 for a zero matrix."""
+def weight_spectrum(weight: torch.Tensor) -> tuple[float, float]:
+    """(spectral norm, stable rank ‖W‖_F² / ‖W‖₂²): the stable rank counts the directions that carry the matrix's
+    energy (1 for rank one; 0 for a zero matrix)."""
     top = spectral_norm(weight)
-    return weight.detach().double().pow(2).sum().item() / top ** 2 if top > 0 else 0.0
+    return top, (weight.detach().double().pow(2).sum().item() / top ** 2 if top > 0 else 0.0)
 
 
 def srank(features: torch.Tensor, delta: float = 0.01) -> int:

@@ -32,7 +32,7 @@ from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.train.callbacks.base import Callback, LoopPosition, RunContext
 from plasticity_dist.train.callbacks.diagnostic_measures import (
     attention_entropy, dormant_scores, duplicate_ratio, effective_rank, feature_moments, gradient_scores,
-    moment_drift, saturated_ratio, spectral_norm, srank, stable_rank, top_hessian_eigenvalue,
+    moment_drift, saturated_ratio, srank, top_hessian_eigenvalue, weight_spectrum,
 )
 from plasticity_dist.train.metrics import MetricsLog, task_record
 
@@ -242,7 +242,7 @@ class Diagnostics(Callback):
         blocks: dict[int, list[tuple[float, float]]] = defaultdict(list)
         for name in self.step_runner.engine.module.block_linears():
             weight, layer, module = weights[f"{name}.weight"], layer_of(name), name.rsplit(".", 1)[1]
-            norm, rank = spectral_norm(weight), stable_rank(weight)
+            norm, rank = weight_spectrum(weight)
             measures[f"spectral_norm_l{layer}_{module}"], measures[f"stable_rank_l{layer}_{module}"] = norm, rank
             blocks[layer].append((norm, rank))
         for layer, values in sorted(blocks.items()):

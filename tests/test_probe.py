@@ -18,7 +18,9 @@ from plasticity_dist.probe.auc import curve_auc
 from plasticity_dist.probe.queue import ProbeQueue
 from plasticity_dist.report.markdown import write_report
 from plasticity_dist.train.callbacks.evaluation import EvalPoint
-from plasticity_dist.train.probe_run import curve_fields
+from plasticity_dist.study.config_files import load_config
+from plasticity_dist.study.errors import ConfigError
+from plasticity_dist.train.probe_run import curve_fields, probe_config_hash
 from runs import (REPO, TINY_PROBE, copy_for_probing, kill_process_group, latest_checkpoint, probe_result,
                   start_training, tiny_overrides, train_to_end, wait_for)
 
@@ -83,9 +85,24 @@ def test_curve_fields_null_every_loss_from_the_first_non_finite_one_on():
     assert curve_fields([EvalPoint(*point) for point in [(0, 0, 3.0), (8, 2048, 2.5), (16, 4096, math.inf), (24, 6144, 2.0)]],
                         "linear") == {
         "eval_tokens": [0, 2048, 4096, 6144], "val_losses": [3.0, 2.5, None, None], "auc": None,
-        "auc_rule": "trapezoid_linear_tokens", "diverged": True, "diverged_at_tokens": 4096}
+        "auc_rule": "trapezoid_linear_tokens", "auc_from_point": 0, "diverged": True, "diverged_at_tokens": 4096}
     finite = curve_fields([EvalPoint(0, 0, 4.0), EvalPoint(1, 1000, 2.0), EvalPoint(4, 4000, 1.0)], "linear")
     assert (finite["auc"], finite["diverged"], finite["diverged_at_tokens"]) == (1.875, False, None)
+
+
+def test_the_auc_from_a_later_eval_point_leaves_the_points_before_it_out():
+    curve = [EvalPoint(0, 0, 9.0), EvalPoint(1, 1000, 2.0), EvalPoint(4, 4000, 1.0)]
+    late = curve_fields(curve, "linear", auc_from_point=1)
+    assert (late["auc"], late["auc_from_point"], late["val_losses"]) == (1.5, 1, [9.0, 2.0, 1.0])
+
+
+def test_auc_from_point_needs_two_eval_points_left_and_changes_the_probe_hash_only_when_set():
+    control = REPO / "configs" / "control.yaml"
+    whole = probe_config_hash(load_config(control))
+    assert probe_config_hash(load_config(control, ["probe.auc_from_point=0"])) == whole
+    assert probe_config_hash(load_config(control, ["probe.auc_from_point=5"])) != whole
+    with pytest.raises(ConfigError, match=r"probe.auc_from_point=10 .* at most 9"):
+        load_config(control, ["probe.auc_from_point=10"])
 
 
 def test_a_probe_whose_loss_turns_nan_writes_a_diverged_result_that_the_report_shows(zero3_reference, tmp_path):

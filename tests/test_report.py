@@ -9,6 +9,7 @@ from PIL import Image
 
 from fabricated_runs import TASKS, make_run, probe_auc
 from plasticity_dist.cli import main
+from plasticity_dist.probe.auc import curve_auc
 
 SUMMARY_KEYS = {"runs", "scaling_fit"}
 RUN_KEYS = {"run", "model", "non_embedding_params", "problem", "probes", "onset"}
@@ -140,3 +141,18 @@ def test_a_diverged_probe_is_kept_and_reported_as_diverged_without_a_change(tmp_
     assert "| – | 3.1 | 3.255 | probe after task 6 diverged |" in markdown
     for figure in ("probe_curves_plain.png", "diagnostics_plain.png"):
         assert f"({figure})" in markdown and (out / figure).is_file()
+
+
+def test_a_run_whose_auc_starts_at_a_later_eval_point_says_where(tmp_path):
+    run = make_run(tmp_path, "100K", cycles=3, name="late")
+    for path in (run / "probes").glob("cycle*.json"):
+        result = json.loads(path.read_text())
+        result |= {"auc": curve_auc(result["eval_tokens"][1:], result["val_losses"][1:]), "auc_from_point": 1}
+        path.write_text(json.dumps(result))
+    out = tmp_path / "report"
+    assert main(["report", str(run), str(make_run(tmp_path, "100K", cycles=3, name="whole")), "--out", str(out)]) == 0
+    late, whole = json.loads((out / "summary.json").read_text())["runs"]
+    assert (late["auc_from_tokens"], whole["auc_from_tokens"]) == (100, 0)
+    assert [probe["auc_without_step0"] for probe in late["probes"]] == [probe["auc"] for probe in late["probes"]]
+    assert "late: from 100 probe tokens." in (out / "report.md").read_text()
+    assert "whole: from" not in (out / "report.md").read_text()

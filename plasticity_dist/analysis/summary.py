@@ -45,7 +45,8 @@ def _auc_without_step0(probe: ProbeResult) -> float | None:
     """By the rule of the probe's AUC; null for a diverged probe, as its AUC is."""
     if probe.diverged:
         return None
-    return auc_without_step0(probe.eval_tokens, probe.val_losses, spacing_of_rule(probe.auc_rule))
+    return auc_without_step0(probe.eval_tokens, probe.val_losses, spacing_of_rule(probe.auc_rule),
+                             probe.auc_from_point)
 
 
 def probe_records(probes: Sequence[ProbeResult], positions: Sequence[float],
@@ -116,6 +117,7 @@ def run_summary(run: Run, k: float, swept: Sequence[str] = ()) -> dict[str, Any]
         "non_embedding_params": run.non_embedding_params,
         "problem": run.problem,
         "probes": probes,
+        "auc_from_tokens": run.probes[0].eval_tokens[run.probes[0].auc_from_point] if run.probes else 0,
         **reference_fields(reference, run.reference_tasks),
         "noise": noise,
         "onset": estimate.onset,

@@ -60,12 +60,15 @@ def curve_auc(tokens: Sequence[float], losses: Sequence[float], spacing: str = "
     return area / (positions[-1] - positions[0])
 
 
-def auc_without_step0(tokens: Sequence[float], losses: Sequence[float], spacing: str = "linear") -> float | None:
+def auc_without_step0(tokens: Sequence[float], losses: Sequence[float], spacing: str = "linear",
+                      from_point: int = 0) -> float | None:
     """The AUC of the curve after its step-0 point, the loss before any probe training (which the AUC weights by
-    half an eval interval, 5 % at 11 points); None with fewer than 2 points after it."""
-    if len(tokens) < 3:
+    half an eval interval, 5 % at 11 points), from eval point `from_point` on where that is later (the probe's
+    `auc_from_point`); None with fewer than 2 points left."""
+    start = max(1, from_point)
+    if len(tokens) < start + 2:
         return None
-    return curve_auc(tokens[1:], losses[1:], spacing)
+    return curve_auc(tokens[start:], losses[start:], spacing)
 
 
 def auc_pct_change(auc: float, reference: float) -> float:

@@ -12,7 +12,7 @@ from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.probe.auc import LINEAR_AUC_RULE
 
 PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
-LATER_FIELDS = ("diverged", "auc_rule")  # results written before them hold the defaults
+LATER_FIELDS = ("diverged", "auc_rule", "auc_from_point")  # results written before them hold the defaults
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ProbeResult:
     path: Path
     diverged: bool = False
     auc_rule: str = LINEAR_AUC_RULE  # which AUC (probe/auc.py)
+    auc_from_point: int = 0  # the AUC's first eval point (`probe.auc_from_point`; 0: the whole curve)
 
 
 def read_probe(path: Path) -> ProbeResult:

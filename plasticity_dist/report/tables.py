@@ -60,6 +60,18 @@ def reference_line(summary: dict[str, Any]) -> str:
                              "`{checkpoint}` (cycle {cycle}, {tasks_trained} tasks)".format(**run["reference_probe"]))
         for run in summary["runs"]) + "."
 
+def auc_window_line(summary: dict[str, Any]) -> str:
+    """Which runs' AUC starts after step 0 (`probe.auc_from_point`), and where; empty when every AUC is the whole
+    curve's."""
+    later = [f"{run['run']}: from {run['auc_from_tokens']:,} probe tokens" for run in summary["runs"]
+             if run["auc_from_tokens"]]
+    if not later:
+        return ""
+    return ("AUC over the later part of the probe only (`probe.auc_from_point`; the loss before it reflects how "
+            "confidently the checkpoint predicts its last task, not how fast it learns the probe): " + "; ".join(later)
+            + ". Its % changes and its % vs fresh init are over that part of both curves.")
+
+
 def observation_cell(run: dict[str, Any], unit: str) -> str:
     """Where a run's onset lies in `unit`: "(16, 24]", "> 224", "≤ 10", or – when undetermined."""
     observation = run["onset_observation"]

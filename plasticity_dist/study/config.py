@@ -159,6 +159,9 @@ class ProbeSection:
     eval_points: int = field(default=11, metadata=at_least(2))  # step 0 and the last step included
     eval_spacing: str = field(default="linear", metadata=choices("linear", "log"))  # linear: the study's
     eval_tokens: int = field(default=1_000_000, metadata=at_least(1))
+    # the AUC from this eval point on (0: the whole curve, the study's); the control problem starts later, where
+    # the first points show how confidently the checkpoint predicts its last task's mapping, not how fast it learns
+    auc_from_point: int = field(default=0, metadata=at_least(0))
     lr: float | None = field(default=None, metadata=at_least(0.0))  # None: the run's optimizer.lr
     executor: str = field(default="local", metadata=choices("inline", "local", "slurm"))
     max_concurrent: int = field(default=1, metadata=at_least(1))
@@ -299,6 +302,10 @@ class ExperimentConfig:
         if self.curriculum.problem == "control" and self.mitigations.replay.enabled:
             raise ConfigError("mitigations.replay replays earlier languages; curriculum.problem=control has one "
                               "dataset under a new permutation per task: set mitigations.replay.enabled=false")
+        if self.probe.auc_from_point > self.probe.eval_points - 2:
+            raise ConfigError(f"probe.auc_from_point={self.probe.auc_from_point} leaves fewer than 2 of the "
+                              f"probe.eval_points={self.probe.eval_points} for the AUC: at most "
+                              f"{self.probe.eval_points - 2}")
         if self.curriculum.problem == "stationary" and self.probe.every_task_cycles:
             raise ConfigError(f"probe.every_task_cycles={self.probe.every_task_cycles} probes after the tasks of a "
                               "continual run; a stationary run probes every curriculum.probe_every_tokens: set it to 0")

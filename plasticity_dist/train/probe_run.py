@@ -48,6 +48,8 @@ def probe_config_hash(config: ExperimentConfig) -> str:
     probe = dataclasses.asdict(config.probe)
     for scheduling_key in PROBE_SCHEDULING_KEYS:
         probe.pop(scheduling_key)
+    if not probe["auc_from_point"]:  # the whole curve: the hash every probe had before the setting existed
+        probe.pop("auc_from_point")
     data = config.data
     payload = {
         "probe": probe, "seq_len": data.seq_len, "global_batch_size": data.global_batch_size, "seed": data.seed,
@@ -83,17 +85,19 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) 
     )
 
 
-def curve_fields(curve: Sequence[EvalPoint], spacing: str) -> dict[str, Any]:
-    """A probe result's curve fields from its validation curve, eval points on `spacing`; a non-finite loss
-    makes the probe diverged from that point on (JSON has no NaN: null losses, null AUC)."""
+def curve_fields(curve: Sequence[EvalPoint], spacing: str, auc_from_point: int = 0) -> dict[str, Any]:
+    """A probe result's curve fields from its validation curve, eval points on `spacing`, the AUC over the points
+    from `auc_from_point` on; a non-finite loss makes the probe diverged from that point on (JSON has no NaN: null
+    losses, null AUC)."""
     tokens = [point.tokens for point in curve]
     losses = [point.val_loss for point in curve]
     first_bad = next((index for index, loss in enumerate(losses) if not math.isfinite(loss)), None)
     if first_bad is not None:
         losses[first_bad:] = [None] * (len(losses) - first_bad)
     return {"eval_tokens": tokens, "val_losses": losses,
-            "auc": None if first_bad is not None else curve_auc(tokens, losses, spacing),
-            "auc_rule": AUC_RULES[spacing], "diverged": first_bad is not None,
+            "auc": None if first_bad is not None else curve_auc(tokens[auc_from_point:], losses[auc_from_point:],
+                                                                  spacing),
+            "auc_rule": AUC_RULES[spacing], "auc_from_point": auc_from_point, "diverged": first_bad is not None,
             "diverged_at_tokens": None if first_bad is None else tokens[first_bad]}
 
 
@@ -163,7 +167,7 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
             "cycle": trainer_state["probe_cycle"],
             "tasks_trained": trainer_state["task_index"],
             "tokens": trainer_state["tokens_seen"],
-            **curve_fields(curve, config.probe.eval_spacing),
+            **curve_fields(curve, config.probe.eval_spacing, config.probe.auc_from_point),
             "config_hash": config_hash,
             "probe_dataset": dataset_path(config.data.root, config.probe.dataset),
             "world_size": trainer.world.world_size,

@@ -53,7 +53,7 @@ def _probe(args: argparse.Namespace) -> int:
         return 0
     from plasticity_dist.train.probe_run import run_probe
 
-    return run_probe(args.checkpoint, args.config, force=args.force)
+    return run_probe(args.checkpoint, args.config, force=args.force, permutation=args.permutation)
 
 
 def _probe_queue(run_dir: str, resubmit: bool) -> int:
@@ -89,6 +89,8 @@ def _add_probe(subparsers: argparse._SubParsersAction) -> None:
                         "or failed probe request (each gets probe.retries more attempts)")
     parser.add_argument("--config", help="experiment YAML (default: the run's config.yaml)")
     parser.add_argument("--force", action="store_true", help="replace a result made under another probe config")
+    parser.add_argument("--permutation", type=int, help="train only this probe permutation's run (what a probe over "
+                        "several permutations starts for each)")
     parser.add_argument("--print-run-dir", action="store_true", help="print the probe's run directory "
                         "(RUN/probes/<tag>) and exit (what slurm/probe.sh requeues on)")
     parser.set_defaults(handler=_probe)
@@ -139,8 +141,9 @@ def _add_control(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("control", help="the control study (permuted text) where plasticity loss shows "
                                                    "on CPU, ending in a report")
     parser.add_argument("--study", default="scaling", help="a study of configs/control-studies.yaml: scaling "
-                                                             "(sizes x seeds, default) or ranking (every mitigation "
-                                                             "and a weight-decay sweep at 12.4K x 3 seeds)")
+                                                             "(sizes x seeds, default), ranking (every mitigation "
+                                                             "and a weight-decay sweep at 12.4K x 3 seeds) or onset "
+                                                             "(12.4K x 2 seeds, 120 tasks, probes over 4 permutations)")
     parser.add_argument("--out", help="output folder (data, runs, report; default: the study's out)")
     parser.add_argument("--cycles", type=int, help="cycles per run (default: the study's, else configs/control.yaml)")
     parser.add_argument("--jobs", type=int, help="runs at once, one process each (default: the usable CPUs)")

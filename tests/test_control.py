@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fabricated_runs import BASELINE_AUC, make_run
+from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.data.loader import ShardLoader, iter_eval_batches
 from plasticity_dist.data.permutation import token_permutation
 from plasticity_dist.report.markdown import write_report
@@ -18,8 +19,9 @@ from plasticity_dist.study.config_files import load_config
 from plasticity_dist.study.curriculum import build_tasks, probe_permutation, reference_tasks, tasks_per_cycle
 from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.train.probe_run import probe_config_hash, probe_run_config
-from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, start_training,
-                  step_records, tiny_overrides, train_to_end, wait_for)
+from runs import (TINY_PROBE, assert_same_weights, copy_for_probing, final_weights, kill_process_group,
+                  latest_checkpoint, probe_result, start_training, step_records, tiny_overrides, train_to_end, wait_for)
+from test_probe import probe
 from test_shards import SEQ_LEN, numbered_rows, write_dataset
 
 VOCAB = 257  # the byte tokenizer's
@@ -162,3 +164,21 @@ def test_a_control_run_killed_mid_task_resumes_to_the_uninterrupted_losses_and_w
     assert sorted(losses) == list(range(1, 65))
     assert losses == {record["step"]: record["loss"] for record in step_records(uninterrupted)}
     assert_same_weights(final_weights(run_dir), final_weights(uninterrupted))
+
+
+def test_a_probe_over_two_permutations_holds_their_mean_the_first_being_the_single_permutation_probe(
+        data_root, tmp_path) -> None:
+    trained = train_to_end(tmp_path / "trained", control_run_overrides(data_root), processes=1)
+    settings = [f"{key.replace('__', '.')}={value}" for key, value in TINY_PROBE.items()]
+    single = copy_for_probing(trained, tmp_path / "one", settings)
+    double = copy_for_probing(trained, tmp_path / "two", [*settings, "curriculum.control.probe_permutations=2"])
+    for checkpoint in (single, double):
+        finished = probe(checkpoint)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    one, two = probe_result(single), probe_result(double)
+    assert two["permutation_aucs"][0] == one["auc"]  # the same probe, bitwise
+    assert two["permutation_aucs"][1] != one["auc"]
+    assert two["auc"] == pytest.approx(sum(two["permutation_aucs"]) / 2)
+    assert two["config_hash"] != one["config_hash"] and "permutation_aucs" not in one
+    second = RunLayout.of_checkpoint(double).probe_run(double.name).root / "permutation1"
+    assert (second / "metrics.jsonl").is_file() and not (second / "checkpoints").exists()

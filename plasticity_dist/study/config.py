@@ -70,6 +70,9 @@ class ControlSection:
 
     permutation_seed: int = field(default=0, metadata=at_least(0))  # seeds every task's and the probe's permutation
     tasks_per_cycle: int = field(default=5, metadata=at_least(1))  # permuted tasks between two probes
+    # a probe is the mean of this many probes of the checkpoint, each under a probe permutation of its own: one
+    # permutation's AUC varies by a few % with how it meets the checkpoint's last mapping, which the mean averages
+    probe_permutations: int = field(default=1, metadata=at_least(1))
 
 
 @dataclass

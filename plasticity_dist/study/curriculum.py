@@ -147,12 +147,19 @@ def _control_tasks(config: ExperimentConfig) -> list[Task]:
     return tasks
 
 
-def probe_permutation(config: ExperimentConfig) -> int | None:
+def probe_permutation(config: ExperimentConfig, index: int = 0) -> int | None:
     """The seed of the token permutation a run's probes train and validate under: the control problem's probe
-    permutation, which no task of the run uses; None for the other problems."""
+    permutation `index` (of `control.probe_permutations`), which no task of the run uses; None for the other
+    problems."""
     if config.curriculum.problem != "control":
         return None
-    return _derived_seed(_PROBE_PERMUTATION, config.curriculum.control.permutation_seed)
+    seed = config.curriculum.control.permutation_seed
+    return _derived_seed(_PROBE_PERMUTATION, seed, *([index] if index else []))
+
+
+def probe_permutation_count(config: ExperimentConfig) -> int:
+    """How many probes, each under its own permutation, one probe of a checkpoint averages (1 but for control)."""
+    return config.curriculum.control.probe_permutations if config.curriculum.problem == "control" else 1
 
 
 def tasks_per_cycle(config: ExperimentConfig) -> int:

@@ -6,7 +6,10 @@ weights from the checkpoint's consolidated weights (the checkpoint is only read)
 probe's constant LR, and validation loss on `<probe dataset>/val` at `probe.eval_points` steps (step 0 and
 the last included). Being a run, it checkpoints every `probe.checkpoint_every_steps`, resumes exactly after a
 kill, and stops on USR1/TERM with the requeue exit code. On completion it writes `RUN/probes/<tag>.json`
-atomically and deletes its own checkpoints; its config.yaml and metrics.jsonl stay.
+atomically and deletes its own checkpoints; its config.yaml and metrics.jsonl stay. A control run with
+`curriculum.control.probe_permutations` K > 1 probes the checkpoint K times, each under a probe permutation of
+its own (permutation k >= 1 in `RUN/probes/<tag>/permutation<k>/`, a run of its own too), one after another,
+and its result holds their mean curve and AUC (and each one's AUC).
 
 A probe whose validation loss turns NaN or infinite has diverged, the strongest loss of plasticity: it still
 trains to its budget (so its eval grid stays the one its run's other probes share) and writes its result, with
@@ -19,7 +22,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,12 +40,13 @@ from plasticity_dist.study.config import (PROBE_SCHEDULING_KEYS, CheckpointSecti
                                           DiagnosticsSection, EarlyWarningSection, EvaluationSection, ExperimentConfig,
                                           ForgettingSection, TaskSpec)
 from plasticity_dist.study.config_files import config_to_dict, load_config
-from plasticity_dist.study.curriculum import dataset_path, probe_permutation
+from plasticity_dist.study.curriculum import dataset_path, probe_permutation, probe_permutation_count
 from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.study.mitigation_sections import MitigationsSection
 from plasticity_dist.train.callbacks.evaluation import EvalPoint, PeriodicEvaluation
 
 log = get_logger()
+CURVE_FILE = "curve.json"  # a permutation's validation curve, in its run's folder, when a probe has several
 
 
 
@@ -58,11 +65,15 @@ def probe_config_hash(config: ExperimentConfig) -> str:
     permutation = probe_permutation(config)
     if permutation is not None:  # absent otherwise, so the other problems' hashes are the ones they always had
         payload["probe_permutation"] = permutation
+    if probe_permutation_count(config) > 1:
+        payload["probe_permutations"] = probe_permutation_count(config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) -> ExperimentConfig:
-    """The run that probes `checkpoint` under the run config `config`, in `run_dir`."""
+def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path,
+                     permutation_index: int = 0) -> ExperimentConfig:
+    """The run that probes `checkpoint` under the run config `config`, in `run_dir` (under the control problem's
+    probe permutation `permutation_index`)."""
     probe = config.probe
     return dataclasses.replace(
         config,
@@ -72,7 +83,8 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) 
         # probes read their data in one-block windows and validate on eval_tokens (the task end's too)
         data=dataclasses.replace(config.data, shuffle_window_blocks=1, val_tokens=probe.eval_tokens),
         curriculum=CurriculumSection(problem="continual", tasks=[TaskSpec(
-            name="probe", dataset=probe.dataset, permutation=probe_permutation(config))], task_tokens=probe.tokens, cycles=1),
+            name="probe", dataset=probe.dataset, permutation=probe_permutation(config, permutation_index))],
+            task_tokens=probe.tokens, cycles=1),
         optimizer=dataclasses.replace(config.optimizer, lr=probe.lr, schedule="constant"),
         checkpoint=CheckpointSection(every_steps=probe.checkpoint_every_steps, keep_last=1),
         probe=dataclasses.replace(probe, enabled=False),
@@ -101,6 +113,23 @@ def curve_fields(curve: Sequence[EvalPoint], spacing: str, auc_from_point: int =
             "diverged_at_tokens": None if first_bad is None else tokens[first_bad]}
 
 
+def mean_curve(curves: Sequence[Sequence[EvalPoint]]) -> list[EvalPoint]:
+    """The point-by-point mean of curves on one eval grid (NaN where any is not finite: the mean diverged)."""
+    return [EvalPoint(points[0].step, points[0].tokens, math.fsum(point.val_loss for point in points) / len(points))
+            for points in zip(*curves, strict=True)]
+
+
+def permutation_run(probe_run: RunLayout, index: int, count: int) -> RunLayout:
+    """The run of probe permutation `index` of `count`: the probe run itself when it is the only one, else a
+    folder in it."""
+    return probe_run if count == 1 else RunLayout(probe_run.root / f"permutation{index}")
+
+
+def _remove_checkpoints(probe_run: RunLayout, count: int) -> None:
+    for index in range(count):
+        shutil.rmtree(permutation_run(probe_run, index, count).checkpoints, ignore_errors=True)
+
+
 def existing_result(result_path: Path, config_hash: str, force: bool) -> dict[str, Any] | None:
     """A result already there for the same probe config; refuses one made under another config."""
     if not result_path.is_file() or force:
@@ -123,13 +152,15 @@ def _same_run(written: Path, config: ExperimentConfig) -> bool:
     return ours == theirs
 
 
-def prepare_probe_run(layout: RunLayout, tag: str, config: ExperimentConfig, force: bool) -> ExperimentConfig:
-    """The probe run's config; a probe run left by another probe config is refused, or with `force` removed."""
-    probe_run = layout.probe_run(tag)
+def prepare_probe_run(layout: RunLayout, tag: str, config: ExperimentConfig, force: bool,
+                      permutation_index: int = 0) -> ExperimentConfig:
+    """The config of the probe run (of probe permutation `permutation_index`); a probe run left by another probe
+    config is refused, or with `force` removed."""
+    probe_run = permutation_run(layout.probe_run(tag), permutation_index, probe_permutation_count(config))
     val_split = Path(dataset_path(config.data.root, config.probe.dataset)) / "val"
     if not val_split.is_dir():
         raise ConfigError(f"probe.dataset: {val_split} does not exist; preprocess the probe dataset with --val-tokens")
-    run_config = probe_run_config(config, layout.checkpoint(tag), probe_run.root)
+    run_config = probe_run_config(config, layout.checkpoint(tag), probe_run.root, permutation_index)
     if probe_run.config.is_file() and not _same_run(probe_run.config, run_config):
         if not force:
             raise ValueError(f"{probe_run.root} holds a probe run under another config; pass --force to restart it")
@@ -137,52 +168,98 @@ def prepare_probe_run(layout: RunLayout, tag: str, config: ExperimentConfig, for
     return run_config
 
 
-def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, force: bool = False) -> int:
-    """Run or resume the probe of `checkpoint`; 0 once its result exists, REQUEUE_EXIT_CODE when stopped."""
+def probe_record(tag: str, trainer_state: dict[str, Any], curves: Sequence[Sequence[EvalPoint]],
+                 config: ExperimentConfig, world_size: int, started: float) -> dict[str, Any]:
+    """The result of the probe of checkpoint `tag`: its position in the run, the mean of its permutations'
+    `curves` with its AUC, the probe config's hash and its timing."""
+    probe = config.probe
+    finished = time.time()
+    result = {
+        "checkpoint": tag,
+        "cycle": trainer_state["probe_cycle"],
+        "tasks_trained": trainer_state["task_index"],
+        "tokens": trainer_state["tokens_seen"],
+        **curve_fields(mean_curve(curves), probe.eval_spacing, probe.auc_from_point),
+        "config_hash": probe_config_hash(config),
+        "probe_dataset": dataset_path(config.data.root, probe.dataset),
+        "world_size": world_size,
+        "started_at": started,
+        "finished_at": finished,
+        "seconds": finished - started,
+    }
+    if len(curves) > 1:
+        result["permutation_aucs"] = [curve_fields(curve, probe.eval_spacing, probe.auc_from_point)["auc"]
+                                      for curve in curves]
+    return result
+
+
+def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, force: bool = False,
+              permutation: int | None = None) -> int:
+    """Run or resume the probe of `checkpoint`; 0 once its result exists, REQUEUE_EXIT_CODE when stopped. With
+    `curriculum.control.probe_permutations` K > 1, each permutation's run is a process of its own (Accelerate
+    holds one DeepSpeed engine per process), started here one after another with this process's environment
+    (`permutation` names the one a child trains); their curves' mean is the result."""
     checkpoint = Path(checkpoint)
-    trainer_state = read_trainer_state(checkpoint)
     layout = RunLayout.of_checkpoint(checkpoint)
     config = load_config(config_path or layout.config)
-    config_hash = probe_config_hash(config)
     result_path = layout.probe_result(checkpoint.name)
     probe_run = layout.probe_run(checkpoint.name)
-    if existing_result(result_path, config_hash, force) is not None:
+    count = probe_permutation_count(config)
+    if permutation is None and existing_result(result_path, probe_config_hash(config), force) is not None:
         log.info(f"probe of {checkpoint.name} already done with this config: {result_path}")
-        shutil.rmtree(probe_run.checkpoints, ignore_errors=True)  # left by a probe killed after its result
+        _remove_checkpoints(probe_run, count)  # left by a probe killed after its result
         return 0
-    run_config = prepare_probe_run(layout, checkpoint.name, config, force)
+    if permutation is not None or count == 1:
+        return _train_permutation(checkpoint, layout, config, force, permutation or 0)
+    for index in range(count):
+        prepare_probe_run(layout, checkpoint.name, config, force, index)  # refuses (or removes) another config's
+        if not permutation_run(probe_run, index, count).root.joinpath(CURVE_FILE).is_file():
+            command = [sys.executable, "-m", "plasticity_dist.cli", "probe", "--checkpoint", str(checkpoint),
+                       "--permutation", str(index), *(["--config", str(config_path)] if config_path else [])]
+            status = subprocess.run(command, check=False).returncode
+            if status != 0:
+                return status
+    if int(os.environ.get("RANK", "0")) == 0:
+        curves = [[EvalPoint(*point) for point in json.loads(permutation_run(probe_run, index, count).root.joinpath(
+            CURVE_FILE).read_text())] for index in range(count)]
+        _write_result(result_path, probe_record(checkpoint.name, read_trainer_state(checkpoint), curves, config,
+                                                world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                                                started=permutation_run(probe_run, 0, count).config.stat().st_mtime))
+        _remove_checkpoints(probe_run, count)
+    return 0
+
+
+def _train_permutation(checkpoint: Path, layout: RunLayout, config: ExperimentConfig, force: bool,
+                       index: int) -> int:
+    """Train the probe run of permutation `index`; with one permutation write the probe's result, with more the
+    run's curve (`CURVE_FILE` in its folder) for the process that started it."""
+    count = probe_permutation_count(config)
+    run = permutation_run(layout.probe_run(checkpoint.name), index, count)
 
     from plasticity_dist.train.trainer import Trainer  # DeepSpeed and torch load only for a probe that runs
 
-    trainer = Trainer(run_config)
+    trainer = Trainer(prepare_probe_run(layout, checkpoint.name, config, force, index))
     try:
         status = trainer.run()
         if status != 0:
             return status
         curve = trainer.callbacks.member(PeriodicEvaluation).curve
-        finished = time.time()
-        started = probe_run.config.stat().st_mtime  # written once, when the probe run began
-        result = {
-            "checkpoint": checkpoint.name,
-            "cycle": trainer_state["probe_cycle"],
-            "tasks_trained": trainer_state["task_index"],
-            "tokens": trainer_state["tokens_seen"],
-            **curve_fields(curve, config.probe.eval_spacing, config.probe.auc_from_point),
-            "config_hash": config_hash,
-            "probe_dataset": dataset_path(config.data.root, config.probe.dataset),
-            "world_size": trainer.world.world_size,
-            "started_at": started,
-            "finished_at": finished,
-            "seconds": finished - started,
-        }
         if trainer.accelerator.is_main_process:
-            result_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(result_path, result)
-            shutil.rmtree(probe_run.checkpoints, ignore_errors=True)
-            outcome = (f"diverged at {result['diverged_at_tokens']:,} tokens" if result["diverged"]
-                       else f"AUC {result['auc']:.4f}")
-            log.info(f"probe of {checkpoint.name}: {outcome} → {result_path}")
+            if count > 1:
+                atomic_write_json(run.root / CURVE_FILE, [list(point) for point in curve])
+            else:
+                _write_result(layout.probe_result(checkpoint.name), probe_record(
+                    checkpoint.name, read_trainer_state(checkpoint), [curve], config, trainer.world.world_size,
+                    started=run.config.stat().st_mtime))  # written once, when the probe run began
+                _remove_checkpoints(run, 1)
         trainer.accelerator.wait_for_everyone()
         return 0
     finally:
         trainer.close()
+
+
+def _write_result(result_path: Path, result: dict[str, Any]) -> None:
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result_path, result)
+    outcome = f"diverged at {result['diverged_at_tokens']:,} tokens" if result["diverged"] else f"AUC {result['auc']:.4f}"
+    log.info(f"probe of {result['checkpoint']}: {outcome} → {result_path}")

@@ -156,3 +156,15 @@ def test_a_run_whose_auc_starts_at_a_later_eval_point_says_where(tmp_path):
     assert [probe["auc_without_step0"] for probe in late["probes"]] == [probe["auc"] for probe in late["probes"]]
     assert "late: from 100 probe tokens." in (out / "report.md").read_text()
     assert "whole: from" not in (out / "report.md").read_text()
+
+
+def test_the_report_names_the_runs_whose_probes_average_several_permutations(tmp_path):
+    run = make_run(tmp_path, "100K", cycles=2, name="averaged")
+    for path in (run / "probes").glob("cycle*.json"):
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps(result | {"permutation_aucs": [result["auc"] - 0.1, result["auc"] + 0.1]}))
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["runs"][0]["probe_permutations"] == 2
+    assert "each under a probe permutation of its own (`curriculum.control.probe_permutations`" in (
+        out / "report.md").read_text()

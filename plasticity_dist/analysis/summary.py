@@ -118,6 +118,7 @@ def run_summary(run: Run, k: float, swept: Sequence[str] = ()) -> dict[str, Any]
         "problem": run.problem,
         "probes": probes,
         "auc_from_tokens": run.probes[0].eval_tokens[run.probes[0].auc_from_point] if run.probes else 0,
+        "probe_permutations": len(run.probes[0].permutation_aucs or [None]) if run.probes else 1,
         **reference_fields(reference, run.reference_tasks),
         "noise": noise,
         "onset": estimate.onset,

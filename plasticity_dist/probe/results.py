@@ -12,7 +12,7 @@ from plasticity_dist.common.run_layout import RunLayout
 from plasticity_dist.probe.auc import LINEAR_AUC_RULE
 
 PROBE_FIELDS = ("checkpoint", "cycle", "tasks_trained", "tokens", "eval_tokens", "val_losses", "auc", "config_hash")
-LATER_FIELDS = ("diverged", "auc_rule", "auc_from_point")  # results written before them hold the defaults
+LATER_FIELDS = ("diverged", "auc_rule", "auc_from_point", "permutation_aucs")  # older results: the defaults
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class ProbeResult:
     diverged: bool = False
     auc_rule: str = LINEAR_AUC_RULE  # which AUC (probe/auc.py)
     auc_from_point: int = 0  # the AUC's first eval point (`probe.auc_from_point`; 0: the whole curve)
+    permutation_aucs: list[float | None] | None = None  # a control probe's permutations' own AUCs, when several
 
 
 def read_probe(path: Path) -> ProbeResult:

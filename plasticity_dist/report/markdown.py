@@ -20,9 +20,10 @@ from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text
 from plasticity_dist.probe.noise import describe_noise_rule
 from plasticity_dist.report.figures import draw_figures
 from plasticity_dist.report.tables import (AUC_COLUMNS, GROUP_ONSET_COLUMNS, ONSET_COLUMNS, TRAINING_COLUMNS,
-                                           WARNING_COLUMNS, auc_cell, auc_rows, auc_window_line, fit_statements,
+                                           WARNING_COLUMNS, auc_cell, auc_rows, fit_statements,
                                            group_onset_rows, interval_text, mean_cell, number_cell, observation_cell,
-                                           onset_rows, print_summary, reference_line, training_rows)
+                                           onset_rows, print_summary, probe_design_lines, reference_line,
+                                           training_rows)
 from plasticity_dist.study.config import STUDY_TASK_TOKENS
 
 PREDICTION_PARAMS = 1e9
@@ -262,7 +263,7 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "without step 0 leaves out the loss before any probe training, which the AUC weights by half its first "
         "eval interval (5 % at the study's 11 linear points) and which can decide small differences. A run's "
         "probes share one probe config and eval grid (the report refuses to mix them). " + describe_noise_rule() + ".",
-        "", reference_line(summary), "", *(f"{line}\n" for line in [auc_window_line(summary)] if line),
+        "", reference_line(summary), "", *(f"{line}\n" for line in probe_design_lines(summary)),
         _markdown_table(AUC_COLUMNS, auc_rows(summary)), "",
         "## Onset of plasticity loss", "",
         f"Definition: {describe_onset_rule(summary['onset_k'])}.", "",

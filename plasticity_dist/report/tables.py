@@ -60,16 +60,22 @@ def reference_line(summary: dict[str, Any]) -> str:
                              "`{checkpoint}` (cycle {cycle}, {tasks_trained} tasks)".format(**run["reference_probe"]))
         for run in summary["runs"]) + "."
 
-def auc_window_line(summary: dict[str, Any]) -> str:
-    """Which runs' AUC starts after step 0 (`probe.auc_from_point`), and where; empty when every AUC is the whole
-    curve's."""
+def probe_design_lines(summary: dict[str, Any]) -> list[str]:
+    """Which runs' AUC starts after step 0 (`probe.auc_from_point`), and where, and which runs' probes are means
+    over several probe permutations; none when every probe is one curve's whole AUC."""
     later = [f"{run['run']}: from {run['auc_from_tokens']:,} probe tokens" for run in summary["runs"]
              if run["auc_from_tokens"]]
-    if not later:
-        return ""
-    return ("AUC over the later part of the probe only (`probe.auc_from_point`; the loss before it reflects how "
-            "confidently the checkpoint predicts its last task, not how fast it learns the probe): " + "; ".join(later)
-            + ". Its % changes and its % vs fresh init are over that part of both curves.")
+    averaged = [f"{run['run']}: {run['probe_permutations']}" for run in summary["runs"] if run["probe_permutations"] > 1]
+    lines = []
+    if later:
+        lines.append("AUC over the later part of the probe only (`probe.auc_from_point`; the loss before it reflects "
+                     "how confidently the checkpoint predicts its last task, not how fast it learns the probe): "
+                     + "; ".join(later) + ". Its % changes and its % vs fresh init are over that part of both curves.")
+    if averaged:
+        lines.append("Probes that are the mean of several probes of the checkpoint, each under a probe permutation of "
+                     "its own (`curriculum.control.probe_permutations`; each result keeps their AUCs as "
+                     "`permutation_aucs`): " + "; ".join(averaged) + ". The fresh-init probe is averaged alike.")
+    return lines
 
 
 def observation_cell(run: dict[str, Any], unit: str) -> str:

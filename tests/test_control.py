@@ -4,6 +4,7 @@ by the loader and by validation; exact resume mid-task and across world sizes. N
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,5 +181,13 @@ def test_a_probe_over_two_permutations_holds_their_mean_the_first_being_the_sing
     assert two["permutation_aucs"][1] != one["auc"]
     assert two["auc"] == pytest.approx(sum(two["permutation_aucs"]) / 2)
     assert two["config_hash"] != one["config_hash"] and "permutation_aucs" not in one
-    second = RunLayout.of_checkpoint(double).probe_run(double.name).root / "permutation1"
-    assert (second / "metrics.jsonl").is_file() and not (second / "checkpoints").exists()
+    probe_run = RunLayout.of_checkpoint(double).probe_run(double.name).root
+    assert (probe_run / "permutation1" / "metrics.jsonl").is_file()
+    assert not any(probe_run.glob("permutation*/checkpoints"))
+    # a probe stopped before its last permutation's curve resumes there: the first permutation is not trained again
+    RunLayout.of_checkpoint(double).probe_result(double.name).unlink()
+    shutil.rmtree(probe_run / "permutation1")
+    first_metrics = (probe_run / "permutation0" / "metrics.jsonl").read_bytes()
+    assert probe(double).returncode == 0
+    assert probe_result(double)["permutation_aucs"] == two["permutation_aucs"]
+    assert (probe_run / "permutation0" / "metrics.jsonl").read_bytes() == first_metrics

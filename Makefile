@@ -30,7 +30,7 @@ demo: install
 
 # The control study (permuted text, README "Control problem"): plasticity loss seen on 2 CPU cores
 control: install
-	$(BIN)/plasticity-dist control --out runs/control
+	$(BIN)/plasticity-dist control
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -81,7 +81,9 @@ class StepRunner:
             loss_sum += loss.detach().float()
         hooks.before_optimizer_step()
         self.engine.step()
-        mean_loss = self.accelerator.reduce(loss_sum / self.accum_steps, reduction="mean")
+        mean_loss = loss_sum / self.accum_steps
+        if self.accelerator.num_processes > 1:  # a collective even in a world of one, a few % of a tiny model's step
+            mean_loss = self.accelerator.reduce(mean_loss, reduction="mean")
         grad_norm = self.engine.get_global_grad_norm()
         return mean_loss.item(), float(grad_norm) if grad_norm is not None else math.nan
 

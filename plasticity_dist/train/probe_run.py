@@ -8,7 +8,7 @@ the last included). Being a run, it checkpoints every `probe.checkpoint_every_st
 kill, and stops on USR1/TERM with the requeue exit code. On completion it writes `RUN/probes/<tag>.json`
 atomically and deletes its own checkpoints; its config.yaml and metrics.jsonl stay. A control run with
 `curriculum.control.probe_permutations` K > 1 probes the checkpoint K times, each under a probe permutation of
-its own (permutation k >= 1 in `RUN/probes/<tag>/permutation<k>/`, a run of its own too), one after another,
+its own (permutation k in `RUN/probes/<tag>/permutation<k>/`, a run and a process of its own), one after another,
 and its result holds their mean curve and AUC (and each one's AUC).
 
 A probe whose validation loss turns NaN or infinite has diverged, the strongest loss of plasticity: it still
@@ -200,6 +200,7 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
     holds one DeepSpeed engine per process), started here one after another with this process's environment
     (`permutation` names the one a child trains); their curves' mean is the result."""
     checkpoint = Path(checkpoint)
+    trainer_state = read_trainer_state(checkpoint)
     layout = RunLayout.of_checkpoint(checkpoint)
     config = load_config(config_path or layout.config)
     result_path = layout.probe_result(checkpoint.name)
@@ -210,7 +211,7 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
         _remove_checkpoints(probe_run, count)  # left by a probe killed after its result
         return 0
     if permutation is not None or count == 1:
-        return _train_permutation(checkpoint, layout, config, force, permutation or 0)
+        return _train_permutation(checkpoint, trainer_state, config, force, permutation or 0)
     for index in range(count):
         prepare_probe_run(layout, checkpoint.name, config, force, index)  # refuses (or removes) another config's
         if not permutation_run(probe_run, index, count).root.joinpath(CURVE_FILE).is_file():
@@ -222,18 +223,19 @@ def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, for
     if int(os.environ.get("RANK", "0")) == 0:
         curves = [[EvalPoint(*point) for point in json.loads(permutation_run(probe_run, index, count).root.joinpath(
             CURVE_FILE).read_text())] for index in range(count)]
-        _write_result(result_path, probe_record(checkpoint.name, read_trainer_state(checkpoint), curves, config,
+        _write_result(result_path, probe_record(checkpoint.name, trainer_state, curves, config,
                                                 world_size=int(os.environ.get("WORLD_SIZE", "1")),
                                                 started=permutation_run(probe_run, 0, count).config.stat().st_mtime))
         _remove_checkpoints(probe_run, count)
     return 0
 
 
-def _train_permutation(checkpoint: Path, layout: RunLayout, config: ExperimentConfig, force: bool,
+def _train_permutation(checkpoint: Path, trainer_state: dict[str, Any], config: ExperimentConfig, force: bool,
                        index: int) -> int:
     """Train the probe run of permutation `index`; with one permutation write the probe's result, with more the
     run's curve (`CURVE_FILE` in its folder) for the process that started it."""
     count = probe_permutation_count(config)
+    layout = RunLayout.of_checkpoint(checkpoint)
     run = permutation_run(layout.probe_run(checkpoint.name), index, count)
 
     from plasticity_dist.train.trainer import Trainer  # DeepSpeed and torch load only for a probe that runs
@@ -249,7 +251,7 @@ def _train_permutation(checkpoint: Path, layout: RunLayout, config: ExperimentCo
                 atomic_write_json(run.root / CURVE_FILE, [list(point) for point in curve])
             else:
                 _write_result(layout.probe_result(checkpoint.name), probe_record(
-                    checkpoint.name, read_trainer_state(checkpoint), [curve], config, trainer.world.world_size,
+                    checkpoint.name, trainer_state, [curve], config, trainer.world.world_size,
                     started=run.config.stat().st_mtime))  # written once, when the probe run began
                 _remove_checkpoints(run, 1)
         trainer.accelerator.wait_for_everyone()

@@ -156,3 +156,14 @@ def test_predict_gives_a_fit_its_prediction_interval_and_the_published_law_none(
     older.write_text(json.dumps({"runs": [], "scaling_fit": {"a": fit["a"], "b": fit["b"]}}))
     assert main(["predict", "--params", "1e9", "--fit", str(older)]) == 0
     assert "predates the fit's intervals" in capsys.readouterr().out
+
+
+def test_a_control_study_fits_the_law_over_its_control_runs_without_mitigations(tmp_path):
+    control = ["curriculum.problem=control", "curriculum.tasks=[{name: en}]", "curriculum.control.tasks_per_cycle=2"]
+    runs = [make_run(tmp_path, preset, cycles=8, name=f"control-{preset}", overrides=control)
+            for preset in ("100K", "250K", "600K")]
+    runs.append(make_run(tmp_path, "100K", cycles=8, name="control-100K-l2",
+                         overrides=[*control, "mitigations.l2_init.enabled=true"]))
+    markdown, summary = report_on(runs, tmp_path / "report")
+    assert "over the control runs without mitigations" in markdown
+    assert summary["scaling_fit"]["runs"] == 3 and summary["scaling_fit"]["sizes"] == 3, summary["scaling_fit_reason"]

@@ -1,7 +1,7 @@
 """Scaling law of the onset: T = a · P^b (tasks against non-embedding parameters), fit in log space.
 
 One fit, `fit_power_law`: maximum likelihood of log T = log a + b log P + ε, ε ~ N(0, σ²) over every continual
-run without mitigations whose onset the probes bound, each run one observation of the interval its onset lies in
+run (in a control study: every control run) without mitigations whose onset the probes bound, each run one observation of the interval its onset lies in
 (interval-, left- or right-censored; `censoring.fit_interval_line`). A replicate seed is a run of its own:
 σ is the scatter of single runs about the law. The fit needs bounded onsets at `MIN_SIZES` or more model sizes
 and a b whose interval the data close on both sides, from probes no noisier than `MAX_PROBE_NOISE_PCT`;
@@ -94,7 +94,8 @@ def check_probe_noise(noise_pcts: Sequence[float]) -> None:
         raise NoFit(f"the probes are too noisy to place onsets for a fit: median σ {statistics.median(noise_pcts):.2f} % "
                     f"of the AUC over {len(noise_pcts)} runs, above {MAX_PROBE_NOISE_PCT:g} % (bench/law_recovery.py: "
                     "b comes out biased by up to -0.24 at 2 %); more validation tokens per eval point (probe.eval_tokens) "
-                    "lower the part of it that is evaluation noise")
+                    "lower the part of it that is evaluation noise, and in a control study more probe permutations "
+                    "(curriculum.control.probe_permutations) the part that is the probe permutation's")
 
 
 def fit_power_law(params: Sequence[float], observations: Sequence[OnsetObservation],
@@ -123,9 +124,16 @@ def law_of(fit: dict[str, Any]) -> PowerLaw:
     return PowerLaw(a=float(fit["a"]), b=float(fit["b"]), n=fit.get("n", 0), **fields)
 
 
+def law_problem(runs: Sequence[dict[str, Any]]) -> str:
+    """The problem whose onsets the law is fit over: continual (the study's) where there are such runs, else the
+    control problem's (its tasks are one size too); never both at once, nor stationary runs (onsets in tokens)."""
+    return "continual" if any(run["problem"] == "continual" for run in runs) else "control"
+
+
 def law_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The summary's runs the law is about: continual, without mitigations."""
-    return [run for run in runs if run["problem"] == "continual" and not run["mitigations"]]
+    """The summary's runs the law is about: those of `law_problem`, without mitigations."""
+    problem = law_problem(runs)
+    return [run for run in runs if run["problem"] == problem and not run["mitigations"]]
 
 
 def fitted_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

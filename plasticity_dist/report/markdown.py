@@ -14,7 +14,7 @@ from plasticity_dist.analysis.onset import describe_onset_rule
 from plasticity_dist.analysis.predictors import DIAGNOSTICS
 from plasticity_dist.analysis.replicates import SEED_KEYS
 from plasticity_dist.analysis.runs import load_run
-from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, predict_onset
+from plasticity_dist.analysis.scaling import STUDY_LAW, PowerLaw, law_of, law_problem, predict_onset
 from plasticity_dist.analysis.summary import build_summary
 from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text
 from plasticity_dist.probe.noise import describe_noise_rule
@@ -227,7 +227,8 @@ def _prediction_text(law: PowerLaw, task_tokens: int) -> str:
 def scaling_section(summary: dict[str, Any], task_tokens: int) -> str:
     """The fit with its n and intervals, its prediction at the runs' task size, and the published law at the study's."""
     lines = ["## Scaling law of the onset", "",
-             "One fit of log T = log a + b log P + ε, ε ~ N(0, σ²), over the continual runs without mitigations (T in "
+             f"One fit of log T = log a + b log P + ε, ε ~ N(0, σ²), over the {law_problem(summary['runs'])} runs "
+             "without mitigations (T in "
              "tasks of the runs' size, P the non-embedding parameters), each run one observation of the interval its "
              "onset lies in (an interval, at or before a bound, or after one); runs whose onset is undetermined are "
              "left out. It needs bounded onsets at 3 or more sizes and an interval on b that the data close. "

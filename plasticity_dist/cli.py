@@ -53,7 +53,7 @@ def _probe(args: argparse.Namespace) -> int:
         return 0
     from plasticity_dist.train.probe_run import run_probe
 
-    return run_probe(args.checkpoint, args.config, force=args.force, permutation=args.permutation)
+    return run_probe(args.checkpoint, args.config, force=args.force)
 
 
 def _probe_queue(run_dir: str, resubmit: bool) -> int:
@@ -89,8 +89,6 @@ def _add_probe(subparsers: argparse._SubParsersAction) -> None:
                         "or failed probe request (each gets probe.retries more attempts)")
     parser.add_argument("--config", help="experiment YAML (default: the run's config.yaml)")
     parser.add_argument("--force", action="store_true", help="replace a result made under another probe config")
-    parser.add_argument("--permutation", type=int, help="train only this probe permutation's run (what a probe over "
-                        "several permutations starts for each)")
     parser.add_argument("--print-run-dir", action="store_true", help="print the probe's run directory "
                         "(RUN/probes/<tag>) and exit (what slurm/probe.sh requeues on)")
     parser.set_defaults(handler=_probe)

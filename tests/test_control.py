@@ -4,7 +4,7 @@ by the loader and by validation; exact resume mid-task and across world sizes. N
 from __future__ import annotations
 
 import itertools
-import shutil
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,14 +180,42 @@ def test_a_probe_over_two_permutations_holds_their_mean_the_first_being_the_sing
     assert two["permutation_aucs"][0] == one["auc"]  # the same probe, bitwise
     assert two["permutation_aucs"][1] != one["auc"]
     assert two["auc"] == pytest.approx(sum(two["permutation_aucs"]) / 2)
+    assert two["eval_tokens"] == one["eval_tokens"]  # each permutation's curve counted from its own start
     assert two["config_hash"] != one["config_hash"] and "permutation_aucs" not in one
-    probe_run = RunLayout.of_checkpoint(double).probe_run(double.name).root
-    assert (probe_run / "permutation1" / "metrics.jsonl").is_file()
-    assert not any(probe_run.glob("permutation*/checkpoints"))
-    # a probe stopped before its last permutation's curve resumes there: the first permutation is not trained again
-    RunLayout.of_checkpoint(double).probe_result(double.name).unlink()
-    shutil.rmtree(probe_run / "permutation1")
-    first_metrics = (probe_run / "permutation0" / "metrics.jsonl").read_bytes()
-    assert probe(double).returncode == 0
-    assert probe_result(double)["permutation_aucs"] == two["permutation_aucs"]
-    assert (probe_run / "permutation0" / "metrics.jsonl").read_bytes() == first_metrics
+    probe_run = RunLayout.of_checkpoint(double).probe_run(double.name)
+    assert [task.permutation for task in build_tasks(load_config(probe_run.config))] == [
+        probe_permutation(load_config(RunLayout.of_checkpoint(double).config), index) for index in range(2)]
+    assert not probe_run.checkpoints.exists()
+
+
+def restarting_run(data_root: Path, first_permutation: int, restart: bool = True) -> list[str]:
+    """Two tasks of 16 steps on en, under token permutations `first_permutation` and 2, evaluated at steps 0, 8
+    and 16 of each, a checkpoint every 4 steps, on 1 rank with ZeRO-1."""
+    return tiny_overrides(
+        data_root, curriculum__tasks=f"[{{name: a, dataset: en, permutation: {first_permutation}}}, "
+        "{name: b, dataset: en, permutation: 2}]", curriculum__task_tokens=16 * 8 * 32,
+        curriculum__restart_each_task=str(restart).lower(), evaluation__points=3, checkpoint__every_steps=4,
+        launch__zero_stage=1, data__num_workers=0)
+
+
+def second_task_curve(run_dir: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(record["step"], record["val_loss"]) for record in records
+            if record["event"] == "eval" and record["task_index"] == 1]
+
+
+def test_a_restarting_run_trains_each_task_from_the_initial_weights_with_a_fresh_optimizer(data_root, tmp_path):
+    """Task b's curve is the same whatever task a trained on (weights and Adam's moments both start again), not so
+    without the restart; killed inside task b, the run resumes to the same curve."""
+    curve = second_task_curve(train_to_end(tmp_path / "after-1", restarting_run(data_root, 1), processes=1))
+    assert len(curve) == 3
+    assert second_task_curve(train_to_end(tmp_path / "after-3", restarting_run(data_root, 3), processes=1)) == curve
+    plain = [restarting_run(data_root, first, restart=False) for first in (1, 3)]
+    assert second_task_curve(train_to_end(tmp_path / "plain-1", plain[0], processes=1)) != \
+        second_task_curve(train_to_end(tmp_path / "plain-3", plain[1], processes=1))
+    run_dir = tmp_path / "killed"
+    first = start_training(run_dir, restarting_run(data_root, 1), processes=1)
+    wait_for(lambda: len(step_records(run_dir)) >= 22, what="step 22")  # in task b, past its step-20 checkpoint
+    kill_process_group(first)
+    train_to_end(run_dir, restarting_run(data_root, 1), processes=1)
+    assert second_task_curve(run_dir) == curve

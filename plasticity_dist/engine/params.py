@@ -83,6 +83,11 @@ def has_optimizer_state(engine: Any) -> bool:
     return any(engine.optimizer.optimizer.state.values())  # the torch optimizer inside DeepSpeed's ZeRO one
 
 
+def clear_optimizer_state(engine: Any) -> None:
+    """Forget Adam's moments and step counts: the next step starts them afresh, as a new optimizer's first does."""
+    engine.optimizer.optimizer.state.clear()
+
+
 def get_full_state(param: torch.nn.Parameter, key: str) -> torch.Tensor:
     """One optimizer state tensor of `param` (e.g. Adam's `exp_avg`), whole."""
     return _get_state(param, key).reshape(_full_shape(param))

@@ -86,6 +86,9 @@ class CurriculumSection:
     total_tokens: int | None = field(default=None, metadata=at_least(1))
     probe_every_tokens: int | None = field(default=None, metadata=at_least(1))
     control: ControlSection = field(default_factory=ControlSection)  # read only by the control problem
+    # every task after the first starts again from the run's initial weights with a fresh optimizer: independent
+    # trainings of one starting point, one per task, in one process (a probe over several probe permutations)
+    restart_each_task: bool = False
 
     def check(self) -> None:
         if not self.tasks:

@@ -8,8 +8,9 @@ the last included). Being a run, it checkpoints every `probe.checkpoint_every_st
 kill, and stops on USR1/TERM with the requeue exit code. On completion it writes `RUN/probes/<tag>.json`
 atomically and deletes its own checkpoints; its config.yaml and metrics.jsonl stay. A control run with
 `curriculum.control.probe_permutations` K > 1 probes the checkpoint K times, each under a probe permutation of
-its own (permutation k in `RUN/probes/<tag>/permutation<k>/`, a run and a process of its own), one after another,
-and its result holds their mean curve and AUC (and each one's AUC).
+its own: the probe run has K tasks, task k the probe data under permutation k, each starting from the
+checkpoint's weights with a fresh AdamW (`curriculum.restart_each_task`), and its result holds their curves'
+mean and its AUC (and each one's AUC). The curves are read from the run's metrics.jsonl (its `eval` records).
 
 A probe whose validation loss turns NaN or infinite has diverged, the strongest loss of plasticity: it still
 trains to its budget (so its eval grid stays the one its run's other probes share) and writes its result, with
@@ -22,10 +23,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,11 +41,10 @@ from plasticity_dist.study.config_files import config_to_dict, load_config
 from plasticity_dist.study.curriculum import dataset_path, probe_permutation, probe_permutation_count
 from plasticity_dist.study.errors import ConfigError
 from plasticity_dist.study.mitigation_sections import MitigationsSection
-from plasticity_dist.train.callbacks.evaluation import EvalPoint, PeriodicEvaluation
+from plasticity_dist.train.callbacks.evaluation import EvalPoint
+from plasticity_dist.train.metrics import read_metrics
 
 log = get_logger()
-CURVE_FILE = "curve.json"  # a permutation's validation curve, in its run's folder, when a probe has several
-
 
 
 def probe_config_hash(config: ExperimentConfig) -> str:
@@ -65,16 +62,19 @@ def probe_config_hash(config: ExperimentConfig) -> str:
     permutation = probe_permutation(config)
     if permutation is not None:  # absent otherwise, so the other problems' hashes are the ones they always had
         payload["probe_permutation"] = permutation
-    if probe_permutation_count(config) > 1:
-        payload["probe_permutations"] = probe_permutation_count(config)
+    count = probe_permutation_count(config)
+    if count > 1:  # each a task of one probe run, whose loader order its task index seeds
+        payload["probe_permutation_tasks"] = [probe_permutation(config, index) for index in range(count)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path,
-                     permutation_index: int = 0) -> ExperimentConfig:
-    """The run that probes `checkpoint` under the run config `config`, in `run_dir` (under the control problem's
-    probe permutation `permutation_index`)."""
+def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path) -> ExperimentConfig:
+    """The run that probes `checkpoint` under the run config `config`, in `run_dir`: one task, or a task per probe
+    permutation of the control problem, each from the checkpoint's weights."""
     probe = config.probe
+    count = probe_permutation_count(config)
+    tasks = [TaskSpec(name="probe" if count == 1 else f"probe{index}", dataset=probe.dataset,
+                      permutation=probe_permutation(config, index)) for index in range(count)]
     return dataclasses.replace(
         config,
         run_dir=str(run_dir),
@@ -82,9 +82,8 @@ def probe_run_config(config: ExperimentConfig, checkpoint: Path, run_dir: Path,
         model=dataclasses.replace(config.model, init_from=str(checkpoint.resolve())),
         # probes read their data in one-block windows and validate on eval_tokens (the task end's too)
         data=dataclasses.replace(config.data, shuffle_window_blocks=1, val_tokens=probe.eval_tokens),
-        curriculum=CurriculumSection(problem="continual", tasks=[TaskSpec(
-            name="probe", dataset=probe.dataset, permutation=probe_permutation(config, permutation_index))],
-            task_tokens=probe.tokens, cycles=1),
+        curriculum=CurriculumSection(problem="continual", tasks=tasks, task_tokens=probe.tokens, cycles=1,
+                                     restart_each_task=count > 1),
         optimizer=dataclasses.replace(config.optimizer, lr=probe.lr, schedule="constant"),
         checkpoint=CheckpointSection(every_steps=probe.checkpoint_every_steps, keep_last=1),
         probe=dataclasses.replace(probe, enabled=False),
@@ -119,15 +118,16 @@ def mean_curve(curves: Sequence[Sequence[EvalPoint]]) -> list[EvalPoint]:
             for points in zip(*curves, strict=True)]
 
 
-def permutation_run(probe_run: RunLayout, index: int, count: int) -> RunLayout:
-    """The run of probe permutation `index` of `count`: the probe run itself when it is the only one, else a
-    folder in it."""
-    return probe_run if count == 1 else RunLayout(probe_run.root / f"permutation{index}")
-
-
-def _remove_checkpoints(probe_run: RunLayout, count: int) -> None:
-    for index in range(count):
-        shutil.rmtree(permutation_run(probe_run, index, count).checkpoints, ignore_errors=True)
+def task_curves(metrics: Path) -> list[list[EvalPoint]]:
+    """Each task's validation curve in a run's metrics.jsonl (its `eval` records), steps and tokens counted from
+    the task's start."""
+    curves: dict[int, list[EvalPoint]] = {}
+    for record in read_metrics(metrics):
+        if record["event"] == "eval":
+            curves.setdefault(record["task_index"], []).append(
+                EvalPoint(record["step"], record["tokens"], record["val_loss"]))
+    return [[EvalPoint(point.step - curve[0].step, point.tokens - curve[0].tokens, point.val_loss) for point in curve]
+            for _, curve in sorted(curves.items())]
 
 
 def existing_result(result_path: Path, config_hash: str, force: bool) -> dict[str, Any] | None:
@@ -152,15 +152,13 @@ def _same_run(written: Path, config: ExperimentConfig) -> bool:
     return ours == theirs
 
 
-def prepare_probe_run(layout: RunLayout, tag: str, config: ExperimentConfig, force: bool,
-                      permutation_index: int = 0) -> ExperimentConfig:
-    """The config of the probe run (of probe permutation `permutation_index`); a probe run left by another probe
-    config is refused, or with `force` removed."""
-    probe_run = permutation_run(layout.probe_run(tag), permutation_index, probe_permutation_count(config))
+def prepare_probe_run(layout: RunLayout, tag: str, config: ExperimentConfig, force: bool) -> ExperimentConfig:
+    """The config of the probe run; a probe run left by another probe config is refused, or with `force` removed."""
+    probe_run = layout.probe_run(tag)
     val_split = Path(dataset_path(config.data.root, config.probe.dataset)) / "val"
     if not val_split.is_dir():
         raise ConfigError(f"probe.dataset: {val_split} does not exist; preprocess the probe dataset with --val-tokens")
-    run_config = probe_run_config(config, layout.checkpoint(tag), probe_run.root, permutation_index)
+    run_config = probe_run_config(config, layout.checkpoint(tag), probe_run.root)
     if probe_run.config.is_file() and not _same_run(probe_run.config, run_config):
         if not force:
             raise ValueError(f"{probe_run.root} holds a probe run under another config; pass --force to restart it")
@@ -193,67 +191,31 @@ def probe_record(tag: str, trainer_state: dict[str, Any], curves: Sequence[Seque
     return result
 
 
-def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, force: bool = False,
-              permutation: int | None = None) -> int:
-    """Run or resume the probe of `checkpoint`; 0 once its result exists, REQUEUE_EXIT_CODE when stopped. With
-    `curriculum.control.probe_permutations` K > 1, each permutation's run is a process of its own (Accelerate
-    holds one DeepSpeed engine per process), started here one after another with this process's environment
-    (`permutation` names the one a child trains); their curves' mean is the result."""
+def run_probe(checkpoint: str | Path, config_path: str | Path | None = None, force: bool = False) -> int:
+    """Run or resume the probe of `checkpoint`; 0 once its result exists, REQUEUE_EXIT_CODE when stopped."""
     checkpoint = Path(checkpoint)
     trainer_state = read_trainer_state(checkpoint)
     layout = RunLayout.of_checkpoint(checkpoint)
     config = load_config(config_path or layout.config)
     result_path = layout.probe_result(checkpoint.name)
     probe_run = layout.probe_run(checkpoint.name)
-    count = probe_permutation_count(config)
-    if permutation is None and existing_result(result_path, probe_config_hash(config), force) is not None:
+    if existing_result(result_path, probe_config_hash(config), force) is not None:
         log.info(f"probe of {checkpoint.name} already done with this config: {result_path}")
-        _remove_checkpoints(probe_run, count)  # left by a probe killed after its result
+        shutil.rmtree(probe_run.checkpoints, ignore_errors=True)  # left by a probe killed after its result
         return 0
-    if permutation is not None or count == 1:
-        return _train_permutation(checkpoint, trainer_state, config, force, permutation or 0)
-    for index in range(count):
-        prepare_probe_run(layout, checkpoint.name, config, force, index)  # refuses (or removes) another config's
-        if not permutation_run(probe_run, index, count).root.joinpath(CURVE_FILE).is_file():
-            command = [sys.executable, "-m", "plasticity_dist.cli", "probe", "--checkpoint", str(checkpoint),
-                       "--permutation", str(index), *(["--config", str(config_path)] if config_path else [])]
-            status = subprocess.run(command, check=False).returncode
-            if status != 0:
-                return status
-    if int(os.environ.get("RANK", "0")) == 0:
-        curves = [[EvalPoint(*point) for point in json.loads(permutation_run(probe_run, index, count).root.joinpath(
-            CURVE_FILE).read_text())] for index in range(count)]
-        _write_result(result_path, probe_record(checkpoint.name, trainer_state, curves, config,
-                                                world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                                                started=permutation_run(probe_run, 0, count).config.stat().st_mtime))
-        _remove_checkpoints(probe_run, count)
-    return 0
-
-
-def _train_permutation(checkpoint: Path, trainer_state: dict[str, Any], config: ExperimentConfig, force: bool,
-                       index: int) -> int:
-    """Train the probe run of permutation `index`; with one permutation write the probe's result, with more the
-    run's curve (`CURVE_FILE` in its folder) for the process that started it."""
-    count = probe_permutation_count(config)
-    layout = RunLayout.of_checkpoint(checkpoint)
-    run = permutation_run(layout.probe_run(checkpoint.name), index, count)
 
     from plasticity_dist.train.trainer import Trainer  # DeepSpeed and torch load only for a probe that runs
 
-    trainer = Trainer(prepare_probe_run(layout, checkpoint.name, config, force, index))
+    trainer = Trainer(prepare_probe_run(layout, checkpoint.name, config, force))
     try:
         status = trainer.run()
         if status != 0:
             return status
-        curve = trainer.callbacks.member(PeriodicEvaluation).curve
         if trainer.accelerator.is_main_process:
-            if count > 1:
-                atomic_write_json(run.root / CURVE_FILE, [list(point) for point in curve])
-            else:
-                _write_result(layout.probe_result(checkpoint.name), probe_record(
-                    checkpoint.name, trainer_state, [curve], config, trainer.world.world_size,
-                    started=run.config.stat().st_mtime))  # written once, when the probe run began
-                _remove_checkpoints(run, 1)
+            _write_result(result_path, probe_record(
+                checkpoint.name, trainer_state, task_curves(probe_run.metrics), config, trainer.world.world_size,
+                started=probe_run.config.stat().st_mtime))  # written once, when the probe run began
+            shutil.rmtree(probe_run.checkpoints, ignore_errors=True)
         trainer.accelerator.wait_for_everyone()
         return 0
     finally:

@@ -41,6 +41,7 @@ from plasticity_dist.train.callbacks.early_warning import StagnationMonitor
 from plasticity_dist.train.callbacks.evaluation import PeriodicEvaluation
 from plasticity_dist.train.callbacks.mitigations import (ContinualBackprop, HareTortoise, L2Init, NormalizeProject,
                                                          ReDo, SelfNormalizedResets, ShrinkPerturb, SpectralReg)
+from plasticity_dist.train.callbacks.restart import TaskRestart
 from plasticity_dist.train.callbacks.task_end import TaskEndEvaluation
 from plasticity_dist.train.lr_schedule import learning_rate
 from plasticity_dist.train.metrics import MetricsLog, task_record
@@ -50,9 +51,10 @@ log = get_logger()
 
 # The parts of the loop, each built from its config section when turned on; each declares when its hooks run
 # (its `priority`, callbacks/base.py).
-CALLBACK_TYPES: tuple[type[Callback], ...] = (TaskEndEvaluation, Diagnostics, ShrinkPerturb, L2Init, SpectralReg, ReDo,
-                                              ContinualBackprop, SelfNormalizedResets, NormalizeProject, HareTortoise,
-                                              PeriodicEvaluation, StagnationMonitor, Checkpointing)
+CALLBACK_TYPES: tuple[type[Callback], ...] = (TaskRestart, TaskEndEvaluation, Diagnostics, ShrinkPerturb, L2Init,
+                                              SpectralReg, ReDo, ContinualBackprop, SelfNormalizedResets,
+                                              NormalizeProject, HareTortoise, PeriodicEvaluation, StagnationMonitor,
+                                              Checkpointing)
 
 
 @dataclass

@@ -62,7 +62,8 @@ def _treatments(group: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def load_study(name: str, path: Path = STUDIES) -> Study:
-    """Study `name` of the plans in `path`: each group's sizes x treatments x seeds, in that order."""
+    """Study `name` of the plans in `path`: each group's sizes x treatments x seeds, in that order, each run under
+    the study's overrides, then its group's, then its treatment's."""
     plans = yaml.safe_load(path.read_text())
     if name not in plans:
         raise ValueError(f"--study {name}: not a study of {path}; its studies: {', '.join(plans)}")
@@ -74,7 +75,8 @@ def load_study(name: str, path: Path = STUDIES) -> Study:
                 prefix = size if label == NO_TREATMENT else f"{size}-{label}"
                 runs += [(f"{prefix}-seed{seed}", [f"model.preset={size}", f"seed={seed}", f"data.seed={seed}",
                                                    f"curriculum.control.permutation_seed={seed}",
-                                                   *plan.get("overrides", []), *overrides])
+                                                   *plan.get("overrides", []), *group.get("overrides", []),
+                                                   *overrides])
                          for seed in group["seeds"]]
     for run_name, overrides in runs:
         load_config(CONTROL_CONFIG, overrides)  # a bad override fails here, naming its key, before any training

@@ -129,6 +129,8 @@ def test_the_ranking_study_runs_every_treatment_and_each_swept_value_under_three
     scaling = [name for name, _ in load_study("scaling").runs]  # `make control`: its run folders as before
     assert scaling == [f"{size}-seed{seed}" for size in ("12.4K", "28K", "50K") for seed in (0, 1)] + \
         ["12.4K-l2-init-seed0", "12.4K-l2-init-seed1"]
+    onset = dict(load_study("onset").runs)  # a group's overrides come after the study's: 50K at its own LR
+    assert [load_config(None, onset[name]).optimizer.lr for name in ("12.4K-seed0", "50K-seed1")] == [1e-3, 5e-4]
 
 
 def test_a_study_with_a_bad_setting_fails_before_training_naming_it(tmp_path):

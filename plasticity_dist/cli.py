@@ -139,9 +139,10 @@ def _add_control(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("control", help="the control study (permuted text) where plasticity loss shows "
                                                    "on CPU, ending in a report")
     parser.add_argument("--study", default="onset", help="a study of configs/control-studies.yaml: onset (the "
-                        "default: 3 sizes x 2 seeds and 12.4K with L2 Init, 120 tasks at LR 1e-3, probes over 4 "
-                        "permutations), scaling (the same at LR 3e-3, 40 tasks, single probes) or ranking (every "
-                        "mitigation and a weight-decay sweep at 12.4K x 3 seeds)")
+                        "default: 3 sizes x 2 seeds and 12.4K with L2 Init, 100 tasks at LR 1e-3 x 32/width, "
+                        "probes over 4 permutations), sizes (the same sizes, 28K and 50K to 160 tasks), scaling "
+                        "(LR 3e-3, 40 tasks, single probes) or ranking (every mitigation and a weight-decay sweep "
+                        "at 12.4K x 3 seeds)")
     parser.add_argument("--out", help="output folder (data, runs, report; default: the study's out)")
     parser.add_argument("--cycles", type=int, help="cycles per run (default: the study's, else configs/control.yaml)")
     parser.add_argument("--jobs", type=int, help="runs at once, one process each (default: the usable CPUs)")

@@ -131,6 +131,9 @@ def test_the_ranking_study_runs_every_treatment_and_each_swept_value_under_three
         ["12.4K-l2-init-seed0", "12.4K-l2-init-seed1"]
     onset = dict(load_study("onset").runs)  # a group's overrides come after the study's: 50K at its own LR
     assert [load_config(None, onset[name]).optimizer.lr for name in ("12.4K-seed0", "50K-seed1")] == [1e-3, 5e-4]
+    sizes = {name: load_config(None, overrides) for name, overrides in load_study("sizes").runs}
+    assert [(config.curriculum.cycles, config.curriculum.control.probe_permutations)
+            for config in (sizes["12.4K-seed1"], sizes["50K-seed0"])] == [(20, 4), (32, 4)]
 
 
 def test_a_study_with_a_bad_setting_fails_before_training_naming_it(tmp_path):

@@ -4,9 +4,10 @@ One 64K-token chunk of byte-level text under a fresh token permutation per task 
 configs/control.yaml). A study is data (configs/control-studies.yaml): groups of sizes x treatments x seeds, a
 treatment being mitigations or one value of a swept setting. `onset` (the default, `make control`) trains the
 control sizes under two seeds and the smallest again with a mitigation, so the report's mitigation comparison sees
-whether it delays the onset, each probe the mean over 4 probe permutations; `scaling` is the same design at a
-higher LR with single probes, where the onsets come before the first probe; `ranking` runs every mitigation and a weight-decay sweep at one size under three
-seeds. Every run trains in a process of its own on one core (as many at once as there are cores), its probes run
+whether it delays the onset, each probe the mean over 4 probe permutations; `sizes` trains the larger sizes on
+until their onsets show, for the scaling fit; `scaling` is the same design at a higher LR with single probes, where
+the onsets come before the first probe; `ranking` runs every mitigation and a weight-decay sweep at one size under
+three seeds. Every run trains in a process of its own on one core (as many at once as there are cores), its probes run
 inline after each cycle; then the report. README "Control problem" holds the measured settings and results.
 """
 

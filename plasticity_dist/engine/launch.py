@@ -43,8 +43,10 @@ def init_world_env() -> WorldInfo:
 
 
 def end_distributed() -> None:
-    """Shut the process group down before the interpreter does: a gloo worker thread still holding a tensor
-    at interpreter exit aborts the process (SIGABRT, 'terminate called without an active exception')."""
+    """Shut the process group down before the interpreter does, so torch's own references to it go while
+    Python is alive. DeepSpeed keeps references of its own, so gloo's worker threads can outlive this; one that
+    drops a Python-owned tensor during interpreter finalization aborts the process (SIGABRT, 'terminate called
+    without an active exception'), which is why tests/zero_worker.py leaves with os._exit."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

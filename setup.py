@@ -29,5 +29,5 @@ setup(
         # pytest 9.2 silently breaks pytest-xdist 3.8's --dist loadgroup (pytest-dev/pytest-xdist#1386)
         "dev": ["pytest>=8,<9.2", "pytest-xdist>=3.5", "pyarrow>=15", "tokenizers>=0.19", "tensorboard>=2.14"],
     },
-    entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:main"]},
+    entry_points={"console_scripts": ["plasticity-dist=plasticity_dist.cli:run"]},
 )

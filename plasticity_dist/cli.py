@@ -7,8 +7,10 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from plasticity_dist.common.logging import quiet_dependencies
+from plasticity_dist.common.processes import exit_process
 from plasticity_dist.common.run_lock import RunLockedError
 from plasticity_dist.study.errors import ConfigError
 
@@ -360,5 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The process's entry point (`plasticity-dist`, `python -m plasticity_dist.cli`): `main`'s status is its exit
+    status."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

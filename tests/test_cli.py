@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from plasticity_dist.cli import main
 from plasticity_dist.demo import DEMO_CONFIG
 from plasticity_dist.model.presets import PRESETS
@@ -86,3 +88,29 @@ def test_quieted_process_drops_dependency_chatter_but_not_real_warnings():
     assert "deprecated" not in quieted.stderr
     assert "a DeepSpeed warning" in quieted.stdout
     assert "FutureWarning: a warning of ours" in quieted.stderr
+
+
+ENDING_PROCESS = """
+import atexit
+import sys
+
+import torch.distributed as dist
+
+from plasticity_dist.common.processes import exit_process
+from plasticity_dist.engine.launch import end_distributed
+
+if sys.argv[1] == "group":
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+atexit.register(print, "finalized")  # atexit handlers run as the interpreter finalizes
+print("work done", end="")  # buffered: a pipe is not a terminal
+end_distributed()
+exit_process(3)
+"""
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_a_process_that_ran_a_group_exits_with_its_status_without_finalizing(group):
+    ended = subprocess.run([sys.executable, "-c", ENDING_PROCESS, "group" if group else "none"],
+                           capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 3
+    assert ended.stdout == ("work done" if group else "work donefinalized\n")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from plasticity_dist.common.processes import exit_process
 from plasticity_dist.engine.launch import build_accelerator, end_distributed, init_world_env
 from plasticity_dist.engine.params import (
     full_from_local, full_grad, get_full, get_full_state, has_optimizer_state, set_full,
@@ -281,10 +281,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    # Leave without interpreter finalization. DeepSpeed keeps the gloo process groups referenced, so their worker
-    # threads outlive destroy_process_group; one that drops a Python-owned tensor of the last collectives while
-    # the interpreter is finalizing takes the GIL, is ended by pthread_exit, and the rank aborts (SIGABRT,
-    # 'terminate called without an active exception'; seen twice in CI). The results are written by now.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_process(0)

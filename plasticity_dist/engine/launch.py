@@ -18,7 +18,7 @@ from accelerate import Accelerator, DeepSpeedPlugin
 from accelerate.utils import InitProcessGroupKwargs
 
 from plasticity_dist.common.logging import get_logger
-from plasticity_dist.common.processes import free_port, usable_cpus
+from plasticity_dist.common.processes import free_port, skip_finalization_at_exit, usable_cpus
 from plasticity_dist.study.config import ExperimentConfig
 from plasticity_dist.study.errors import ConfigError
 
@@ -43,12 +43,11 @@ def init_world_env() -> WorldInfo:
 
 
 def end_distributed() -> None:
-    """Shut the process group down before the interpreter does, so torch's own references to it go while
-    Python is alive. DeepSpeed keeps references of its own, so gloo's worker threads can outlive this; one that
-    drops a Python-owned tensor during interpreter finalization aborts the process (SIGABRT, 'terminate called
-    without an active exception'), which is why tests/zero_worker.py leaves with os._exit."""
+    """Shut the process group down while Python is alive, and have the process leave without interpreter
+    finalization (`common.processes.exit_process` says why)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+        skip_finalization_at_exit()
 
 
 def report_cpus(config: ExperimentConfig, world: WorldInfo) -> int:

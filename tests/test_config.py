@@ -32,7 +32,7 @@ def test_yaml_with_overrides_round_trips_through_the_resolved_yaml(tmp_path):
         ("data.seq_len=3.5", "'data.seq_len': expected int, got 3.5"),
         ("data.sequence_length=5", "unknown config key data.sequence_length; did you mean data.seq_len?"),
         ("data.micro_batch_size=3", "data.global_batch_size=8 is not a multiple of data.micro_batch_size=3"),
-        ("launch.zero_stage=4", "'launch.zero_stage': 4 is not allowed; allowed: 1, 2, 3"),
+        ("launch.zero_stage=4", "'launch.zero_stage': 4 is not allowed; allowed: 0, 1, 2, 3"),
         ("curriculum.tasks=[]", "curriculum.tasks is empty"),
         ("curriculum.tasks=[{tokens: 5}]", "'curriculum.tasks[0]' lacks required field(s): name"),
         ("no_equals_sign", "not of the form key.sub=value"),
@@ -51,6 +51,12 @@ def test_bad_values_fail_with_one_line_naming_the_key(override, message):
         load_config(None, [override])
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_bf16_without_zero_is_refused_naming_both_keys():
+    with pytest.raises(ConfigError, match=r"launch.precision=bf16 needs ZeRO \(launch.zero_stage 1, 2 or 3\)"):
+        load_config(None, ["launch.zero_stage=0", "launch.precision=bf16"])
+    assert load_config(None, ["launch.zero_stage=0", "launch.precision=auto"]).launch.zero_stage == 0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The trainer on CPU: real DeepSpeed engines (ZeRO 1/2/3), gloo, 2 processes through accelerate launch."""
+"""The trainer on CPU: real DeepSpeed engines (ZeRO 1/2/3 and without ZeRO), gloo, 2 processes through accelerate launch."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import signal
 import time
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from plasticity_dist.common.run_layout import PREEMPTED_MARKER
 from plasticity_dist.common.run_lock import LOCK_FILE
 from plasticity_dist.engine.preemption import REQUEUE_EXIT_CODE
+from plasticity_dist.engine.slim import slim_checkpoint
 from runs import (assert_same_weights, final_weights, kill_process_group, latest_checkpoint, reference_overrides,
                   signal_process_tree, start_training, step_records, tiny_overrides, train, train_to_end, wait_for)
 
@@ -173,3 +175,22 @@ def test_stationary_problem_mixes_the_tasks_in_one_stream_with_a_probe_point_eve
     events.Reload()
     losses = [event.value for event in events.Scalars("step/loss")]
     assert losses == pytest.approx([record["loss"] for record in records])
+
+
+def test_without_zero_one_rank_trains_the_zero1_run_and_its_checkpoint_consolidates_and_slims(data_root, zero1_one_rank,
+                                                                                             tmp_path):
+    """Stage 0 steps the same torch AdamW on whole parameters that ZeRO-1 steps on its flat partition: on one rank
+    the same gradient norms (clipped, as they are above 1) and losses, until rounding differences grow; its one
+    model-states file consolidates to the same weights, tied embeddings included, and slims to them."""
+    run_dir = train_to_end(tmp_path / "run", tiny_overrides(data_root, launch__zero_stage=0), processes=1)
+    check_finished_run(run_dir)
+    without_zero, zero1 = step_records(run_dir), step_records(zero1_one_rank)
+    assert zero1[0]["grad_norm"] > 1.0  # clipped
+    assert [r["grad_norm"] for r in without_zero[:8]] == pytest.approx([r["grad_norm"] for r in zero1[:8]], rel=1e-5)
+    assert [r["loss"] for r in without_zero[:8]] == pytest.approx([r["loss"] for r in zero1[:8]], rel=1e-6)
+    assert all(abs(a["loss"] / b["loss"] - 1) < 1e-2 for a, b in zip(without_zero, zero1))
+    weights, reference = final_weights(run_dir), final_weights(zero1_one_rank)
+    assert weights.keys() == reference.keys() and "lm_head.weight" in weights
+    assert all(torch.allclose(weights[key], reference[key], atol=1e-3) for key in reference)
+    slim_checkpoint(latest_checkpoint(run_dir), "fp32")
+    assert_same_weights(final_weights(run_dir), weights)

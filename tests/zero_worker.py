@@ -95,7 +95,7 @@ def main() -> None:
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
     steps = StepRunner(accelerator, model, config, accum_steps=1)
     params = dict(steps.engine.module.named_parameters())
-    seen: dict[str, object] = {"has_state_before_step": has_optimizer_state(steps.engine)}
+    seen: dict[str, object] = {"stage": stage, "has_state_before_step": has_optimizer_state(steps.engine)}
 
     def train(step: int, lr: float, callbacks: Callback = Callback()) -> float:
         return steps.train_step(iter([batch_for(step, rank)]), lr, callbacks)[0]
@@ -134,7 +134,7 @@ def main() -> None:
     set_full(params["blocks.0.mlp.up.weight"], up)
     scores = [s.cpu() for s in capture_activations(steps, batch_for(0, 0)[0]).unit_scores]
     before = full_weights()
-    moments = {n: get_full_state(params[n], "exp_avg").cpu() for n in ("blocks.0.mlp.up.weight", "blocks.0.mlp.down.weight")}
+    moments = {n: get_full_state(steps.engine, params[n], "exp_avg").cpu() for n in ("blocks.0.mlp.up.weight", "blocks.0.mlp.down.weight")}
     ReDo(ReDoSection(enabled=True, every_steps=1, threshold=0.1), steps, batch_for(0, 0)[0], seed=0).after_optimizer_step(position(5))
     after = full_weights()
     seen["redo"] = {
@@ -144,8 +144,8 @@ def main() -> None:
         "down_cols_changed": changed_units(after, before, "down"),
         "fresh_std": after["blocks.0.mlp.up.weight"][:4].std().item(),
         "others_unchanged": all(torch.equal(after[n], before[n]) for n in before if ".mlp." not in n),
-        "moment_rows_zero": (get_full_state(params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[:4] == 0).all().item(),
-        "moment_rows_kept": torch.equal(get_full_state(params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[4:], moments["blocks.0.mlp.up.weight"][4:]),
+        "moment_rows_zero": (get_full_state(steps.engine, params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[:4] == 0).all().item(),
+        "moment_rows_kept": torch.equal(get_full_state(steps.engine, params["blocks.0.mlp.up.weight"], "exp_avg").cpu()[4:], moments["blocks.0.mlp.up.weight"][4:]),
     }
 
     # CBP: units with zero outgoing weights contribute nothing, so they are the ones replaced
@@ -238,7 +238,7 @@ def main() -> None:
     for step in (31, 32, 33):
         train(step, 1e-2)
         trained = full_weights()
-        moments = {n: get_full_state(params[n], "exp_avg").cpu() for n in ("blocks.0.mlp.up.weight", "blocks.1.mlp.down.weight")}
+        moments = {n: get_full_state(steps.engine, params[n], "exp_avg").cpu() for n in ("blocks.0.mlp.up.weight", "blocks.1.mlp.down.weight")}
         hare.after_optimizer_step(position(step))
         tortoise = {n: value.lerp(trained[n], 0.5) for n, value in tortoise.items()}
         kept.append(all(torch.equal(get_full(params[n]).cpu(), v) for n, v in trained.items()))
@@ -248,7 +248,7 @@ def main() -> None:
     seen["hare_tortoise"] = {
         "kept_before_reset": kept[:2], "changed_at_reset": not kept[2],
         "reset_to_tortoise": all(torch.equal(get_full(params[n]).cpu(), v) for n, v in tortoise.items()),
-        "moments_kept": all(torch.equal(get_full_state(params[n], "exp_avg").cpu(), m) for n, m in moments.items()),
+        "moments_kept": all(torch.equal(get_full_state(steps.engine, params[n], "exp_avg").cpu(), m) for n, m in moments.items()),
         "shares": accelerator.gather(share).cpu().tolist(), "parameters": len(params),
         "numel": sum(p.numel() for p in reference.parameters()),
         "restart_from_weights": all(torch.equal(full_from_local(params[n], t).cpu(), get_full(params[n]).cpu())

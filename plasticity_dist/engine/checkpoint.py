@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from plasticity_dist.common.fileio import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from plasticity_dist.common.run_layout import RunLayout
-from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, CheckpointError, consolidate_zero_shards,
+from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, CheckpointError, consolidate_weights,
                                                     is_complete, read_trainer_state, require_complete)
 from plasticity_dist.engine.slim import finish_interrupted, is_slim, is_work_folder, read_slim_weights, slim_checkpoint
 
@@ -38,7 +38,7 @@ def load_consolidated_weights(path: str | Path, expected_keys: list[str]) -> dic
     consolidation has dropped tied weights before (DeepSpeed #1896), and a missing one is an error here.
     """
     require_complete(Path(path))
-    weights = read_slim_weights(Path(path)) if is_slim(Path(path)) else consolidate_zero_shards(path)
+    weights = read_slim_weights(Path(path)) if is_slim(Path(path)) else consolidate_weights(path)
     missing = sorted(set(expected_keys) - set(weights))
     if missing:
         raise CheckpointError(f"checkpoint {path}: consolidated weights lack {', '.join(missing)}")

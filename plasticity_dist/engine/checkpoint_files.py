@@ -1,16 +1,19 @@
 """The files of a checkpoint folder, read without an engine: whether it is complete, its trainer state and its
-ZeRO shards consolidated to full weights. Both the checkpointer and slimming read checkpoints through here."""
+weights consolidated whole. Both the checkpointer and slimming read checkpoints through here."""
 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate.utils.constants import MODEL_NAME
 
 TRAINER_STATE = "trainer_state.json"
 ENGINE_FOLDER = MODEL_NAME  # the tag accelerate's save_state gives the DeepSpeed engine's shards
+STAGE0_MODEL_STATES = "mp_rank_00_model_states.pt"  # without ZeRO, rank 0 saves the whole engine in this file
 
 
 class CheckpointError(ValueError):
@@ -39,8 +42,17 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path}: {TRAINER_STATE} is corrupt: {error}") from None
 
 
-def consolidate_zero_shards(path: str | Path) -> dict[str, Any]:
-    """Full fp32 weights of a full (not slim) checkpoint, consolidated from its ZeRO shards by DeepSpeed."""
+def consolidate_weights(path: str | Path) -> dict[str, Any]:
+    """Full fp32 weights of a full (not slim) checkpoint: consolidated from its ZeRO shards by DeepSpeed, or, saved
+    without ZeRO (stage 0), the whole model in the engine's one model-states file."""
+    engine_files = Path(path) / ENGINE_FOLDER
+    if (engine_files / STAGE0_MODEL_STATES).is_file() and not any(engine_files.glob("*zero_pp_rank_*")):
+        try:
+            states = torch.load(engine_files / STAGE0_MODEL_STATES, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as error:
+            raise CheckpointError(f"checkpoint {path}: {ENGINE_FOLDER}/{STAGE0_MODEL_STATES} is unreadable: "
+                                  f"{error}") from None
+        return {name: tensor.float() for name, tensor in states["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     try:

@@ -1,4 +1,5 @@
-"""Turn the launch environment and our config into an `Accelerator` running a DeepSpeed ZeRO engine.
+"""Turn the launch environment and our config into an `Accelerator` running a DeepSpeed engine (ZeRO 1-3, or
+stage 0: none).
 
 Works under `accelerate launch`, `torchrun`, `deepspeed` and as a plain single process (for which the
 rendezvous variables are filled in here). The DeepSpeed JSON's `"auto"` values are filled from our
@@ -66,9 +67,9 @@ def report_cpus(config: ExperimentConfig, world: WorldInfo) -> int:
 
 
 def use_bf16(config: ExperimentConfig) -> bool:
-    """bf16 on GPU, fp32 on CPU, unless `launch.precision` says otherwise."""
+    """bf16 on GPU, fp32 on CPU and at stage 0 (no ZeRO), unless `launch.precision` says otherwise."""
     if config.launch.precision == "auto":
-        return torch.cuda.is_available()
+        return torch.cuda.is_available() and config.launch.zero_stage > 0
     return config.launch.precision == "bf16"
 
 

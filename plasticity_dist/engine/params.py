@@ -1,10 +1,13 @@
-"""Full parameters and Adam state of a DeepSpeed engine, read and written the same way under ZeRO 1, 2 and 3.
+"""Full parameters and Adam state of a DeepSpeed engine, read and written the same way under ZeRO 1, 2 and 3 and
+without ZeRO (stage 0).
 
 Under ZeRO the optimizer steps fp32 master partitions and copies them into the model's parameters after
 each step. Writing only `param.data` is undone by the next step; writing only the master (what DeepSpeed's
 `safe_set_full_fp32_param` does) leaves the forwards before that step on the old weights. `set_full`
-writes both. Every function here is collective: call it on every rank, in the same order, with the same
-values. Optimizer state exists only after the first step; before it there is nothing to reset.
+writes both. At stage 0 (fp32 only, `launch.zero_stage`) every rank holds the whole model, each parameter is
+its own master and the engine steps the torch AdamW itself. Every function here is collective: call it on every
+rank, in the same order, with the same values. Optimizer state exists only after the first step; before it there
+is nothing to reset.
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ ADAM_STATE_KEYS = ("exp_avg", "exp_avg_sq")
 
 def is_zero3(param: torch.nn.Parameter) -> bool:
     return hasattr(param, "ds_id")
+
+
+def is_own_master(param: torch.nn.Parameter) -> bool:
+    """Whether `param` is stepped directly (stage 0): neither a ZeRO-3 partition nor mapped to a ZeRO 1/2 master."""
+    return not is_zero3(param) and not hasattr(param, "_hp_mapping")
+
+
+def torch_optimizer(engine: Any) -> torch.optim.Optimizer:
+    """The torch AdamW an engine steps: inside DeepSpeed's ZeRO optimizer, or the engine's own at stage 0."""
+    return engine.optimizer if engine.zero_optimization_stage() == 0 else engine.optimizer.optimizer
 
 
 def get_full(param: torch.nn.Parameter) -> torch.Tensor:
@@ -49,7 +62,10 @@ def set_full(param: torch.nn.Parameter, value: torch.Tensor) -> None:
 
 def get_local(param: torch.nn.Parameter) -> torch.Tensor:
     """This rank's share of the fp32 master of `param`, flat, without communication (a view: clone it to keep
-    it): its ZeRO-3 partition, or under ZeRO 1/2 the fragment of `param` in its optimizer partition (maybe empty)."""
+    it): its ZeRO-3 partition, under ZeRO 1/2 the fragment of `param` in its optimizer partition (maybe empty), at
+    stage 0 the whole parameter (every rank holds it)."""
+    if is_own_master(param):
+        return param.detach().view(-1)
     if is_zero3(param):
         return safe_get_local_fp32_param(param)
     mapping = param._hp_mapping
@@ -58,6 +74,8 @@ def get_local(param: torch.nn.Parameter) -> torch.Tensor:
 
 def full_from_local(param: torch.nn.Parameter, local: torch.Tensor) -> torch.Tensor:
     """The whole fp32 value whose shares, as `get_local` hands them out, are every rank's `local`."""
+    if is_own_master(param):
+        return local.view(param.shape)
     if is_zero3(param):
         group, partition = param.ds_process_group, param.ds_tensor.ds_numel
         flat = torch.zeros(partition * dist.get_world_size(group=group), device=param.ds_tensor.device)
@@ -74,28 +92,32 @@ def full_from_local(param: torch.nn.Parameter, local: torch.Tensor) -> torch.Ten
 
 def full_grad(param: torch.nn.Parameter) -> torch.Tensor | None:
     """The whole reduced gradient of `param`; valid between the backward and the optimizer step."""
-    grad = safe_get_full_grad(param)
+    grad = param.grad if is_own_master(param) else safe_get_full_grad(param)
     return None if grad is None else grad.reshape(_full_shape(param))
 
 
 def has_optimizer_state(engine: Any) -> bool:
     """Whether Adam's moments exist yet: torch creates them at the first step."""
-    return any(engine.optimizer.optimizer.state.values())  # the torch optimizer inside DeepSpeed's ZeRO one
+    return any(torch_optimizer(engine).state.values())
 
 
 def clear_optimizer_state(engine: Any) -> None:
     """Forget Adam's moments and step counts: the next step starts them afresh, as a new optimizer's first does."""
-    engine.optimizer.optimizer.state.clear()
+    torch_optimizer(engine).state.clear()
 
 
-def get_full_state(param: torch.nn.Parameter, key: str) -> torch.Tensor:
-    """One optimizer state tensor of `param` (e.g. Adam's `exp_avg`), whole."""
+def get_full_state(engine: Any, param: torch.nn.Parameter, key: str) -> torch.Tensor:
+    """One optimizer state tensor of `param` (e.g. Adam's `exp_avg`) in `engine`'s optimizer, whole (a copy)."""
+    if is_own_master(param):
+        return _own_state(engine, param, key).clone()
     return _get_state(param, key).reshape(_full_shape(param))
 
 
-def set_full_state(param: torch.nn.Parameter, key: str, value: torch.Tensor) -> None:
+def set_full_state(engine: Any, param: torch.nn.Parameter, key: str, value: torch.Tensor) -> None:
     value = value.detach().to(torch.float32)
-    if is_zero3(param):
+    if is_own_master(param):
+        _own_state(engine, param, key).copy_(value.view(param.shape))
+    elif is_zero3(param):
         numel = safe_get_local_optimizer_state(param, key).numel()
         safe_set_local_optimizer_state(param, _local_slice(param, value, numel), key)
     else:
@@ -107,6 +129,13 @@ def _get_state(param: torch.nn.Parameter, key: str) -> torch.Tensor:
     if value is None:
         raise ValueError(f"no optimizer state {key!r}: the parameter is not managed by a ZeRO optimizer")
     return value
+
+
+def _own_state(engine: Any, param: torch.nn.Parameter, key: str) -> torch.Tensor:
+    state = torch_optimizer(engine).state.get(param, {})
+    if key not in state:
+        raise ValueError(f"no optimizer state {key!r}: the optimizer has not stepped this parameter yet")
+    return state[key]
 
 
 def _full_shape(param: torch.nn.Parameter) -> torch.Size:

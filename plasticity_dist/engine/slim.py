@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from plasticity_dist.common.fileio import atomic_write_json, fsync_dir
-from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, consolidate_zero_shards, is_complete,
+from plasticity_dist.engine.checkpoint_files import (TRAINER_STATE, consolidate_weights, is_complete,
                                                      read_trainer_state)
 
 SLIM_WEIGHTS = "model.safetensors"
@@ -67,7 +67,7 @@ def slim_checkpoint(path: Path, dtype: str) -> None:
     staging, replaced = path.with_name(path.name + STAGING_SUFFIX), path.with_name(path.name + REPLACED_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
     state = read_trainer_state(path)
-    write_slim(consolidate_zero_shards(path), state, staging, dtype)
+    write_slim(consolidate_weights(path), state, staging, dtype)
     path.rename(replaced)
     staging.rename(path)
     fsync_dir(path.parent)

@@ -80,12 +80,22 @@ class StepRunner:
             self.engine.backward(loss if extra is None else loss + extra)
             loss_sum += loss.detach().float()
         hooks.before_optimizer_step()
+        grad_norm = self._stage0_grad_norm()
         self.engine.step()
         mean_loss = loss_sum / self.accum_steps
         if self.accelerator.num_processes > 1:  # a collective even in a world of one, a few % of a tiny model's step
             mean_loss = self.accelerator.reduce(mean_loss, reduction="mean")
-        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is None:
+            grad_norm = self.engine.get_global_grad_norm()
         return mean_loss.item(), float(grad_norm) if grad_norm is not None else math.nan
+
+    def _stage0_grad_norm(self) -> torch.Tensor | None:
+        """Without ZeRO DeepSpeed keeps no gradient norm: the norm of the reduced gradients (the same on every
+        rank) before the step clips and clears them. None under ZeRO, whose optimizer keeps it."""
+        if self.engine.zero_optimization_stage() > 0:
+            return None
+        grads = [param.grad for param in self.engine.module.parameters() if param.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else None
 
     def evaluate(self, batches: Iterable[Batch]) -> float:
         """Mean loss over `batches`; every rank must pass the same batches (ZeRO-3 forwards are collective)."""

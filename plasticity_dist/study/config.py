@@ -252,10 +252,18 @@ GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0}  # dense bf16, p
 
 @dataclass
 class LaunchSection:
-    zero_stage: int = field(default=1, metadata=choices(1, 2, 3))
-    precision: str = field(default="auto", metadata=choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU
+    """`zero_stage` 0 runs DeepSpeed without ZeRO: every rank holds the whole fp32 model and Adam state, which
+    steps a tiny model fastest (the control problem's); it runs in fp32 only."""
+
+    zero_stage: int = field(default=1, metadata=choices(0, 1, 2, 3))
+    precision: str = field(default="auto", metadata=choices("auto", "bf16", "fp32"))  # auto: bf16 on GPU, but stage 0
     ds_config: str = ""  # defaults to ds_configs/zero<stage>.json
     peak_tflops: float | None = field(default=None, metadata=at_least(0.0))  # per-GPU peak for MFU; null: detected
+
+    def check(self) -> None:
+        if self.zero_stage == 0 and self.precision == "bf16":
+            raise ConfigError("launch.precision=bf16 needs ZeRO (launch.zero_stage 1, 2 or 3): stage 0 runs in fp32 "
+                              "only; set launch.precision=fp32 or auto")
 
 
 @dataclass

@@ -184,7 +184,7 @@ class Trainer:
         state = self._start_or_resume()
         log.info(f"{self.config.model.preset} model ({self.non_embedding_params:,} non-embedding params), "
                  f"{len(self.tasks)} tasks, world size {self.world.world_size} on {self.device.type}, "
-                 f"ZeRO-{self.config.launch.zero_stage}")
+                 f"ZeRO-{self.config.launch.zero_stage}" if self.config.launch.zero_stage else "without ZeRO (stage 0)")
         if self.device.type == "cuda":
             self._log_gpu_path()
         with TrainingProgress(self.tasks, enabled=self.accelerator.is_main_process) as progress:

@@ -66,15 +66,16 @@ def reset_units(step_runner: StepRunner, mlp: MLP, units: torch.Tensor, generato
     outgoing[:, units] = 0.0
     set_full(up, incoming)
     set_full(down, outgoing)
-    if not has_optimizer_state(step_runner.engine):
+    engine = step_runner.engine
+    if not has_optimizer_state(engine):
         return
     for key in ADAM_STATE_KEYS:
-        state = get_full_state(up, key)
+        state = get_full_state(engine, up, key)
         state[units] = 0.0
-        set_full_state(up, key, state)
-        state = get_full_state(down, key)
+        set_full_state(engine, up, key, state)
+        state = get_full_state(engine, down, key)
         state[:, units] = 0.0
-        set_full_state(down, key, state)
+        set_full_state(engine, down, key, state)
 
 
 class ShrinkPerturb(Callback):

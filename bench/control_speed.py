@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="12.4K")
     parser.add_argument("--tasks", type=int, default=3)
+    parser.add_argument("--zero-stage", type=int, help="launch.zero_stage (default: the control config's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-control-"))
     base = load_config(CONTROL_CONFIG)
@@ -65,7 +66,7 @@ def main() -> None:
                      str(chunk), "--seq-len", str(base.data.seq_len), "--val-tokens", "8192", "--workers", "1"]) == 0
     overrides = [f"run_dir={work / 'run'}", f"model.preset={args.preset}", f"data.root={work / 'data'}",
                  "curriculum.cycles=1", f"curriculum.control.tasks_per_cycle={args.tasks}", "probe.enabled=false",
-                 "log_every=1"]
+                 "log_every=1", *([f"launch.zero_stage={args.zero_stage}"] if args.zero_stage is not None else [])]
     config = load_config(CONTROL_CONFIG, overrides)
     bare_before = bare_loop_seconds(config)
     assert train(config) == 0
@@ -76,7 +77,8 @@ def main() -> None:
     assert run_steps == steps, (run_steps, steps)
     bare_rate, trainer_rate = steps * tokens_per_step / bare_s, steps * tokens_per_step / run_s
     print(f"preset: {args.preset} ({args.tasks} permuted tasks of {steps // args.tasks} steps, batch "
-          f"{config.data.global_batch_size} x {config.data.seq_len}, fp32, cpu, 1 process, OMP_NUM_THREADS="
+          f"{config.data.global_batch_size} x {config.data.seq_len}, fp32, cpu, 1 process, ZeRO stage "
+          f"{config.launch.zero_stage}, OMP_NUM_THREADS="
           f"{os.environ['OMP_NUM_THREADS']})")
     print(f"bare_loop_tokens_per_s: {bare_rate:,.0f}")
     print(f"trainer_tokens_per_s: {trainer_rate:,.0f}")

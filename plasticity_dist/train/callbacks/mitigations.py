@@ -1,4 +1,5 @@
-"""Remedies for plasticity loss, each a callback that works on the engine's parameters under ZeRO 1/2/3.
+"""Remedies for plasticity loss, each a callback that works on the engine's parameters under ZeRO 1/2/3 and
+without ZeRO.
 
 - `ShrinkPerturb`: at every task boundary, theta <- shrink * theta + noise_std * eps (Ash & Adams 2020).
 - `L2Init`: `weight * ||theta - theta_0||^2` added to the loss (Kumar et al. 2023), computed inside each

@@ -182,9 +182,10 @@ class Trainer:
         """Train every remaining task; returns the process exit code (REQUEUE_EXIT_CODE when preempted)."""
         log.info("resolved config:\n" + config_to_yaml(self.config))
         state = self._start_or_resume()
+        stage = self.config.launch.zero_stage
         log.info(f"{self.config.model.preset} model ({self.non_embedding_params:,} non-embedding params), "
                  f"{len(self.tasks)} tasks, world size {self.world.world_size} on {self.device.type}, "
-                 f"ZeRO-{self.config.launch.zero_stage}" if self.config.launch.zero_stage else "without ZeRO (stage 0)")
+                 + (f"ZeRO-{stage}" if stage else "without ZeRO (stage 0)"))
         if self.device.type == "cuda":
             self._log_gpu_path()
         with TrainingProgress(self.tasks, enabled=self.accelerator.is_main_process) as progress:

@@ -57,7 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="12.4K")
     parser.add_argument("--tasks", type=int, default=3)
-    parser.add_argument("--zero-stage", type=int, help="launch.zero_stage (default: the control config's)")
+    parser.add_argument("--zero-stage", type=int, default=load_config(CONTROL_CONFIG).launch.zero_stage,
+                        help="launch.zero_stage (default: the control config's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-control-"))
     base = load_config(CONTROL_CONFIG)
@@ -66,7 +67,7 @@ def main() -> None:
                      str(chunk), "--seq-len", str(base.data.seq_len), "--val-tokens", "8192", "--workers", "1"]) == 0
     overrides = [f"run_dir={work / 'run'}", f"model.preset={args.preset}", f"data.root={work / 'data'}",
                  "curriculum.cycles=1", f"curriculum.control.tasks_per_cycle={args.tasks}", "probe.enabled=false",
-                 "log_every=1", *([f"launch.zero_stage={args.zero_stage}"] if args.zero_stage is not None else [])]
+                 "log_every=1", f"launch.zero_stage={args.zero_stage}"]
     config = load_config(CONTROL_CONFIG, overrides)
     bare_before = bare_loop_seconds(config)
     assert train(config) == 0
